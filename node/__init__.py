@@ -1,0 +1,1 @@
+"""The rig and its decisions: config, clock, store, GPUs, roles, planner, ledger, agent, CLI."""

@@ -1,0 +1,308 @@
+"""The agent: one scheduled job per source and per decision, sharing one clock and one store.
+
+Jobs run under APScheduler with max_instances=1 and coalesce=True; a job that fails is logged
+when it starts failing and when it recovers, and runs again at its next interval, while the
+other jobs carry on. Intervals are in simulated seconds, so a fast clock runs them faster.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from energy.types import PriceSlot, SiteSample, SourceUnavailable
+from market_adapter.base import ACTIVE, Capacity, MarketError
+from node import rollups
+from node.clock import Clock, real_seconds
+from node.config import Config
+from node.gpus import GpuError, GpuSnapshot
+from node.ledger import RigEnergy, book_energy, book_payouts
+from node.planner import Plan, PlanInputs, RulePlanner
+from node.roles import (
+    LOCAL,
+    Assignment,
+    LeaseHold,
+    assign_roles,
+    power_limit_for,
+    reserved_local_gpus,
+)
+from node.store import Store, epoch, from_epoch
+from node.wiring import Parts
+
+log = logging.getLogger("sunrig.agent")
+
+
+@dataclass
+class JobHealth:
+    ok: bool = True
+    last_ok: datetime | None = None
+    last_error: str | None = None
+    failures: int = 0
+
+
+@dataclass
+class LiveState:
+    site: SiteSample | None = None
+    gpus: dict[int, GpuSnapshot] = field(default_factory=dict)
+    assignments: dict[int, Assignment] = field(default_factory=dict)
+    plan: Plan | None = None
+    applied_limits_w: dict[int, float] = field(default_factory=dict)
+    jobs: dict[str, JobHealth] = field(default_factory=dict)
+
+
+class Agent:
+    def __init__(self, cfg: Config, clock: Clock, store: Store, parts: Parts):
+        self.cfg = cfg
+        self.clock = clock
+        self.store = store
+        self.parts = parts
+        self.planner = RulePlanner(cfg.planner.horizon_hours, cfg.planner.slot_minutes)
+        self.state = LiveState()
+        self._lock = threading.RLock()
+        self._scheduler: BackgroundScheduler | None = None
+        a = cfg.agent
+        self.jobs: dict[str, tuple[Callable[[], None], float]] = {
+            "prices": (self.refresh_prices, a.plan_every_s),
+            "sample_site": (self.sample_site, a.site_poll_s),
+            "sample_gpus": (self.sample_gpus, a.gpu_poll_s),
+            "plan": (self.make_plan, a.plan_every_s),
+            "apply_roles": (self.apply_roles, a.apply_every_s),
+            "sync_markets": (self.sync_markets, a.market_sync_s),
+            "ledger": (self.book_ledger, a.ledger_every_s),
+            "maintenance": (self.maintenance, a.maintenance_every_s),
+        }
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Run every job once, in order, then hand them to the scheduler."""
+        self.store.sync_cost_items(_cost_rows(self.cfg))
+        self.store.add_event(self.clock.now(), "agent", "agent started")
+        self.run_all_once()
+        self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
+            "max_instances": 1, "coalesce": True, "misfire_grace_time": None})
+        for name, (_, interval_s) in self.jobs.items():
+            seconds = real_seconds(self.clock, interval_s)
+            self._scheduler.add_job(self.run_job, IntervalTrigger(seconds=seconds),
+                                    args=[name], id=name, name=name)
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)  # let running jobs finish their transaction
+            self._scheduler = None
+        self.store.add_event(self.clock.now(), "agent", "agent stopped")
+
+    def run_all_once(self) -> None:
+        for name in self.jobs:
+            self.run_job(name)
+
+    def run_job(self, name: str) -> bool:
+        """Run one job; failures are recorded and logged on change, never raised."""
+        fn = self.jobs[name][0]
+        health = self.state.jobs.setdefault(name, JobHealth())
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - one failing job must not stop the others
+            if health.ok:
+                log.warning("job %s failing: %s", name, exc, exc_info=not _expected(exc))
+                self.store.add_event(self.clock.now(), "job", f"{name} failing: {exc}")
+            health.ok, health.last_error = False, f"{type(exc).__name__}: {exc}"
+            health.failures += 1
+            return False
+        if not health.ok:
+            log.info("job %s recovered", name)
+            self.store.add_event(self.clock.now(), "job", f"{name} recovered")
+        health.ok, health.last_ok = True, self.clock.now()
+        return True
+
+    def healthy(self) -> bool:
+        return all(h.ok for h in self.state.jobs.values())
+
+    # --- sources --------------------------------------------------------------------------------
+    def rig_power_w(self) -> float:
+        """What the rig draws now, as the site meter sees it: GPUs, host, cooling."""
+        gpu_w = sum(s.power_w or 0.0 for s in self.state.gpus.values())
+        return (gpu_w + self.cfg.site.host_overhead_w) * self.cfg.site.cooling_factor
+
+    def sample_site(self) -> None:
+        sample = self.parts.site.read(self.clock.now())
+        self.state.site = sample
+        self.store.add_site_sample(sample)
+
+    def sample_gpus(self) -> None:
+        now = self.clock.now()
+        snaps = self.parts.backend.snapshots(now)
+        rows = []
+        for snap in snaps:
+            prev = self.state.gpus.get(snap.index)
+            role = self.state.assignments.get(snap.index)
+            interval_s, energy_wh = _interval_energy(prev, snap)
+            rows.append({"ts": epoch(now), "gpu_index": snap.index, "uuid": snap.uuid,
+                         "role": role.role if role else None, "power_w": snap.power_w,
+                         "energy_wh": snap.energy_total_wh, "util_pct": snap.util_pct,
+                         "memory_used_bytes": snap.memory_used_bytes, "temp_c": snap.temp_c,
+                         "interval_s": interval_s, "interval_energy_wh": energy_wh})
+        self.state.gpus = {s.index: s for s in snaps}
+        self.store.add_gpu_samples(rows)
+
+    def refresh_prices(self) -> None:
+        now = self.clock.now()
+        slots = self.parts.tariff.slots(now - timedelta(hours=1),
+                                        now + timedelta(hours=self.cfg.planner.horizon_hours))
+        if not slots:
+            raise RuntimeError("the tariff has no prices for the coming hours")
+        self.store.put_price_slots(slots)
+
+    # --- decisions ------------------------------------------------------------------------------
+    def make_plan(self) -> None:
+        now = self.clock.now()
+        plan = self.planner.plan(now, self._plan_inputs(now))
+        rows = [{"start": epoch(s.start), "end": epoch(s.end), "market": m,
+                 "gpus_offered": n, "floor_per_gpu_hour": s.floor_per_gpu_hour[m],
+                 "local_gpus": s.local_gpus, "parked_power_cap_w": s.parked_power_cap_w,
+                 "expected_margin": s.expected_margin}
+                for s in plan.slots for m, n in s.offered.items()]
+        self.store.put_plan(now, plan.planner, rows)
+        self.state.plan = plan
+
+    def _plan_inputs(self, now: datetime) -> PlanInputs:
+        horizon = now + timedelta(hours=self.cfg.planner.horizon_hours)
+        prices = [PriceSlot(from_epoch(r["start"]), from_epoch(r["end"]), r["import_per_kwh"],
+                            r["export_per_kwh"]) for r in self.store.price_slots(now, horizon)]
+        snaps = list(self.state.gpus.values())
+        site = self.state.site
+        return PlanInputs(
+            gpu_count=len(snaps), local_gpus_at=self._reserved_at, prices=prices,
+            markets=self.parts.terms, gpu_busy_w=self.parts.gpu_busy_w,
+            gpu_min_limit_w=min((s.power_limit_min_w for s in snaps if s.power_limit_min_w),
+                                default=None),
+            host_overhead_w=self.cfg.site.host_overhead_w,
+            cooling_factor=self.cfg.site.cooling_factor,
+            breaker_limit_w=self.cfg.site.breaker_limit_w,
+            house_load_w=(site.load_w or 0.0) if site else 0.0,
+            exporting_now=bool(site and site.grid_w is not None and site.grid_w < 0),
+            wear_per_gpu_hour=self.cfg.planner.wear_per_gpu_hour,
+            margin_per_gpu_hour=self.cfg.planner.margin_per_gpu_hour,
+            min_floor_per_gpu_hour=self.cfg.planner.min_floor_per_gpu_hour)
+
+    def _reserved_at(self, ts: datetime) -> int:
+        return reserved_local_gpus(self.cfg.local, ts.astimezone(self.store.tz))
+
+    def apply_roles(self) -> None:
+        with self._lock:
+            now = self.clock.now()
+            slot = self.state.plan.slot_at(now) if self.state.plan else None
+            offered = dict(slot.offered) if slot else dict.fromkeys(self.parts.markets, 0)
+            holds = [LeaseHold(r["market"], r["lease_id"], r["gpus"], tuple(r["gpu_indexes"]))
+                     for r in self.store.leases(ACTIVE)]
+            result = assign_roles(sorted(self.state.gpus), self._reserved_at(now), offered,
+                                  holds, self.state.assignments)
+            for (market, lease_id), idx in result.new_lease_gpus.items():
+                self.store.assign_lease_gpus(market, lease_id, list(idx))
+            for lease_id in result.unplaced_leases:
+                log.warning("lease %s has no free GPUs to run on", lease_id)
+            self.state.assignments = {a.index: a for a in result.assignments}
+            self._apply_power_and_workload()
+            for name, market in self.parts.markets.items():
+                floor_site = slot.floor_per_gpu_hour[name] if slot else float("inf")
+                self._offer(name, market, result.free_offered.get(name, 0), floor_site)
+
+    def _offer(self, name: str, market, gpus: int, floor_site: float) -> None:
+        snap = next(iter(self.state.gpus.values()), None)
+        memory_gib = (snap.memory_total_bytes or 0) / 2**30 if snap else 0.0
+        if floor_site == float("inf"):
+            gpus, floor_site = 0, 0.0  # no plan for now: offer nothing
+        market.offer(Capacity(gpus, self.parts.gpu_model, round(memory_gib, 1)),
+                     floor_site / market.currency_rate)
+
+    def _apply_power_and_workload(self) -> None:
+        backend = self.parts.backend
+        place = getattr(backend, "place_workload", None)
+        for index, a in self.state.assignments.items():
+            snap = self.state.gpus.get(index)
+            if place is not None:
+                place(index, "lease" if a.lease_id else ("local" if a.role == LOCAL else "idle"))
+            if snap is None:
+                continue
+            target = power_limit_for(a.role, snap.power_limit_min_w, snap.power_limit_default_w)
+            if target is None or self.state.applied_limits_w.get(index) == target:
+                continue
+            try:
+                backend.set_power_limit(index, target)
+                self.state.applied_limits_w[index] = target
+            except GpuError as exc:
+                log.warning("GPU %d: cannot set power limit %.0f W: %s", index, target, exc)
+                self.state.applied_limits_w[index] = target  # do not retry every minute
+
+    # --- markets and books ----------------------------------------------------------------------
+    def sync_markets(self) -> None:
+        known = {(r["market"], r["lease_id"]): r["state"] for r in self.store.leases()}
+        changed = False
+        for name, market in self.parts.markets.items():
+            rate = market.currency_rate
+            leases = market.leases()
+            rows = [{"market": le.market, "lease_id": le.lease_id, "gpus": le.gpus,
+                     "price_per_gpu_hour": round(le.price_per_gpu_hour * rate, 6),
+                     "state": le.state, "started": epoch(le.started),
+                     "ended": epoch(le.ended) if le.ended else None} for le in leases]
+            self.store.upsert_leases(rows)
+            for le in leases:
+                before = known.get((le.market, le.lease_id))
+                if before != le.state:
+                    changed = True
+                    self._lease_event(le, before)
+            book_payouts(self.store, market.payouts(self.store.last_payout_ts(name)), rate)
+        if changed:
+            self.apply_roles()  # give new leases their GPUs now, not at the next interval
+
+    def _lease_event(self, lease, before: str | None) -> None:
+        verb = "started" if lease.state == ACTIVE else ("ended" if before else "seen ended")
+        self.store.add_event(self.clock.now(), "lease",
+                             f"{lease.market} lease {lease.lease_id} {verb}: {lease.gpus} GPU(s) "
+                             f"at {lease.price_per_gpu_hour:.2f}/GPU-hour",
+                             {"market": lease.market, "lease_id": lease.lease_id})
+
+    def book_ledger(self) -> None:
+        book_energy(self.store, self.clock.now(),
+                    RigEnergy(self.cfg.site.host_overhead_w, self.cfg.site.cooling_factor))
+
+    def maintenance(self) -> None:
+        now = self.clock.now()
+        rollups.roll_up(self.store, now)
+        rollups.expire_raw(self.store, now, self.cfg.store.raw_retention_days)
+
+
+def _interval_energy(prev: GpuSnapshot | None, snap: GpuSnapshot
+                     ) -> tuple[float | None, float | None]:
+    """Seconds and Wh since the previous snapshot: the energy counter where it has one."""
+    if prev is None:
+        return None, None
+    dt_s = (snap.ts - prev.ts).total_seconds()
+    if dt_s <= 0 or dt_s > 900:  # a long gap is downtime, not a role's consumption
+        return None, None
+    if snap.energy_total_wh is not None and prev.energy_total_wh is not None:
+        delta = snap.energy_total_wh - prev.energy_total_wh
+        if delta >= 0:
+            return dt_s, delta
+    if snap.power_w is None:
+        return dt_s, None
+    return dt_s, snap.power_w * dt_s / 3600.0
+
+
+def _cost_rows(cfg: Config) -> list[dict]:
+    rows = [{"name": i.name, "kind": "capex", "amount": i.amount, "amount_per_month": 0.0,
+             "date": i.date} for i in cfg.capex.items]
+    rows += [{"name": o.name, "kind": "opex", "amount": 0.0, "amount_per_month": o.amount_per_month,
+              "date": o.since} for o in cfg.capex.opex]
+    return rows
+
+
+def _expected(exc: Exception) -> bool:
+    """Failures of the outside world get one log line; anything else gets its traceback too."""
+    return isinstance(exc, SourceUnavailable | MarketError | GpuError | RuntimeError)

@@ -1,0 +1,133 @@
+"""The `sunrig` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from node.config import DEFAULT_CONFIG_PATH, default_config, load_config
+from node.errors import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sunrig", description="GPU rig energy and market agent")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the agent on a real rig")
+    run.add_argument("--config", default=DEFAULT_CONFIG_PATH)
+    run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser("demo", help="run on the embedded default: simulated rig, site, market")
+    demo.add_argument("--speed", type=float, default=120.0,
+                      help="simulated seconds per real second (default 120)")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its store")
+    demo.set_defaults(func=_cmd_demo)
+
+    status = sub.add_parser("status", help="show the running agent's state")
+    status.add_argument("--config", help="read the dashboard's address from this config")
+    status.add_argument("--url", default=None, help="default http://127.0.0.1:8080")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_cmd_status)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(required=True, metavar="ACTION")
+    check = config_sub.add_parser("check", help="validate a config file (exit 0 or 2)")
+    check.add_argument("file")
+    check.set_defaults(func=_cmd_config_check)
+    return p
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from node.service import serve
+
+    return serve(load_config(args.config))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from node.service import demo_config, serve
+
+    if args.speed <= 0:
+        print("--speed must be positive", file=sys.stderr)
+        return EXIT_CONFIG
+    cfg = demo_config(default_config(), Path(args.data_dir), args.port)
+    return serve(cfg, speed=args.speed)
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    print(f"{args.file}: ok ({cfg.gpus.backend} GPUs, markets: "
+          f"{', '.join(m for m in ('sim',) if getattr(cfg.markets, m).enabled) or 'none'})")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    url = args.url
+    if url is None:
+        host, port = "127.0.0.1", 8080
+        if args.config:
+            web = load_config(args.config).webui
+            host, port = ("127.0.0.1" if web.host in ("0.0.0.0", "::") else web.host), web.port
+        url = f"http://{host}:{port}"
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/api/status", timeout=5) as resp:
+            status = json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"cannot reach the agent at {url}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+def format_status(s: dict) -> str:
+    cur = s["currency"]
+    site = s.get("site") or {}
+    lines = [f"{s['site_name']}  {s['ts']}" + (f"  (simulated x{s['clock_speed']:g})"
+                                               if s["clock_speed"] != 1 else "")]
+    lines.append(f"site: pv {_w(site.get('pv_w'))}, house {_w(site.get('load_w'))}, "
+                 f"rig {_w(s['rig_power_w'])}, grid {_w(site.get('grid_w'))}")
+    if s.get("price"):
+        lines.append(f"price: import {s['price']['import_per_kwh']:.3f}, "
+                     f"feed-in {s['price']['export_per_kwh']:.3f} {cur}/kWh")
+    r = s["roles"]
+    lines.append(f"gpus: {r['local']} local, {r['market']} market, {r['parked']} parked")
+    for g in s["gpus"]:
+        lease = f" lease {g['lease_id']}" if g["lease_id"] else ""
+        lines.append(f"  [{g['index']}] {g['name']:<14} {g['role']:<7}{lease} {_w(g['power_w'])}")
+    lines.append(f"leases: {len(s['leases'])} active")
+    t = s["today"]
+    lines.append(f"today: revenue {t['revenue']:.2f} {cur}, energy {t['energy_cost']:.2f} {cur}, "
+                 f"net {t['net']:.2f} {cur}")
+    if not s["healthy"]:
+        failing = [n for n, j in s["jobs"].items() if not j["ok"]]
+        lines.append(f"failing jobs: {', '.join(failing)}")
+    return "\n".join(lines)
+
+
+def _w(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1000:.2f} kW"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

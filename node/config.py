@@ -1,0 +1,344 @@
+"""TOML configuration into frozen dataclasses.
+
+One generic builder walks the dataclass tree: unknown keys, wrong types, out-of-range values and
+malformed values are ConfigErrors naming the file, the dotted key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from datetime import date
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from energy.series import EMBEDDED_PREFIX
+from energy.tariff import compile_formula
+from node.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/sunrig/sunrig.toml"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _timezone(value: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r}; use an IANA name such as "
+                         "'Europe/Amsterdam'") from None
+
+
+def _hhmm(value: str) -> None:
+    m = re.fullmatch(r"(\d{2}):(\d{2})", value)
+    if not m or int(m[1]) > 24 or int(m[2]) > 59 or (int(m[1]) == 24 and int(m[2]) != 0):
+        raise ValueError(f"{value!r} is not a time of day as HH:MM (00:00 to 24:00)")
+
+
+def _weekday(value: str) -> None:
+    if value not in WEEKDAYS:
+        raise ValueError(f"{value!r} is not a weekday; allowed: {', '.join(WEEKDAYS)}")
+
+
+def _iso_date(value: str) -> None:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date as YYYY-MM-DD") from None
+
+
+def _formula(value: str) -> None:
+    compile_formula(value)
+
+
+def rng(lo: float | None = None, hi: float | None = None, check=None, path: bool = False) -> dict:
+    """Field metadata: allowed range, an extra check, and whether it is a file path."""
+    return {"min": lo, "max": hi, "check": check, "path": path}
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    name: str = "My GPU rig"
+    timezone: str = field(default="UTC", metadata=rng(check=_timezone))
+    currency: str = "EUR"
+    latitude: float = field(default=52.0, metadata=rng(-90, 90))
+    longitude: float = field(default=5.0, metadata=rng(-180, 180))
+    breaker_limit_w: float = field(default=25_000.0, metadata=rng(500))
+    host_overhead_w: float = field(default=800.0, metadata=rng(0))
+    cooling_factor: float = field(default=1.2, metadata=rng(1.0, 3.0))
+
+
+@dataclass(frozen=True)
+class SimulatedGpusConfig:
+    count: int = field(default=8, metadata=rng(1, 64))
+    model: str = "h200"
+    name: str = "NVIDIA H200"
+    memory_gib: float = field(default=141.0, metadata=rng(1))
+    interface: str = "sxm"
+    idle_w: float = field(default=90.0, metadata=rng(0))
+    busy_w: float = field(default=650.0, metadata=rng(1))
+    power_limit_w: float = field(default=700.0, metadata=rng(1))
+    min_power_limit_w: float = field(default=200.0, metadata=rng(1))
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class GpusConfig:
+    backend: Literal["simulated", "nvml"] = "simulated"
+    simulated: SimulatedGpusConfig = field(default_factory=SimulatedGpusConfig)
+
+
+@dataclass(frozen=True)
+class ReservationWindow:
+    days: tuple[str, ...] = field(metadata=rng(check=_weekday))
+    start: str = field(metadata=rng(check=_hhmm))
+    end: str = field(metadata=rng(check=_hhmm))
+    gpus: int = field(metadata=rng(0, 64))
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    reserved_gpus: int = field(default=1, metadata=rng(0, 64))
+    schedule: tuple[ReservationWindow, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatteryConfig:
+    capacity_kwh: float = field(default=0.0, metadata=rng(0))
+    max_charge_w: float = field(default=5000.0, metadata=rng(0))
+    max_discharge_w: float = field(default=5000.0, metadata=rng(0))
+    min_soc_pct: float = field(default=10.0, metadata=rng(0, 100))
+    initial_soc_pct: float = field(default=50.0, metadata=rng(0, 100))
+
+
+@dataclass(frozen=True)
+class SimulatedSiteConfig:
+    data_file: str = field(default=EMBEDDED_PREFIX + "household_2024_30min.csv.gz",
+                           metadata=rng(path=True))
+    pv_array_kwp: float = field(default=5.0, metadata=rng(0))
+    trace_array_kwp: float = field(default=5.0, metadata=rng(0.1))
+    battery: BatteryConfig = field(default_factory=BatteryConfig)
+
+
+@dataclass(frozen=True)
+class EnergyConfig:
+    source: Literal["simulated"] = "simulated"
+    simulated: SimulatedSiteConfig = field(default_factory=SimulatedSiteConfig)
+
+
+@dataclass(frozen=True)
+class TariffConfig:
+    kind: Literal["fixed", "day_ahead"] = "day_ahead"
+    import_per_kwh: float = 0.30
+    export_per_kwh: float = 0.05
+    prices_file: str = field(default=EMBEDDED_PREFIX + "nl_day_ahead_2024_2025.csv.gz",
+                             metadata=rng(path=True))
+    replay: bool = False
+    import_formula: str = field(default="(spot + 0.02 + 0.1088) * 1.21",
+                                metadata=rng(check=_formula))
+    export_formula: str = field(default="spot - 0.01", metadata=rng(check=_formula))
+
+
+@dataclass(frozen=True)
+class SimMarketConfig:
+    enabled: bool = True
+    reference_price_per_gpu_hour: float = field(default=2.30, metadata=rng(0))
+    price_spread: float = field(default=0.25, metadata=rng(0, 2))
+    orders_per_hour: float = field(default=1.5, metadata=rng(0, 1000))
+    mean_lease_hours: float = field(default=8.0, metadata=rng(0.05))
+    max_gpus_per_order: int = field(default=8, metadata=rng(1, 64))
+    ask_price_per_gpu_hour: float = field(default=2.20, metadata=rng(0))
+    currency_rate: float = field(default=1.0, metadata=rng(0.0001))
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class MarketsConfig:
+    sim: SimMarketConfig = field(default_factory=SimMarketConfig)
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    horizon_hours: int = field(default=48, metadata=rng(1, 168))
+    slot_minutes: Literal[15, 30, 60] = 15
+    wear_per_gpu_hour: float = field(default=0.10, metadata=rng(0))
+    margin_per_gpu_hour: float = field(default=0.10, metadata=rng(0))
+    min_floor_per_gpu_hour: float = field(default=0.50, metadata=rng(0))
+
+
+@dataclass(frozen=True)
+class CapexItem:
+    name: str
+    amount: float = field(metadata=rng(0))
+    date: str = field(metadata=rng(check=_iso_date))
+
+
+@dataclass(frozen=True)
+class OpexItem:
+    name: str
+    amount_per_month: float = field(metadata=rng(0))
+    since: str = field(metadata=rng(check=_iso_date))
+
+
+@dataclass(frozen=True)
+class CapexConfig:
+    items: tuple[CapexItem, ...] = ()
+    opex: tuple[OpexItem, ...] = ()
+
+
+@dataclass(frozen=True)
+class WebuiConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = field(default=8080, metadata=rng(1, 65535))
+    allow_lan: bool = False
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = field(default="/var/lib/sunrig/sunrig.db", metadata=rng(path=True))
+    raw_retention_days: float = field(default=14.0, metadata=rng(0.01))
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    site_poll_s: float = field(default=10.0, metadata=rng(0.1))
+    gpu_poll_s: float = field(default=10.0, metadata=rng(0.1))
+    apply_every_s: float = field(default=60.0, metadata=rng(1))
+    market_sync_s: float = field(default=60.0, metadata=rng(1))
+    plan_every_s: float = field(default=900.0, metadata=rng(10))
+    ledger_every_s: float = field(default=300.0, metadata=rng(10))
+    maintenance_every_s: float = field(default=900.0, metadata=rng(10))
+
+
+@dataclass(frozen=True)
+class Config:
+    site: SiteConfig = field(default_factory=SiteConfig)
+    gpus: GpusConfig = field(default_factory=GpusConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    tariff: TariffConfig = field(default_factory=TariffConfig)
+    markets: MarketsConfig = field(default_factory=MarketsConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    capex: CapexConfig = field(default_factory=CapexConfig)
+    webui: WebuiConfig = field(default_factory=WebuiConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raises ConfigError naming the file and key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
+    return parse_config(text, str(path), base_dir=path.parent)
+
+
+def default_config() -> Config:
+    """The embedded default: a simulated 8-GPU rig, site and market."""
+    text = resources.files("node").joinpath("default.toml").read_text(encoding="utf-8")
+    return parse_config(text, "<embedded default.toml>", base_dir=Path.cwd())
+
+
+def parse_config(text: str, file: str, base_dir: Path) -> Config:
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "", f"not valid TOML: {exc}") from None
+    cfg = _build(Config, table, _Ctx(file, base_dir), "")
+    _cross_checks(cfg, file)
+    return cfg
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    file: str
+    base_dir: Path
+
+
+def _build(cls: type, table: Any, ctx: _Ctx, prefix: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(ctx.file, prefix, "must be a table")
+    allowed = [f.name for f in fields(cls)]
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(ctx.file, _join(prefix, key),
+                              f"unknown key; allowed here: {', '.join(allowed)}")
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        key = _join(prefix, f.name)
+        if f.name in table:
+            kwargs[f.name] = _convert(hints[f.name], table[f.name], ctx, key, f.metadata)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(ctx.file, key, "is required")
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, ctx: _Ctx, key: str, meta: Any) -> Any:
+    if is_dataclass(tp):
+        return _build(tp, value, ctx, key)
+    origin = get_origin(tp)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(ctx.file, key, f"must be a list, got {type(value).__name__}")
+        item_type = get_args(tp)[0]
+        return tuple(_convert(item_type, v, ctx, f"{key}[{i}]", meta) for i, v in enumerate(value))
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices or isinstance(value, bool):
+            raise ConfigError(ctx.file, key, f"must be one of {', '.join(map(repr, choices))}, "
+                                             f"got {value!r}")
+        return value
+    value = _scalar(tp, value, ctx, key)
+    _check_meta(value, ctx, key, meta)
+    if meta.get("path") and not value.startswith(EMBEDDED_PREFIX):
+        value = str((ctx.base_dir / value).resolve()) if not Path(value).is_absolute() else value
+    return value
+
+
+def _scalar(tp: type, value: Any, ctx: _Ctx, key: str) -> Any:
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    ok = (isinstance(value, tp) and not (tp is int and isinstance(value, bool))) or (
+        tp is float and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        raise ConfigError(ctx.file, key, f"must be {names[tp]}, got {type(value).__name__} "
+                                         f"{value!r}")
+    return float(value) if tp is float else value
+
+
+def _check_meta(value: Any, ctx: _Ctx, key: str, meta: Any) -> None:
+    lo, hi, check = meta.get("min"), meta.get("max"), meta.get("check")
+    if lo is not None and value < lo:
+        raise ConfigError(ctx.file, key, f"must be at least {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ConfigError(ctx.file, key, f"must be at most {hi}, got {value}")
+    if check is not None:
+        try:
+            check(value)
+        except ValueError as exc:
+            raise ConfigError(ctx.file, key, str(exc)) from None
+
+
+def _cross_checks(cfg: Config, file: str) -> None:
+    sim = cfg.gpus.simulated
+    if sim.min_power_limit_w > sim.power_limit_w:
+        raise ConfigError(file, "gpus.simulated.min_power_limit_w",
+                          f"must not exceed power_limit_w ({sim.power_limit_w})")
+    if sim.idle_w > sim.busy_w:
+        raise ConfigError(file, "gpus.simulated.idle_w", f"must not exceed busy_w ({sim.busy_w})")
+    for i, window in enumerate(cfg.local.schedule):
+        if window.start >= window.end:
+            raise ConfigError(file, f"local.schedule[{i}].end", "must be later than start")
+    if cfg.webui.host not in ("127.0.0.1", "localhost", "::1") and not cfg.webui.allow_lan:
+        raise ConfigError(file, "webui.host",
+                          f"{cfg.webui.host!r} is beyond localhost; set webui.allow_lan = true "
+                          "to serve the dashboard on the LAN")
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key

@@ -1,0 +1,82 @@
+"""The store's schema, as numbered migrations. Never edit an applied one; add the next number.
+
+Timestamps are REAL seconds since the epoch (UTC); `day` columns are the site's local date.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("sunrig")
+
+
+@migrations(name="001_initial")
+def m001_initial(db: Database) -> None:
+    db.execute("""
+        CREATE TABLE site_samples (
+            ts REAL PRIMARY KEY, pv_w REAL, load_w REAL, grid_w REAL, battery_w REAL,
+            soc_pct REAL, stale INTEGER NOT NULL DEFAULT 0)""")
+    db.execute("""
+        CREATE TABLE gpu_samples (
+            ts REAL NOT NULL, gpu_index INTEGER NOT NULL, uuid TEXT, role TEXT,
+            power_w REAL, energy_wh REAL, util_pct REAL, memory_used_bytes INTEGER, temp_c REAL,
+            interval_s REAL, interval_energy_wh REAL,
+            PRIMARY KEY (ts, gpu_index))""")
+    db.execute("""
+        CREATE TABLE site_rollups (
+            period TEXT NOT NULL, bucket REAL NOT NULL, n INTEGER NOT NULL,
+            pv_w REAL, load_w REAL, grid_w REAL, battery_w REAL, soc_pct REAL,
+            pv_wh REAL, load_wh REAL, import_wh REAL, export_wh REAL,
+            PRIMARY KEY (period, bucket))""")
+    db.execute("""
+        CREATE TABLE gpu_rollups (
+            period TEXT NOT NULL, bucket REAL NOT NULL, gpu_index INTEGER NOT NULL,
+            n INTEGER NOT NULL, power_w REAL, util_pct REAL, temp_c_max REAL, energy_wh REAL,
+            PRIMARY KEY (period, bucket, gpu_index))""")
+    db.execute("""
+        CREATE TABLE price_slots (
+            start REAL PRIMARY KEY, "end" REAL NOT NULL,
+            import_per_kwh REAL NOT NULL, export_per_kwh REAL NOT NULL)""")
+    db.execute("""
+        CREATE TABLE plans (ts REAL PRIMARY KEY, planner TEXT NOT NULL, note TEXT)""")
+    db.execute("""
+        CREATE TABLE plan_slots (
+            plan_ts REAL NOT NULL REFERENCES plans(ts), start REAL NOT NULL, "end" REAL NOT NULL,
+            market TEXT NOT NULL, gpus_offered INTEGER NOT NULL, floor_per_gpu_hour REAL,
+            local_gpus INTEGER NOT NULL, parked_power_cap_w REAL, expected_margin REAL,
+            PRIMARY KEY (plan_ts, start, market))""")
+    db.execute("""
+        CREATE TABLE leases (
+            market TEXT NOT NULL, lease_id TEXT NOT NULL, gpus INTEGER NOT NULL,
+            gpu_indexes TEXT, price_per_gpu_hour REAL NOT NULL, state TEXT NOT NULL,
+            started REAL NOT NULL, ended REAL,
+            PRIMARY KEY (market, lease_id))""")
+    db.execute("""
+        CREATE TABLE payouts (
+            market TEXT NOT NULL, payout_id TEXT NOT NULL, lease_id TEXT, ts REAL NOT NULL,
+            day TEXT NOT NULL, amount REAL NOT NULL, amount_market REAL NOT NULL,
+            PRIMARY KEY (market, payout_id))""")
+    db.execute("""
+        CREATE TABLE energy_bookings (
+            bucket REAL NOT NULL, day TEXT NOT NULL, role TEXT NOT NULL, source TEXT NOT NULL,
+            energy_wh REAL NOT NULL, cost REAL NOT NULL,
+            PRIMARY KEY (bucket, role, source))""")
+    db.execute("""
+        CREATE TABLE ledger_daily (
+            day TEXT NOT NULL, category TEXT NOT NULL, name TEXT NOT NULL, source TEXT NOT NULL,
+            energy_wh REAL NOT NULL, amount REAL NOT NULL,
+            PRIMARY KEY (day, category, name, source))""")
+    db.execute("""
+        CREATE TABLE cost_items (
+            name TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('capex', 'opex')),
+            amount REAL NOT NULL, amount_per_month REAL NOT NULL, date TEXT NOT NULL)""")
+    db.execute("""
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL,
+            message TEXT NOT NULL, data TEXT)""")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("CREATE INDEX idx_gpu_samples_gpu_ts ON gpu_samples (gpu_index, ts)")
+    db.execute("CREATE INDEX idx_leases_state ON leases (state)")
+    db.execute("CREATE INDEX idx_payouts_day ON payouts (day)")
+    db.execute("CREATE INDEX idx_events_ts ON events (ts)")

@@ -1,0 +1,130 @@
+"""Plans: per slot, how many GPUs each market gets and the floor price per GPU-hour.
+
+`RulePlanner` decides slot by slot from energy prices alone: it offers every GPU the owner does
+not reserve whenever the market's expected price covers the floor, and never more GPUs than the
+breaker allows. The optimising planner returns the same `Plan` type.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from energy.types import PriceSlot
+
+
+@dataclass(frozen=True)
+class PlanSlot:
+    start: datetime
+    end: datetime
+    offered: Mapping[str, int]  # GPUs in the market role, per market (leased ones included)
+    floor_per_gpu_hour: Mapping[str, float]  # site currency, per market
+    local_gpus: int
+    parked_power_cap_w: float | None
+    expected_margin: float  # site currency over the slot, if the offered GPUs were all leased
+
+
+@dataclass(frozen=True)
+class Plan:
+    created: datetime
+    planner: str
+    slots: tuple[PlanSlot, ...]
+
+    def slot_at(self, ts: datetime) -> PlanSlot | None:
+        for slot in self.slots:
+            if slot.start <= ts < slot.end:
+                return slot
+        return None
+
+
+@dataclass(frozen=True)
+class MarketTerms:
+    """What the planner knows of one market, in site currency."""
+
+    expected_price_per_gpu_hour: float
+    ask_price_per_gpu_hour: float
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    gpu_count: int
+    local_gpus_at: Callable[[datetime], int]
+    prices: list[PriceSlot]
+    markets: Mapping[str, MarketTerms]
+    gpu_busy_w: float
+    gpu_min_limit_w: float | None
+    host_overhead_w: float
+    cooling_factor: float
+    breaker_limit_w: float
+    house_load_w: float
+    exporting_now: bool
+    wear_per_gpu_hour: float
+    margin_per_gpu_hour: float
+    min_floor_per_gpu_hour: float
+
+
+def slot_starts(now: datetime, horizon_hours: int, slot_minutes: int) -> list[datetime]:
+    step = timedelta(minutes=slot_minutes)
+    first = now.replace(second=0, microsecond=0)
+    first -= timedelta(minutes=first.minute % slot_minutes)
+    return [first + k * step for k in range(horizon_hours * 60 // slot_minutes)]
+
+
+class RulePlanner:
+    name = "rule"
+
+    def __init__(self, horizon_hours: int = 48, slot_minutes: int = 15):
+        self.horizon_hours = horizon_hours
+        self.slot_minutes = slot_minutes
+
+    def plan(self, now: datetime, inp: PlanInputs) -> Plan:
+        step = timedelta(minutes=self.slot_minutes)
+        slots = []
+        for start in slot_starts(now, self.horizon_hours, self.slot_minutes):
+            price = _price_at(inp.prices, start)
+            if price is None:
+                break  # no plan where prices are unknown; the agent keeps the last slot's offer
+            marginal = price.export_per_kwh if (inp.exporting_now and start <= now) else (
+                price.import_per_kwh)
+            slots.append(self._slot(start, start + step, marginal, inp))
+        return Plan(now, self.name, tuple(slots))
+
+    def _slot(self, start: datetime, end: datetime, price_per_kwh: float,
+              inp: PlanInputs) -> PlanSlot:
+        local = min(inp.local_gpus_at(start), inp.gpu_count)
+        sellable = min(inp.gpu_count - local, _breaker_room_gpus(inp, local))
+        cost = energy_cost_per_gpu_hour(inp, price_per_kwh)
+        base_floor = max(inp.min_floor_per_gpu_hour,
+                         cost + inp.wear_per_gpu_hour + inp.margin_per_gpu_hour)
+        worth = {m: t for m, t in inp.markets.items()
+                 if t.expected_price_per_gpu_hour >= base_floor}
+        offered = dict.fromkeys(inp.markets, 0)
+        for k, market in enumerate(sorted(worth)):  # split evenly, remainder to the first ones
+            offered[market] = sellable // len(worth) + (1 if k < sellable % len(worth) else 0)
+        floors = {m: round(max(base_floor, t.ask_price_per_gpu_hour), 4)
+                  for m, t in inp.markets.items()}
+        hours = (end - start) / timedelta(hours=1)
+        margin = sum(n * (floors[m] - cost) * hours for m, n in offered.items())
+        return PlanSlot(start, end, offered, floors, local, inp.gpu_min_limit_w, round(margin, 4))
+
+
+def energy_cost_per_gpu_hour(inp: PlanInputs, price_per_kwh: float) -> float:
+    """Energy cost of one busy GPU for an hour: its draw plus its share of the host, cooled."""
+    share_w = inp.host_overhead_w / max(inp.gpu_count, 1)
+    return (inp.gpu_busy_w + share_w) * inp.cooling_factor / 1000.0 * price_per_kwh
+
+
+def _breaker_room_gpus(inp: PlanInputs, local_gpus: int) -> int:
+    """How many more busy GPUs fit under the breaker beside the house, host and local GPUs."""
+    room_w = (inp.breaker_limit_w - inp.house_load_w
+              - (inp.host_overhead_w + local_gpus * inp.gpu_busy_w) * inp.cooling_factor)
+    return max(0, math.floor(room_w / (inp.gpu_busy_w * inp.cooling_factor)))
+
+
+def _price_at(prices: list[PriceSlot], ts: datetime) -> PriceSlot | None:
+    for p in prices:
+        if p.covers(ts):
+            return p
+    return None

@@ -1,0 +1,72 @@
+"""Run the agent and its dashboard until SIGINT or SIGTERM, then close everything cleanly."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from werkzeug.serving import make_server
+
+from node.agent import Agent
+from node.clock import Clock, RealClock, SimulatedClock
+from node.config import Config
+from node.status import agent_status
+from node.store import Store
+from node.wiring import build_parts
+from webui.app import create_app
+
+log = logging.getLogger("sunrig")
+
+
+def open_agent(cfg: Config, clock: Clock | None = None, speed: float | None = None) -> Agent:
+    """Open the store and build the agent. With `speed`, the clock is simulated and resumes
+    from the newest stored sample, so a restarted demo carries on where it stopped."""
+    store = Store(cfg.store.path, cfg.site.timezone)
+    if clock is None:
+        if speed is None:
+            clock = RealClock()
+        else:
+            start = max(datetime.now(UTC), store.latest_ts() or datetime.now(UTC))
+            clock = SimulatedClock(start, speed)
+    holder: list[Agent] = []
+    parts = build_parts(cfg, clock, Path(cfg.store.path).parent,
+                        rig_power_w=lambda: holder[0].rig_power_w() if holder else 0.0)
+    agent = Agent(cfg, clock, store, parts)
+    holder.append(agent)
+    return agent
+
+
+def serve(cfg: Config, speed: float | None = None, stop: threading.Event | None = None) -> int:
+    """Start the agent and the dashboard, wait for a stop signal, shut down; returns exit code."""
+    stop = stop or threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    agent = open_agent(cfg, speed=speed)
+    server = None
+    try:
+        agent.start()
+        if cfg.webui.enabled:
+            app = create_app(lambda: agent_status(agent))
+            server = make_server(cfg.webui.host, cfg.webui.port, app, threaded=True)
+            threading.Thread(target=server.serve_forever, name="webui", daemon=True).start()
+            log.info("dashboard on http://%s:%d", cfg.webui.host, cfg.webui.port)
+        log.info("agent running (%d GPUs, markets: %s)", len(agent.state.gpus),
+                 ", ".join(agent.parts.markets) or "none")
+        stop.wait()
+        log.info("stopping")
+    finally:
+        if server is not None:
+            server.shutdown()
+        agent.stop()
+        agent.store.close()
+    return 0
+
+
+def demo_config(base: Config, data_dir: Path, port: int) -> Config:
+    """The embedded default with the demo's own store and port."""
+    store = replace(base.store, path=str((data_dir / "sunrig-demo.db").resolve()))
+    return replace(base, store=store, webui=replace(base.webui, port=port))

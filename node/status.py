@@ -1,0 +1,105 @@
+"""The agent's state as plain JSON-ready data: what `/api/status` and `sunrig status` show."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from market_adapter.base import ACTIVE
+from node.agent import Agent
+from node.ledger import day_summary, payback
+from node.store import from_epoch
+
+
+def _iso(value: datetime | float | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = from_epoch(value)
+    return value.isoformat()
+
+
+def agent_status(agent: Agent) -> dict[str, Any]:
+    now = agent.clock.now()
+    store = agent.store
+    today = store.local_day(now)
+    summary = day_summary(store, today)
+    pb = payback(store, now.astimezone(store.tz).date())
+    return {
+        "ts": _iso(now),
+        "site_name": agent.cfg.site.name,
+        "currency": agent.cfg.site.currency,
+        "clock_speed": agent.clock.speed,
+        "site": _site(agent),
+        "rig_power_w": round(agent.rig_power_w(), 1),
+        "price": _price(agent, now),
+        "gpus": _gpus(agent),
+        "roles": _role_counts(agent),
+        "plan": _plan_slot(agent, now),
+        "leases": [_lease(r) for r in store.leases(ACTIVE)],
+        "today": {"day": today, "revenue": summary.revenue, "energy_cost": summary.energy_cost,
+                  "net": round(summary.revenue - summary.energy_cost, 4),
+                  "energy_kwh": round(summary.energy_wh / 1000.0, 3),
+                  "revenue_by_market": summary.revenue_by_market,
+                  "energy_cost_by_role": summary.cost_by_role},
+        "payback": {"capex": pb.capex, "net_to_date": pb.net_to_date,
+                    "net_per_day_30d": pb.net_per_day_30d, "paid_back_pct": pb.paid_back_pct,
+                    "projected_date": pb.projected_date.isoformat() if pb.projected_date
+                    else None},
+        "jobs": {name: {"ok": h.ok, "last_ok": _iso(h.last_ok), "last_error": h.last_error,
+                        "failures": h.failures} for name, h in agent.state.jobs.items()},
+        "healthy": agent.healthy(),
+    }
+
+
+def _site(agent: Agent) -> dict | None:
+    s = agent.state.site
+    if s is None:
+        return None
+    return {"ts": _iso(s.ts), "pv_w": s.pv_w, "load_w": s.load_w, "grid_w": s.grid_w,
+            "battery_w": s.battery_w, "soc_pct": s.soc_pct, "stale": s.stale}
+
+
+def _price(agent: Agent, now: datetime) -> dict | None:
+    rows = agent.store.price_slots(now, now)
+    if not rows:
+        return None
+    r = rows[0]
+    return {"start": _iso(r["start"]), "end": _iso(r["end"]),
+            "import_per_kwh": r["import_per_kwh"], "export_per_kwh": r["export_per_kwh"]}
+
+
+def _gpus(agent: Agent) -> list[dict]:
+    out = []
+    for index, snap in sorted(agent.state.gpus.items()):
+        a = agent.state.assignments.get(index)
+        out.append({"index": index, "uuid": snap.uuid, "name": snap.name,
+                    "role": a.role if a else None, "market": a.market if a else None,
+                    "lease_id": a.lease_id if a else None, "power_w": snap.power_w,
+                    "power_limit_w": snap.power_limit_w, "util_pct": snap.util_pct,
+                    "temp_c": snap.temp_c, "memory_used_bytes": snap.memory_used_bytes,
+                    "memory_total_bytes": snap.memory_total_bytes, "cc_mode": snap.cc_mode})
+    return out
+
+
+def _role_counts(agent: Agent) -> dict[str, int]:
+    counts = {"local": 0, "market": 0, "parked": 0}
+    for a in agent.state.assignments.values():
+        counts[a.role] += 1
+    return counts
+
+
+def _plan_slot(agent: Agent, now: datetime) -> dict | None:
+    plan = agent.state.plan
+    slot = plan.slot_at(now) if plan else None
+    if slot is None:
+        return None
+    return {"planner": plan.planner, "start": _iso(slot.start), "end": _iso(slot.end),
+            "offered": dict(slot.offered), "floor_per_gpu_hour": dict(slot.floor_per_gpu_hour),
+            "local_gpus": slot.local_gpus, "expected_margin": slot.expected_margin}
+
+
+def _lease(r: dict) -> dict:
+    return {"market": r["market"], "lease_id": r["lease_id"], "gpus": r["gpus"],
+            "gpu_indexes": r["gpu_indexes"], "price_per_gpu_hour": r["price_per_gpu_hour"],
+            "state": r["state"], "started": _iso(r["started"]), "ended": _iso(r["ended"])}

@@ -1,0 +1,183 @@
+"""SQLite store (sqlite-utils, WAL): samples, prices, plans, leases, payouts, ledger and events.
+
+One connection guarded by one lock, shared by the scheduler's jobs and the web server's threads.
+Writes that come from outside (leases, payouts) are keyed by their market's ids, so syncing the
+same data twice stores it once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlite_utils import Database
+
+from node.migrations import migrations
+
+
+def epoch(ts: datetime) -> float:
+    return ts.timestamp()
+
+
+def from_epoch(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+class Store:
+    def __init__(self, path: str | Path, timezone: str = "UTC"):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self.db = Database(conn, execute_plugins=False)
+        self.tz = ZoneInfo(timezone)
+        self._lock = threading.RLock()
+        if self.path != ":memory:":
+            self.db.enable_wal()
+        # WAL with synchronous=NORMAL: a power cut may lose the last commits, never consistency
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        migrations.apply(self.db)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """All writes inside commit together or not at all."""
+        with self._lock, self.db.atomic():
+            yield self.db
+
+    def query(self, sql: str, params: Iterable[Any] | dict = ()) -> list[dict]:
+        with self._lock:
+            return list(self.db.query(sql, params))
+
+    def close(self) -> None:
+        with self._lock:
+            if self.path != ":memory:":
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.db.close()
+
+    def local_day(self, ts: datetime | float) -> str:
+        if not isinstance(ts, datetime):
+            ts = from_epoch(ts)
+        return ts.astimezone(self.tz).date().isoformat()
+
+    # meta: small named values such as watermarks
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        rows = self.query("SELECT value FROM meta WHERE key = ?", [key])
+        return rows[0]["value"] if rows else default
+
+    def set_meta(self, db: Database, key: str, value: str) -> None:
+        """Set inside the caller's transaction, so a watermark moves with the rows it guards."""
+        db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                   "ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])
+
+    # samples
+    def add_site_sample(self, sample: Any) -> None:
+        row = {"ts": epoch(sample.ts), "pv_w": sample.pv_w, "load_w": sample.load_w,
+               "grid_w": sample.grid_w, "battery_w": sample.battery_w,
+               "soc_pct": sample.soc_pct, "stale": int(sample.stale)}
+        with self.transaction() as db:
+            db["site_samples"].insert(row, replace=True)
+
+    def add_gpu_samples(self, rows: list[dict]) -> None:
+        with self.transaction() as db:
+            db["gpu_samples"].insert_all(rows, replace=True)
+
+    def latest_site_sample(self) -> dict | None:
+        rows = self.query("SELECT * FROM site_samples ORDER BY ts DESC LIMIT 1")
+        return rows[0] if rows else None
+
+    def latest_ts(self) -> datetime | None:
+        """The newest time anything was sampled: where a restarted simulation resumes."""
+        rows = self.query("SELECT max(ts) AS ts FROM (SELECT max(ts) AS ts FROM site_samples "
+                          "UNION ALL SELECT max(ts) FROM gpu_samples)")
+        value = rows[0]["ts"] if rows else None
+        return None if value is None else from_epoch(value)
+
+    # prices and plans
+    def put_price_slots(self, slots: Iterable[Any]) -> int:
+        rows = [{"start": epoch(s.start), "end": epoch(s.end), "import_per_kwh": s.import_per_kwh,
+                 "export_per_kwh": s.export_per_kwh} for s in slots]
+        with self.transaction() as db:
+            db["price_slots"].insert_all(rows, pk="start", replace=True)
+        return len(rows)
+
+    def price_slots(self, start: datetime, end: datetime) -> list[dict]:
+        return self.query('SELECT * FROM price_slots WHERE "end" > ? AND start < ? ORDER BY start',
+                          [epoch(start), epoch(end)])
+
+    def put_plan(self, ts: datetime, planner: str, slot_rows: list[dict]) -> None:
+        with self.transaction() as db:
+            db["plans"].insert({"ts": epoch(ts), "planner": planner}, replace=True)
+            db["plan_slots"].insert_all([{**r, "plan_ts": epoch(ts)} for r in slot_rows],
+                                        replace=True)
+
+    # leases and payouts
+    def upsert_leases(self, rows: list[dict]) -> None:
+        """Insert or update leases by (market, lease_id); the GPUs assigned to them are kept."""
+        with self.transaction() as db:
+            for r in rows:
+                db.execute(
+                    "INSERT INTO leases (market, lease_id, gpus, price_per_gpu_hour, state, "
+                    "started, ended) VALUES (:market, :lease_id, :gpus, :price_per_gpu_hour, "
+                    ":state, :started, :ended) ON CONFLICT(market, lease_id) DO UPDATE SET "
+                    "gpus = excluded.gpus, price_per_gpu_hour = excluded.price_per_gpu_hour, "
+                    "state = excluded.state, started = excluded.started, ended = excluded.ended",
+                    r)
+
+    def assign_lease_gpus(self, market: str, lease_id: str, gpu_indexes: list[int]) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE leases SET gpu_indexes = ? WHERE market = ? AND lease_id = ?",
+                       [json.dumps(sorted(gpu_indexes)), market, lease_id])
+
+    def leases(self, state: str | None = None) -> list[dict]:
+        sql = "SELECT * FROM leases" + (" WHERE state = ?" if state else "") + " ORDER BY started"
+        rows = self.query(sql, [state] if state else [])
+        for r in rows:
+            r["gpu_indexes"] = json.loads(r["gpu_indexes"]) if r["gpu_indexes"] else []
+        return rows
+
+    def add_payouts(self, rows: list[dict]) -> int:
+        """Store payouts not seen before; returns how many were new."""
+        with self.transaction() as db:
+            before = db.execute("SELECT count(*) FROM payouts").fetchone()[0]
+            db["payouts"].insert_all(rows, ignore=True)
+            after = db.execute("SELECT count(*) FROM payouts").fetchone()[0]
+        return after - before
+
+    def last_payout_ts(self, market: str) -> datetime | None:
+        rows = self.query("SELECT max(ts) AS ts FROM payouts WHERE market = ?", [market])
+        return None if rows[0]["ts"] is None else from_epoch(rows[0]["ts"])
+
+    # ledger
+    def daily(self, day: str) -> list[dict]:
+        return self.query("SELECT * FROM ledger_daily WHERE day = ?", [day])
+
+    def daily_range(self, first: date, last: date) -> list[dict]:
+        return self.query("SELECT * FROM ledger_daily WHERE day BETWEEN ? AND ? ORDER BY day",
+                          [first.isoformat(), last.isoformat()])
+
+    def sync_cost_items(self, rows: list[dict]) -> None:
+        """Make the stored CapEx/OpEx items exactly the configured ones."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM cost_items")
+            if rows:
+                db["cost_items"].insert_all(rows, pk="name")
+
+    def cost_items(self) -> list[dict]:
+        return self.query("SELECT * FROM cost_items ORDER BY date, name")
+
+    # events
+    def add_event(self, ts: datetime, kind: str, message: str, data: dict | None = None) -> None:
+        with self.transaction() as db:
+            db["events"].insert({"ts": epoch(ts), "kind": kind, "message": message,
+                                 "data": json.dumps(data) if data else None})
+
+    def events(self, limit: int = 50) -> list[dict]:
+        return self.query("SELECT * FROM events ORDER BY id DESC LIMIT ?", [limit])

@@ -1,0 +1,90 @@
+"""Build the agent's parts from a Config: the one place that picks real or simulated drivers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from energy.sim import BatterySpec, SimulatedSite
+from energy.tariff import DayAheadTariff, FixedTariff
+from energy.types import SiteReader, Tariff
+from market_adapter.base import Market
+from market_adapter.sim import SimMarket, SimMarketSettings
+from node.clock import Clock
+from node.config import Config
+from node.gpus import GpuBackend, NvmlBackend, SimulatedGpuModel, SimulatedRig
+from node.planner import MarketTerms
+
+# A GPU under sustained inference or training load draws close to its power limit.
+BUSY_SHARE_OF_LIMIT = 0.93
+
+
+@dataclass
+class Parts:
+    backend: GpuBackend
+    site: SiteReader
+    tariff: Tariff
+    markets: dict[str, Market]
+    terms: dict[str, MarketTerms]  # what the planner expects of each market, site currency
+    gpu_model: str
+    gpu_busy_w: float
+
+
+def build_parts(cfg: Config, clock: Clock, state_dir: Path,
+                rig_power_w: Callable[[], float]) -> Parts:
+    backend, model, busy_w = _backend(cfg, clock)
+    markets, terms = _markets(cfg, clock, state_dir, model)
+    return Parts(backend, _site(cfg, rig_power_w), _tariff(cfg), markets, terms, model, busy_w)
+
+
+def _backend(cfg: Config, clock: Clock) -> tuple[GpuBackend, str, float]:
+    if cfg.gpus.backend == "nvml":
+        backend = NvmlBackend()
+        snaps = backend.snapshots(clock.now())
+        if not snaps:
+            return backend, "unknown", 0.0
+        limit_w = snaps[0].power_limit_default_w or snaps[0].power_limit_w or 0.0
+        return backend, model_key(snaps[0].name), limit_w * BUSY_SHARE_OF_LIMIT
+    sim = cfg.gpus.simulated
+    model = SimulatedGpuModel(sim.name, sim.memory_gib, sim.idle_w, sim.busy_w,
+                              sim.power_limit_w, sim.min_power_limit_w)
+    return SimulatedRig(sim.count, model, sim.seed), sim.model, sim.busy_w
+
+
+def _site(cfg: Config, rig_power_w: Callable[[], float]) -> SiteReader:
+    sim = cfg.energy.simulated
+    bat = sim.battery
+    battery = None if bat.capacity_kwh <= 0 else BatterySpec(
+        bat.capacity_kwh, bat.max_charge_w, bat.max_discharge_w, bat.min_soc_pct)
+    return SimulatedSite(sim.data_file, sim.pv_array_kwp / sim.trace_array_kwp, battery,
+                         bat.initial_soc_pct, rig_power_w)
+
+
+def _tariff(cfg: Config) -> Tariff:
+    t = cfg.tariff
+    if t.kind == "fixed":
+        return FixedTariff(t.import_per_kwh, t.export_per_kwh)
+    return DayAheadTariff(t.prices_file, t.import_formula, t.export_formula, replay=t.replay)
+
+
+def _markets(cfg: Config, clock: Clock, state_dir: Path, model: str
+             ) -> tuple[dict[str, Market], dict[str, MarketTerms]]:
+    markets: dict[str, Market] = {}
+    terms: dict[str, MarketTerms] = {}
+    s = cfg.markets.sim
+    if s.enabled:
+        settings = SimMarketSettings(s.reference_price_per_gpu_hour, s.price_spread,
+                                     s.orders_per_hour, s.mean_lease_hours, s.max_gpus_per_order,
+                                     model, s.seed, s.currency_rate)
+        markets["sim"] = SimMarket(settings, clock.now, state_dir / "sim-market.json")
+        terms["sim"] = MarketTerms(s.reference_price_per_gpu_hour * s.currency_rate,
+                                   s.ask_price_per_gpu_hour * s.currency_rate)
+    return markets, terms
+
+
+def model_key(gpu_name: str) -> str:
+    """'NVIDIA H200' -> 'h200', 'NVIDIA H100 80GB HBM3' -> 'h100': how markets name models."""
+    words = [w for w in gpu_name.lower().replace("nvidia", "").split() if w]
+    return words[0] if words else "unknown"
+

@@ -1,0 +1,68 @@
+// Renders /api/status into the overview page and refreshes it every few seconds.
+"use strict";
+
+const kw = (w) => (w === null || w === undefined) ? "–" : (Math.abs(w) >= 1000 ? (w / 1000).toFixed(2) + " kW" : Math.round(w) + " W");
+const money = (v, cur) => (v === null || v === undefined) ? "–" : v.toFixed(2) + " " + cur;
+const text = (id, value) => { document.getElementById(id).textContent = value; };
+const localTime = (iso) => iso ? new Date(iso).toLocaleString() : "–";
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const c of cells) {
+    const td = document.createElement("td");
+    td.textContent = c;
+    tr.appendChild(td);
+  }
+  return tr;
+}
+
+function render(s) {
+  const cur = s.currency;
+  text("clock", localTime(s.ts) + (s.clock_speed !== 1 ? `  ·  simulated ×${s.clock_speed}` : ""));
+  const site = s.site || {};
+  text("pv", kw(site.pv_w));
+  text("load", kw(site.load_w));
+  text("rig", kw(s.rig_power_w));
+  text("grid", kw(site.grid_w === undefined ? null : Math.abs(site.grid_w)));
+  text("grid-dir", site.grid_w === undefined || site.grid_w === null ? "" : (site.grid_w >= 0 ? "importing" : "exporting"));
+  text("battery", kw(site.battery_w));
+  text("soc", site.soc_pct === null || site.soc_pct === undefined ? "no battery" : site.soc_pct.toFixed(0) + " %");
+  text("price-import", s.price ? s.price.import_per_kwh.toFixed(3) + " " + cur + "/kWh" : "unknown");
+  text("price-export", s.price ? "feed-in " + s.price.export_per_kwh.toFixed(3) : "");
+  text("revenue", money(s.today.revenue, cur));
+  text("cost", money(s.today.energy_cost, cur));
+  text("kwh", s.today.energy_kwh.toFixed(1) + " kWh");
+  text("net", money(s.today.net, cur));
+  text("payback", s.payback.capex > 0 ? s.payback.paid_back_pct.toFixed(1) + " %" : "no CapEx set");
+  text("payback-date", s.payback.projected_date ? "projected " + s.payback.projected_date : "");
+  if (s.plan) {
+    const offered = Object.values(s.plan.offered).reduce((a, b) => a + b, 0);
+    text("plan", `${offered} offered · ${s.plan.local_gpus} local`);
+    text("floor", Object.entries(s.plan.floor_per_gpu_hour).map(([m, f]) => `${m} floor ${f.toFixed(2)}/GPU-h`).join(", "));
+  } else {
+    text("plan", "no plan");
+    text("floor", "");
+  }
+  const gpus = document.querySelector("#gpus tbody");
+  gpus.replaceChildren(...s.gpus.map((g) => {
+    const tr = row([g.index, g.name, g.role + (g.market ? " · " + g.market : ""), g.lease_id || "",
+      kw(g.power_w), kw(g.power_limit_w), g.util_pct === null ? "–" : g.util_pct.toFixed(0) + " %",
+      g.temp_c === null ? "–" : g.temp_c.toFixed(0) + " °C"]);
+    tr.className = "role-" + g.role;
+    return tr;
+  }));
+  const leases = document.querySelector("#leases tbody");
+  leases.replaceChildren(...s.leases.map((l) => row([l.market, l.lease_id, l.gpus,
+    l.price_per_gpu_hour.toFixed(2) + " " + cur, localTime(l.started)])));
+  document.getElementById("no-leases").hidden = s.leases.length > 0;
+  const failing = Object.entries(s.jobs).filter(([, j]) => !j.ok);
+  text("jobs", failing.length === 0 ? "All jobs healthy." : "Failing: " + failing.map(([n, j]) => `${n} (${j.last_error})`).join("; "));
+}
+
+render(JSON.parse(document.getElementById("initial-status").textContent));
+setInterval(async () => {
+  try {
+    const r = await fetch("/api/status");
+    if (r.ok) render(await r.json());
+  } catch (e) { /* the agent may be restarting; try again next tick */ }
+}, 3000);
