@@ -42,11 +42,14 @@ def _check(node: ast.AST, text: str) -> None:
         _check(node.right, text)
     elif isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         _check(node.operand, text)
-    elif isinstance(node, ast.Constant) and isinstance(node.value, int | float) or isinstance(node, ast.Name) and node.id == "spot":
-        return
-    else:
+    elif not (_is_number(node) or (isinstance(node, ast.Name) and node.id == "spot")):
         raise ValueError(f"only numbers, 'spot', + - * / and parentheses are allowed "
                          f"in {text!r}")
+
+
+def _is_number(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Constant) and isinstance(node.value, int | float)
+            and not isinstance(node.value, bool))
 
 
 def _eval(node: ast.AST, spot: float) -> float:
