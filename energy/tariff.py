@@ -30,7 +30,10 @@ def compile_formula(text: str) -> Callable[[float], float]:
     _check(tree.body, text)
 
     def evaluate(spot: float) -> float:
-        return _eval(tree.body, spot)
+        try:
+            return _eval(tree.body, spot)
+        except ZeroDivisionError:
+            raise ValueError(f"{text!r} divides by zero at spot = {spot}") from None
 
     evaluate(0.1)  # division by a literal zero surfaces now, not in the middle of a night
     return evaluate

@@ -8,15 +8,14 @@ counter must never hide the ones that work.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class GpuError(Exception):
@@ -91,15 +90,15 @@ def _init_nvml() -> None:
             _nvml_ready = True
 
 
-def _nvml(fn: Callable[..., T], *args: Any) -> T | None:
-    """Call one NVML function; NotSupported becomes None, other errors name the call."""
+def _nvml(name: str, *args: Any) -> Any:
+    """Call one NVML function by name; NotSupported becomes None, other errors name the call."""
     nv = _pynvml()
     try:
-        return fn(*args)
+        return getattr(nv, name)(*args)
     except nv.NVMLError_NotSupported:
         return None
     except nv.NVMLError as exc:
-        raise GpuError(f"{getattr(fn, '__name__', fn)} failed: {exc}") from None
+        raise GpuError(f"{name} failed: {exc}") from None
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -114,7 +113,7 @@ class NvmlBackend:
     def __init__(self) -> None:
         _init_nvml()
         nv = _pynvml()
-        count = _nvml(nv.nvmlDeviceGetCount) or 0
+        count = _nvml("nvmlDeviceGetCount") or 0
         self._handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
 
     def snapshots(self, ts: datetime) -> list[GpuSnapshot]:
@@ -129,29 +128,29 @@ class NvmlBackend:
 
     def _snapshot(self, ts: datetime, index: int, h: Any, cc_mode: str | None) -> GpuSnapshot:
         nv = _pynvml()
-        mem = _nvml(nv.nvmlDeviceGetMemoryInfo, h)
-        util = _nvml(nv.nvmlDeviceGetUtilizationRates, h)
-        limits = _nvml(nv.nvmlDeviceGetPowerManagementLimitConstraints, h)
-        pci = _nvml(nv.nvmlDeviceGetPciInfo, h)
-        mig = _nvml(nv.nvmlDeviceGetMigMode, h)
-        energy_mj = _nvml(nv.nvmlDeviceGetTotalEnergyConsumption, h)
-        procs = _nvml(nv.nvmlDeviceGetComputeRunningProcesses, h) or []
+        mem = _nvml("nvmlDeviceGetMemoryInfo", h)
+        util = _nvml("nvmlDeviceGetUtilizationRates", h)
+        limits = _nvml("nvmlDeviceGetPowerManagementLimitConstraints", h)
+        pci = _nvml("nvmlDeviceGetPciInfo", h)
+        mig = _nvml("nvmlDeviceGetMigMode", h)
+        energy_mj = _nvml("nvmlDeviceGetTotalEnergyConsumption", h)
+        procs = _nvml("nvmlDeviceGetComputeRunningProcesses", h) or []
         return GpuSnapshot(
             ts=ts, index=index,
-            uuid=_text(_nvml(nv.nvmlDeviceGetUUID, h)) or f"gpu-{index}",
-            name=_text(_nvml(nv.nvmlDeviceGetName, h)) or "unknown",
+            uuid=_text(_nvml("nvmlDeviceGetUUID", h)) or f"gpu-{index}",
+            name=_text(_nvml("nvmlDeviceGetName", h)) or "unknown",
             pci_bus_id=_text(pci.busId) if pci is not None else None,
             memory_total_bytes=mem.total if mem is not None else None,
             memory_used_bytes=mem.used if mem is not None else None,
-            power_w=_milli(_nvml(nv.nvmlDeviceGetPowerUsage, h)),
-            power_limit_w=_milli(_nvml(nv.nvmlDeviceGetEnforcedPowerLimit, h)),
+            power_w=_milli(_nvml("nvmlDeviceGetPowerUsage", h)),
+            power_limit_w=_milli(_nvml("nvmlDeviceGetEnforcedPowerLimit", h)),
             power_limit_min_w=_milli(limits[0]) if limits is not None else None,
             power_limit_max_w=_milli(limits[1]) if limits is not None else None,
-            power_limit_default_w=_milli(_nvml(nv.nvmlDeviceGetPowerManagementDefaultLimit, h)),
+            power_limit_default_w=_milli(_nvml("nvmlDeviceGetPowerManagementDefaultLimit", h)),
             energy_total_wh=None if energy_mj is None else energy_mj / 3.6e6,
             util_pct=float(util.gpu) if util is not None else None,
             memory_util_pct=float(util.memory) if util is not None else None,
-            temp_c=_nvml(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU),
+            temp_c=_nvml("nvmlDeviceGetTemperature", h, nv.NVML_TEMPERATURE_GPU),
             processes=tuple(GpuProcess(p.pid, _process_memory(p)) for p in procs),
             mig_enabled=None if mig is None else bool(mig[0]),
             cc_mode=cc_mode,
@@ -160,11 +159,10 @@ class NvmlBackend:
     @staticmethod
     def _cc_mode() -> str | None:
         nv = _pynvml()
-        fn = getattr(nv, "nvmlSystemGetConfComputeState", None)
-        if fn is None:
-            return None
+        if not hasattr(nv, "nvmlSystemGetConfComputeState"):
+            return None  # bindings older than confidential computing
         try:
-            state = _nvml(fn)
+            state = _nvml("nvmlSystemGetConfComputeState")
         except GpuError:
             return None  # drivers before CC support answer with FunctionNotFound
         if state is None:
@@ -175,7 +173,7 @@ class NvmlBackend:
 
     def set_power_limit(self, index: int, power_w: float) -> None:
         nv = _pynvml()
-        _nvml(nv.nvmlDeviceSetPowerManagementLimit, self._handles[index], int(power_w * 1000))
+        _nvml("nvmlDeviceSetPowerManagementLimit", self._handles[index], int(power_w * 1000))
 
 
 def _process_memory(proc: Any) -> int | None:
@@ -238,15 +236,15 @@ class SimulatedRig:
         m = self.model
         target = WORKLOAD_UTIL[self._workload[i]]
         util = 0.0 if target == 0 else min(1.0, max(0.0, self._rng.gauss(target, 0.05)))
-        power = min(m.idle_w + (m.busy_w - m.idle_w) * util, self._limit_w[i])
-        power += self._rng.uniform(-2.0, 2.0)
+        noise_w = self._rng.uniform(-2.0, 2.0)
+        power = min(m.idle_w + (m.busy_w - m.idle_w) * util + noise_w, self._limit_w[i])
         self._energy_wh[i] += power * dt_h
         mem_total = int(m.memory_gib * 2**30)
         return GpuSnapshot(
             ts=ts, index=i, uuid=self._uuids[i], name=m.name,
             pci_bus_id=f"00000000:{0x18 + i * 0x10:02X}:00.0",
             memory_total_bytes=mem_total, memory_used_bytes=int(mem_total * 0.85 * util) + 2**29,
-            power_w=round(power, 1), power_limit_w=self._limit_w[i],
+            power_w=math.floor(power * 10) / 10, power_limit_w=self._limit_w[i],
             power_limit_min_w=m.min_power_limit_w, power_limit_max_w=m.power_limit_w,
             power_limit_default_w=m.power_limit_w, energy_total_wh=self._energy_wh[i],
             util_pct=round(util * 100, 1), memory_util_pct=round(util * 60, 1),

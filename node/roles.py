@@ -71,10 +71,13 @@ def assign_roles(gpu_indexes: Sequence[int], reserved_local: int,
             waiting.append(lease)
 
     def prefer(role: str, market: str | None = None) -> list[int]:
-        free = [i for i in gpus if i not in chosen]
-        keep = [i for i in free if previous.get(i) and previous[i].role == role
-                and previous[i].market == market]
-        return sorted(keep) + sorted(set(free) - set(keep))
+        """Free GPUs, best first: those already in this role, then parked ones, then the rest."""
+        def rank(i: int) -> tuple[int, int]:
+            prev = previous.get(i)
+            if prev and prev.role == role and prev.market == market:
+                return 0, i
+            return (1 if prev is None or prev.role == PARKED else 2), i
+        return sorted((i for i in gpus if i not in chosen), key=rank)
 
     for i in prefer(LOCAL)[:max(0, reserved_local)]:
         chosen[i] = Assignment(i, LOCAL)

@@ -1,0 +1,52 @@
+"""Shared fixtures: configs, stores and agents on a simulated clock that moves only when told."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from node.agent import Agent
+from node.clock import SimulatedClock
+from node.config import Config, default_config
+from node.service import open_agent
+from node.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+# A summer weekday inside the recorded year: sunny middle of the day, real prices.
+START = datetime(2024, 6, 12, 4, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "store.db", "Europe/Amsterdam")
+    yield s
+    s.close()
+
+
+def demo_cfg(tmp_path: Path, **market) -> Config:
+    base = default_config()
+    sim = replace(base.markets.sim, **market) if market else base.markets.sim
+    return replace(base, store=replace(base.store, path=str(tmp_path / "sunrig.db")),
+                   markets=replace(base.markets, sim=sim))
+
+
+def make_agent(tmp_path: Path, start: datetime = START, **market) -> tuple[Agent, SimulatedClock]:
+    clock = SimulatedClock(start, speed=0)
+    return open_agent(demo_cfg(tmp_path, **market), clock=clock), clock
+
+
+def run_for(agent: Agent, clock: SimulatedClock, hours: float, step_s: float = 60.0) -> None:
+    """Step the agent through `hours` of simulated time, running each job at its own interval."""
+    last: dict[str, float] = {}
+    elapsed = 0.0
+    while elapsed < hours * 3600:
+        for name, (_, interval_s) in agent.jobs.items():
+            if elapsed - last.get(name, -1e18) >= interval_s:
+                agent.run_job(name)
+                last[name] = elapsed
+        clock.advance(step_s)
+        elapsed += step_s
