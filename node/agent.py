@@ -54,6 +54,7 @@ class LiveState:
     plan: Plan | None = None
     applied_limits_w: dict[int, float] = field(default_factory=dict)
     jobs: dict[str, JobHealth] = field(default_factory=dict)
+    reservation_short: int = 0
 
 
 class Agent:
@@ -66,6 +67,7 @@ class Agent:
         self.state = LiveState()
         self._lock = threading.RLock()
         self._scheduler: BackgroundScheduler | None = None
+        store.sync_cost_items(_cost_rows(cfg))  # the config is the source of CapEx and OpEx
         a = cfg.agent
         self.jobs: dict[str, tuple[Callable[[], None], float]] = {
             "prices": (self.refresh_prices, a.plan_every_s),
@@ -81,7 +83,6 @@ class Agent:
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         """Run every job once, in order, then hand them to the scheduler."""
-        self.store.sync_cost_items(_cost_rows(self.cfg))
         self.store.add_event(self.clock.now(), "agent", "agent started")
         self.run_all_once()
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
@@ -96,6 +97,7 @@ class Agent:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)  # let running jobs finish their transaction
             self._scheduler = None
+        self.run_job("ledger")  # leave nothing sampled unbooked
         self.store.add_event(self.clock.now(), "agent", "agent stopped")
 
     def run_all_once(self) -> None:
@@ -189,7 +191,8 @@ class Agent:
             exporting_now=bool(site and site.grid_w is not None and site.grid_w < 0),
             wear_per_gpu_hour=self.cfg.planner.wear_per_gpu_hour,
             margin_per_gpu_hour=self.cfg.planner.margin_per_gpu_hour,
-            min_floor_per_gpu_hour=self.cfg.planner.min_floor_per_gpu_hour)
+            min_floor_per_gpu_hour=self.cfg.planner.min_floor_per_gpu_hour,
+            expected_lease_hours=self.cfg.markets.sim.mean_lease_hours)
 
     def _reserved_at(self, ts: datetime) -> int:
         return reserved_local_gpus(self.cfg.local, ts.astimezone(self.store.tz))
@@ -208,10 +211,21 @@ class Agent:
             for lease_id in result.unplaced_leases:
                 log.warning("lease %s has no free GPUs to run on", lease_id)
             self.state.assignments = {a.index: a for a in result.assignments}
+            self._note_reservation(now, result)
             self._apply_power_and_workload()
             for name, market in self.parts.markets.items():
                 floor_site = slot.floor_per_gpu_hour[name] if slot else float("inf")
                 self._offer(name, market, result.free_offered.get(name, 0), floor_site)
+
+    def _note_reservation(self, now: datetime, result) -> None:
+        """Say once when leases keep the owner from the GPUs reserved, and once when resolved."""
+        short = max(0, self._reserved_at(now) - len(result.by_role(LOCAL)))
+        if short != self.state.reservation_short:
+            message = (f"local reservation short by {short} GPU(s): held by running leases"
+                       if short else "local reservation met again")
+            log.warning(message) if short else log.info(message)
+            self.store.add_event(now, "roles", message)
+            self.state.reservation_short = short
 
     def _offer(self, name: str, market, gpus: int, floor_site: float) -> None:
         snap = next(iter(self.state.gpus.values()), None)

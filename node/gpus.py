@@ -172,7 +172,6 @@ class NvmlBackend:
         return "devtools" if state.devToolsMode == nv.NVML_CC_SYSTEM_DEVTOOLS_MODE_ON else "on"
 
     def set_power_limit(self, index: int, power_w: float) -> None:
-        nv = _pynvml()
         _nvml("nvmlDeviceSetPowerManagementLimit", self._handles[index], int(power_w * 1000))
 
 

@@ -63,6 +63,7 @@ class PlanInputs:
     wear_per_gpu_hour: float
     margin_per_gpu_hour: float
     min_floor_per_gpu_hour: float
+    expected_lease_hours: float = 8.0
 
 
 def slot_starts(now: datetime, horizon_hours: int, slot_minutes: int) -> list[datetime]:
@@ -94,7 +95,11 @@ class RulePlanner:
     def _slot(self, start: datetime, end: datetime, price_per_kwh: float,
               inp: PlanInputs) -> PlanSlot:
         local = min(inp.local_gpus_at(start), inp.gpu_count)
-        sellable = min(inp.gpu_count - local, _breaker_room_gpus(inp, local))
+        # a lease taken now runs on; keep back what the owner will want before it likely ends
+        wanted_soon = max(local, *(inp.local_gpus_at(start + timedelta(hours=h))
+                                   for h in range(1, math.ceil(inp.expected_lease_hours) + 1)))
+        sellable = min(inp.gpu_count - min(wanted_soon, inp.gpu_count),
+                       _breaker_room_gpus(inp, local))
         cost = energy_cost_per_gpu_hour(inp, price_per_kwh)
         base_floor = max(inp.min_floor_per_gpu_hour,
                          cost + inp.wear_per_gpu_hour + inp.margin_per_gpu_hour)

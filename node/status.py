@@ -61,10 +61,9 @@ def _site(agent: Agent) -> dict | None:
 
 
 def _price(agent: Agent, now: datetime) -> dict | None:
-    rows = agent.store.price_slots(now, now)
-    if not rows:
+    r = agent.store.price_at(now)
+    if r is None:
         return None
-    r = rows[0]
     return {"start": _iso(r["start"]), "end": _iso(r["end"]),
             "import_per_kwh": r["import_per_kwh"], "export_per_kwh": r["export_per_kwh"]}
 

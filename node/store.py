@@ -112,6 +112,11 @@ class Store:
         return self.query('SELECT * FROM price_slots WHERE "end" > ? AND start < ? ORDER BY start',
                           [epoch(start), epoch(end)])
 
+    def price_at(self, ts: datetime) -> dict | None:
+        rows = self.query('SELECT * FROM price_slots WHERE start <= ? AND "end" > ? '
+                          "ORDER BY start DESC LIMIT 1", [epoch(ts), epoch(ts)])
+        return rows[0] if rows else None
+
     def put_plan(self, ts: datetime, planner: str, slot_rows: list[dict]) -> None:
         with self.transaction() as db:
             db["plans"].insert({"ts": epoch(ts), "planner": planner}, replace=True)

@@ -4,8 +4,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.config import LocalConfig, ReservationWindow
-from node.roles import LOCAL, MARKET, PARKED, Assignment, LeaseHold, assign_roles, \
-    power_limit_for, reserved_local_gpus
+from node.roles import (
+    LOCAL,
+    MARKET,
+    PARKED,
+    Assignment,
+    LeaseHold,
+    assign_roles,
+    power_limit_for,
+    reserved_local_gpus,
+)
 
 
 @st.composite
