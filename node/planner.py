@@ -82,24 +82,25 @@ class RulePlanner:
 
     def plan(self, now: datetime, inp: PlanInputs) -> Plan:
         step = timedelta(minutes=self.slot_minutes)
+        starts = slot_starts(now, self.horizon_hours, self.slot_minutes)
+        # a lease taken now runs on: keep back what the owner will want before it likely ends
+        ahead = math.ceil(inp.expected_lease_hours * 60 / self.slot_minutes)
+        local = [min(inp.local_gpus_at(starts[0] + k * step), inp.gpu_count)
+                 for k in range(len(starts) + ahead)]
         slots = []
-        for start in slot_starts(now, self.horizon_hours, self.slot_minutes):
+        for k, start in enumerate(starts):
             price = _price_at(inp.prices, start)
             if price is None:
                 break  # no plan where prices are unknown; the agent keeps the last slot's offer
             marginal = price.export_per_kwh if (inp.exporting_now and start <= now) else (
                 price.import_per_kwh)
-            slots.append(self._slot(start, start + step, marginal, inp))
+            slots.append(self._slot(start, start + step, marginal, local[k],
+                                    max(local[k:k + ahead + 1]), inp))
         return Plan(now, self.name, tuple(slots))
 
-    def _slot(self, start: datetime, end: datetime, price_per_kwh: float,
-              inp: PlanInputs) -> PlanSlot:
-        local = min(inp.local_gpus_at(start), inp.gpu_count)
-        # a lease taken now runs on; keep back what the owner will want before it likely ends
-        wanted_soon = max(local, *(inp.local_gpus_at(start + timedelta(hours=h))
-                                   for h in range(1, math.ceil(inp.expected_lease_hours) + 1)))
-        sellable = min(inp.gpu_count - min(wanted_soon, inp.gpu_count),
-                       _breaker_room_gpus(inp, local))
+    def _slot(self, start: datetime, end: datetime, price_per_kwh: float, local: int,
+              wanted_soon: int, inp: PlanInputs) -> PlanSlot:
+        sellable = min(inp.gpu_count - wanted_soon, _breaker_room_gpus(inp, local))
         cost = energy_cost_per_gpu_hour(inp, price_per_kwh)
         base_floor = max(inp.min_floor_per_gpu_hour,
                          cost + inp.wear_per_gpu_hour + inp.margin_per_gpu_hour)
