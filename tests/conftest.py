@@ -16,6 +16,14 @@ from node.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def data_file(name: str) -> str:
+    """The shared data file where the checkout has it beside it, else the embedded copy."""
+    shared = SHARED_DATA / name
+    return str(shared) if shared.exists() else f"embedded:{name}.gz"
+
+
 # A summer weekday inside the recorded year: sunny middle of the day, real prices.
 START = datetime(2024, 6, 12, 4, 0, tzinfo=UTC)
 

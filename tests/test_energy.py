@@ -5,10 +5,10 @@ import pytest
 from energy.series import SeriesError, load_series
 from energy.sim import DEFAULT_HOUSEHOLD, BatterySpec, SimulatedSite
 from energy.tariff import DayAheadTariff, FixedTariff, compile_formula
-from tests.conftest import SHARED_DATA
+from tests.conftest import data_file
 
-HOUSEHOLD = str(SHARED_DATA / "household_2024_30min.csv")
-PRICES = str(SHARED_DATA / "nl_day_ahead_2024_2025.csv")
+HOUSEHOLD = data_file("household_2024_30min.csv")
+PRICES = data_file("nl_day_ahead_2024_2025.csv")
 NOON = datetime(2024, 6, 12, 10, 0, tzinfo=UTC)
 IMPORT = "(spot + 0.02 + 0.1088) * 1.21"
 EXPORT = "spot - 0.01"
