@@ -17,7 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from energy.types import PriceSlot, SiteSample, SourceUnavailable
-from market_adapter.base import ACTIVE, Capacity, MarketError
+from market_adapter.base import ACTIVE, Capacity, Market, MarketError
 from node import rollups
 from node.clock import Clock, real_seconds
 from node.config import Config
@@ -214,8 +214,11 @@ class Agent:
             self._note_reservation(now, result)
             self._apply_power_and_workload()
             for name, market in self.parts.markets.items():
-                floor_site = slot.floor_per_gpu_hour[name] if slot else float("inf")
-                self._offer(name, market, result.free_offered.get(name, 0), floor_site)
+                if slot is None:  # no plan for now (prices unknown): offer nothing
+                    self._offer(market, 0, 0.0)
+                else:
+                    self._offer(market, result.free_offered.get(name, 0),
+                                slot.floor_per_gpu_hour[name])
 
     def _note_reservation(self, now: datetime, result) -> None:
         """Say once when leases keep the owner from the GPUs reserved, and once when resolved."""
@@ -227,11 +230,10 @@ class Agent:
             self.store.add_event(now, "roles", message)
             self.state.reservation_short = short
 
-    def _offer(self, name: str, market, gpus: int, floor_site: float) -> None:
+    def _offer(self, market: Market, gpus: int, floor_site: float) -> None:
+        """Offer free GPUs at the floor, converted from site to market currency."""
         snap = next(iter(self.state.gpus.values()), None)
         memory_gib = (snap.memory_total_bytes or 0) / 2**30 if snap else 0.0
-        if floor_site == float("inf"):
-            gpus, floor_site = 0, 0.0  # no plan for now: offer nothing
         market.offer(Capacity(gpus, self.parts.gpu_model, round(memory_gib, 1)),
                      floor_site / market.currency_rate)
 
