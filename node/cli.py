@@ -10,10 +10,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from energy.series import SeriesError
+from market_adapter.base import MarketError
 from node.config import DEFAULT_CONFIG_PATH, default_config, load_config
 from node.errors import ConfigError
+from node.gpus import GpuError
 
 EXIT_CONFIG = 2
+EXIT_START = 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except SeriesError as exc:  # a data file the config names
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (GpuError, MarketError) as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return EXIT_START
 
 
 def _parser() -> argparse.ArgumentParser:

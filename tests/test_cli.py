@@ -105,6 +105,29 @@ def test_status_without_an_agent_says_so():
     assert r.returncode == 1 and "cannot reach the agent" in r.stderr
 
 
+def test_startup_failures_are_one_clear_line(tmp_path):
+    if not Path("/dev/nvidiactl").exists():  # without a driver NVML cannot start
+        nvml = tmp_path / "nvml.toml"
+        nvml.write_text(f"[gpus]\nbackend = 'nvml'\n[store]\npath = '{tmp_path}/s.db'\n")
+        r = subprocess.run([*SUNRIG, "run", "--config", str(nvml)], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 1 and "NVML could not start" in r.stderr
+        assert "Traceback" not in r.stderr
+    data = tmp_path / "data.toml"
+    data.write_text(f"[energy.simulated]\ndata_file = 'nowhere.csv'\n"
+                    f"[store]\npath = '{tmp_path}/s2.db'\n")
+    r = subprocess.run([*SUNRIG, "run", "--config", str(data)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "nowhere.csv: no such file" in r.stderr
+    state = tmp_path / "sim-market.json"
+    state.write_text("{broken")
+    market = tmp_path / "market.toml"
+    market.write_text(f"[markets.sim]\nenabled = true\n[store]\npath = '{tmp_path}/s3.db'\n")
+    r = subprocess.run([*SUNRIG, "run", "--config", str(market)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and "sim-market.json" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_run_with_a_broken_config_exits_2(tmp_path):
     cfg = tmp_path / "sunrig.toml"
     cfg.write_text("[markets.sim]\nenabeld = true\n")
