@@ -6,6 +6,13 @@ const money = (v, cur) => (v === null || v === undefined) ? "–" : v.toFixed(2)
 const text = (id, value) => { document.getElementById(id).textContent = value; };
 const localTime = (iso) => iso ? new Date(iso).toLocaleString() : "–";
 
+// Which way power flows; under 20 W is noise, not a direction.
+function flow(w, positive, negative) {
+  if (w === null || w === undefined) return "";
+  if (Math.abs(w) < 20) return "idle";
+  return w > 0 ? positive : negative;
+}
+
 function row(cells) {
   const tr = document.createElement("tr");
   for (const c of cells) {
@@ -23,10 +30,11 @@ function render(s) {
   text("pv", kw(site.pv_w));
   text("load", kw(site.load_w));
   text("rig", kw(s.rig_power_w));
-  text("grid", kw(site.grid_w === undefined ? null : Math.abs(site.grid_w)));
-  text("grid-dir", site.grid_w === undefined || site.grid_w === null ? "" : (site.grid_w >= 0 ? "importing" : "exporting"));
-  text("battery", kw(site.battery_w));
-  text("soc", site.soc_pct === null || site.soc_pct === undefined ? "no battery" : site.soc_pct.toFixed(0) + " %");
+  text("grid", kw(site.grid_w === undefined || site.grid_w === null ? null : Math.abs(site.grid_w)));
+  text("grid-dir", flow(site.grid_w, "importing", "exporting"));
+  text("battery", kw(site.battery_w === undefined || site.battery_w === null ? null : Math.abs(site.battery_w)));
+  text("soc", site.soc_pct === null || site.soc_pct === undefined ? "no battery"
+    : [flow(site.battery_w, "charging", "discharging"), site.soc_pct.toFixed(0) + " %"].filter(Boolean).join(" · "));
   text("price-import", s.price ? s.price.import_per_kwh.toFixed(3) + " " + cur + "/kWh" : "unknown");
   text("price-export", s.price ? "feed-in " + s.price.export_per_kwh.toFixed(3) : "");
   text("revenue", money(s.today.revenue, cur));
