@@ -134,8 +134,8 @@ class Agent:
 
     def sample_site(self) -> None:
         sample = self.parts.site.read(self.clock.now())
-        self.state.site = sample
         self.store.add_site_sample(sample)
+        self.state.site = sample  # only what is stored is shown
 
     def sample_gpus(self) -> None:
         now = self.clock.now()

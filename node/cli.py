@@ -12,6 +12,7 @@ from pathlib import Path
 
 from energy.series import SeriesError
 from market_adapter.base import MarketError
+from node.backup import BackupError
 from node.config import DEFAULT_CONFIG_PATH, default_config, load_config
 from node.errors import ConfigError
 from node.gpus import GpuError
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     except SeriesError as exc:  # a data file the config names
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (GpuError, MarketError) as exc:
+    except (GpuError, MarketError, BackupError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return EXIT_START
 
@@ -61,6 +62,17 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_cmd_status)
 
+    for name, helptext in (("backup", "copy the store to FILE, safe while the agent runs"),
+                           ("restore", "replace the store with FILE (the agent must be stopped)")):
+        p_b = sub.add_parser(name, help=helptext)
+        p_b.add_argument("file")
+        p_b.add_argument("--config", default=DEFAULT_CONFIG_PATH)
+        p_b.set_defaults(func=_cmd_backup if name == "backup" else _cmd_restore)
+
+    migrate = sub.add_parser("migrate", help="bring the store to this version's schema")
+    migrate.add_argument("--config", default=DEFAULT_CONFIG_PATH)
+    migrate.set_defaults(func=_cmd_migrate)
+
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(required=True, metavar="ACTION")
     check = config_sub.add_parser("check", help="validate a config file (exit 0 or 2)")
@@ -83,6 +95,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     cfg = demo_config(default_config(), Path(args.data_dir), args.port)
     return serve(cfg, speed=args.speed)
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from node.backup import backup
+
+    size = backup(load_config(args.config).store.path, args.file)
+    print(f"backed up to {args.file} ({size / 1e6:.1f} MB)")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from node.backup import restore
+
+    store = load_config(args.config).store.path
+    restore(args.file, store)
+    print(f"restored {store} from {args.file}")
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from node.backup import StoreLock
+    from node.store import Store
+
+    cfg = load_config(args.config)
+    with StoreLock(cfg.store.path):
+        Store(cfg.store.path, cfg.site.timezone).close()  # opening applies pending migrations
+    print(f"{cfg.store.path}: schema up to date")
+    return 0
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:

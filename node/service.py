@@ -12,6 +12,7 @@ from pathlib import Path
 from werkzeug.serving import make_server
 
 from node.agent import Agent
+from node.backup import StoreLock
 from node.clock import Clock, RealClock, SimulatedClock
 from node.config import Config
 from node.status import agent_status
@@ -45,6 +46,11 @@ def serve(cfg: Config, speed: float | None = None, stop: threading.Event | None 
     stop = stop or threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    with StoreLock(cfg.store.path):
+        return _serve_locked(cfg, speed, stop)
+
+
+def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> int:
     agent = open_agent(cfg, speed=speed)
     server = None
     try:
