@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -44,6 +45,8 @@ class JobHealth:
     last_ok: datetime | None = None
     last_error: str | None = None
     failures: int = 0
+    last_run_monotonic: float | None = None  # real time, for the watchdog
+    internal_error: bool = False  # failing for a reason of our own, not the outside world
 
 
 @dataclass
@@ -111,20 +114,45 @@ class Agent:
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - one failing job must not stop the others
+            health.last_run_monotonic = time.monotonic()
             if health.ok:
                 log.warning("job %s failing: %s", name, exc, exc_info=not _expected(exc))
-                self.store.add_event(self.clock.now(), "job", f"{name} failing: {exc}")
+                self._event_quietly("job", f"{name} failing: {exc}")
             health.ok, health.last_error = False, f"{type(exc).__name__}: {exc}"
+            health.internal_error = not _expected(exc)
             health.failures += 1
             return False
+        health.last_run_monotonic = time.monotonic()
+        health.internal_error = False
         if not health.ok:
             log.info("job %s recovered", name)
-            self.store.add_event(self.clock.now(), "job", f"{name} recovered")
+            self._event_quietly("job", f"{name} recovered")
         health.ok, health.last_ok = True, self.clock.now()
         return True
 
     def healthy(self) -> bool:
         return all(h.ok for h in self.state.jobs.values())
+
+    def watchdog_ok(self, slack: float = 3.0, floor_s: float = 30.0) -> bool:
+        """Whether systemd's watchdog should be fed: every job ran lately and none is failing
+        for a reason of our own. A source or market that is down is the outside world's
+        failure: it makes data stale, and a restart would not mend it."""
+        now = time.monotonic()
+        for name, (_, interval_s) in self.jobs.items():
+            health = self.state.jobs.get(name)
+            if health is None or health.last_run_monotonic is None or health.internal_error:
+                return False
+            if now - health.last_run_monotonic > max(slack * real_seconds(self.clock,
+                                                                          interval_s), floor_s):
+                return False
+        return True
+
+    def _event_quietly(self, kind: str, message: str) -> None:
+        """Record an event unless the store itself is what fails."""
+        try:
+            self.store.add_event(self.clock.now(), kind, message)
+        except Exception as exc:  # noqa: BLE001
+            log.error("cannot record event %r: %s", message, exc)
 
     # --- sources --------------------------------------------------------------------------------
     def rig_power_w(self) -> float:

@@ -15,6 +15,7 @@ from node.agent import Agent
 from node.backup import StoreLock
 from node.clock import Clock, RealClock, SimulatedClock
 from node.config import Config
+from node.sdnotify import notify, watchdog_period_s
 from node.status import agent_status
 from node.store import Store
 from node.wiring import build_parts
@@ -62,14 +63,35 @@ def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> in
             log.info("dashboard on http://%s:%d", cfg.webui.host, cfg.webui.port)
         log.info("agent running (%d GPUs, markets: %s)", len(agent.state.gpus),
                  ", ".join(agent.parts.markets) or "none")
-        stop.wait()
+        notify(f"READY=1\nSTATUS=running, {len(agent.state.gpus)} GPUs")
+        _watch(agent, stop)
         log.info("stopping")
     finally:
+        notify("STOPPING=1")
         if server is not None:
             server.shutdown()
         agent.stop()
         agent.store.close()
     return 0
+
+
+def _watch(agent: Agent, stop: threading.Event) -> None:
+    """Until stopped, feed systemd's watchdog while the agent's jobs are healthy."""
+    period = watchdog_period_s()
+    fed = True
+    while not stop.wait(period if period else None):
+        ok = agent.watchdog_ok()
+        if ok:
+            notify("WATCHDOG=1")
+        if ok and not fed:
+            log.info("watchdog: jobs healthy again")
+            notify("STATUS=running")
+        elif fed and not ok:
+            failing = ", ".join(n for n, h in agent.state.jobs.items()
+                                if h.internal_error or not h.ok) or "a job stopped running"
+            log.warning("watchdog: not notifying, jobs unhealthy: %s", failing)
+            notify(f"STATUS=unhealthy: {failing}")
+        fed = ok
 
 
 def demo_config(base: Config, data_dir: Path, port: int) -> Config:
