@@ -2,8 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages the test suite needs as real peers (none yet beyond Python).
-SYSTEM_PACKAGES :=
+# Debian packages the test suite needs: systemd-analyze verifies the units.
+SYSTEM_PACKAGES := systemd
 
 .PHONY: run test bench lint venv system-deps clean
 

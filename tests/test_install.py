@@ -1,0 +1,123 @@
+"""systemd/install.sh into a temporary root, and the units through systemd-analyze."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import free_port
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+INSTALL = ROOT / "systemd" / "install.sh"
+
+
+def install(prefix: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(INSTALL), "--prefix", str(prefix), "--python",
+                           sys.executable, *args], capture_output=True, text=True, timeout=300)
+
+
+def verify(unit: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "make test installs systemd for systemd-analyze"
+    r = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
+                       timeout=60)
+    about_unit = [line for line in (r.stdout + r.stderr).splitlines() if unit.name in line]
+    assert r.returncode == 0 and about_unit == [], r.stdout + r.stderr
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    r = install(tmp_path / "root", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    plan = r.stdout
+    assert f"write {tmp_path}/root/etc/sunrig/sunrig.toml (mode 0640)" in plan
+    assert f"write {tmp_path}/root/etc/systemd/system/sunrig.service" in plan
+    assert "-m venv" in plan and "sunrig migrate" in plan
+    assert "systemctl" not in plan and "useradd" not in plan  # not outside a real root
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stage")
+    etc = root / "etc" / "sunrig"
+    etc.mkdir(parents=True)
+    config = etc / "sunrig.toml"  # the owner's config, already there: it must be kept
+    config.write_text(
+        "[site]\nname = 'Staged rig'\ntimezone = 'Europe/Amsterdam'\n"
+        "[gpus]\nbackend = 'simulated'\n[tariff]\nreplay = true\n"
+        f"[store]\npath = '{root}/var/lib/sunrig/sunrig.db'\n"
+        f"[webui]\nport = {free_port()}\n")
+    r = install(root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"keep: {config}" in r.stdout
+    return root
+
+
+def test_install_lays_out_program_config_data_and_unit(staged):
+    unit = staged / "etc" / "systemd" / "system" / "sunrig.service"
+    text = unit.read_text()
+    assert f"ExecStart={staged}/opt/sunrig/venv/bin/sunrig run --config " \
+           f"{staged}/etc/sunrig/sunrig.toml" in text
+    assert "Type=notify" in text and "WatchdogSec=" in text and "User=sunrig" in text
+    assert (staged / "var" / "lib" / "sunrig" / "sunrig.db").is_file()  # migrated
+    assert (staged / "opt" / "sunrig" / "sunrig.example.toml").is_file()
+    verify(unit)
+
+
+def test_the_service_runs_in_that_layout(staged):
+    config = staged / "etc" / "sunrig" / "sunrig.toml"
+    port = int(config.read_text().split("port = ")[1].split()[0])
+    proc = subprocess.Popen([str(staged / "opt" / "sunrig" / "venv" / "bin" / "sunrig"), "run",
+                             "--config", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, cwd="/")
+    try:
+        status, deadline = None, time.monotonic() + 60
+        while time.monotonic() < deadline and not status:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2) as r:
+                    status = json.load(r)
+            except OSError:
+                time.sleep(0.3)
+        assert status and status["site_name"] == "Staged rig" and len(status["gpus"]) == 8
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+
+
+def test_upgrade_keeps_config_and_data_then_uninstall_keeps_them_unless_purged(staged):
+    config = staged / "etc" / "sunrig" / "sunrig.toml"
+    db = staged / "var" / "lib" / "sunrig" / "sunrig.db"
+    before = config.read_text()
+    with sqlite3.connect(db) as conn:
+        samples = conn.execute("SELECT count(*) FROM site_samples").fetchone()[0]
+    r = install(staged)
+    assert r.returncode == 0, r.stderr
+    assert config.read_text() == before
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM site_samples").fetchone()[0] == samples
+
+    r = install(staged, "--uninstall")
+    assert r.returncode == 0 and "kept" in r.stdout
+    assert not (staged / "opt" / "sunrig").exists()
+    assert not (staged / "etc" / "systemd" / "system" / "sunrig.service").exists()
+    assert config.exists() and db.exists()
+    r = install(staged, "--uninstall", "--purge")
+    assert r.returncode == 0 and not config.exists() and not db.exists()
+
+
+def test_every_shipped_unit_verifies(tmp_path):
+    for unit in sorted((ROOT / "systemd").glob("*.service")):
+        rendered = tmp_path / unit.name  # the same unit, its program pointed at one that exists
+        rendered.write_text(unit.read_text().replace("/opt/sunrig/venv/bin/sunrig",
+                                                     os.path.realpath(sys.executable)))
+        verify(rendered)
