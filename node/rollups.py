@@ -44,11 +44,11 @@ def roll_up(store: Store, until: datetime) -> None:
                       "since": since, "until": until_s}
             db.execute(_SITE_SQL, params)
             db.execute(_GPU_SQL, params)
-        _roll_days(store, from_epoch(since) if since else None, until)
+        _roll_days(store, from_epoch(since) if since else None)
         store.set_meta(db, WATERMARK, repr(until_s))
 
 
-def _roll_days(store: Store, since: datetime | None, until: datetime) -> None:
+def _roll_days(store: Store, since: datetime | None) -> None:
     """Daily rows from 15-minute rows, grouped by the site's local date."""
     db = store.db
     first = _local_midnight(store, store.local_day(since)) if since else 0.0

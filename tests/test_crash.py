@@ -1,28 +1,19 @@
 """SIGKILL in the middle of writing loses at most the last sample and never corrupts the store."""
 
-import json
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import datetime
 
 import pytest
 
 from node.backup import check_backup
 from tests.test_cli import free_port
+from tests.test_cli import get_status as status
 
 pytestmark = pytest.mark.slow
-
-
-def status(port: int) -> dict | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2) as r:
-            return json.load(r)
-    except OSError:
-        return None
 
 
 def test_sigkill_while_writing_loses_at_most_the_last_sample(tmp_path):
