@@ -55,7 +55,7 @@ class LiveState:
     gpus: dict[int, GpuSnapshot] = field(default_factory=dict)
     assignments: dict[int, Assignment] = field(default_factory=dict)
     plan: Plan | None = None
-    applied_limits_w: dict[int, float] = field(default_factory=dict)
+    limits_tried_w: dict[int, float] = field(default_factory=dict)  # set, or refused once
     jobs: dict[str, JobHealth] = field(default_factory=dict)
     reservation_short: int = 0
 
@@ -186,7 +186,7 @@ class Agent:
         slots = self.parts.tariff.slots(now - timedelta(hours=1),
                                         now + timedelta(hours=self.cfg.planner.horizon_hours))
         if not slots:
-            raise RuntimeError("the tariff has no prices for the coming hours")
+            raise SourceUnavailable("the tariff has no prices for the coming hours")
         self.store.put_price_slots(slots)
 
     # --- decisions ------------------------------------------------------------------------------
@@ -252,9 +252,12 @@ class Agent:
         """Say once when leases keep the owner from the GPUs reserved, and once when resolved."""
         short = max(0, self._reserved_at(now) - len(result.by_role(LOCAL)))
         if short != self.state.reservation_short:
-            message = (f"local reservation short by {short} GPU(s): held by running leases"
-                       if short else "local reservation met again")
-            log.warning(message) if short else log.info(message)
+            if short:
+                message = f"local reservation short by {short} GPU(s): held by running leases"
+                log.warning(message)
+            else:
+                message = "local reservation met again"
+                log.info(message)
             self.store.add_event(now, "roles", message)
             self.state.reservation_short = short
 
@@ -275,35 +278,45 @@ class Agent:
             if snap is None:
                 continue
             target = power_limit_for(a.role, snap.power_limit_min_w, snap.power_limit_default_w)
-            if target is None or self.state.applied_limits_w.get(index) == target:
+            if target is None or self.state.limits_tried_w.get(index) == target:
                 continue
+            self.state.limits_tried_w[index] = target  # a refusal is logged once, not every minute
             try:
                 backend.set_power_limit(index, target)
-                self.state.applied_limits_w[index] = target
             except GpuError as exc:
                 log.warning("GPU %d: cannot set power limit %.0f W: %s", index, target, exc)
-                self.state.applied_limits_w[index] = target  # do not retry every minute
 
     # --- markets and books ----------------------------------------------------------------------
     def sync_markets(self) -> None:
         known = {(r["market"], r["lease_id"]): r["state"] for r in self.store.leases()}
-        changed = False
+        changed, failed = False, []
         for name, market in self.parts.markets.items():
-            rate = market.currency_rate
-            leases = market.leases()
-            rows = [{"market": le.market, "lease_id": le.lease_id, "gpus": le.gpus,
-                     "price_per_gpu_hour": round(le.price_per_gpu_hour * rate, 6),
-                     "state": le.state, "started": epoch(le.started),
-                     "ended": epoch(le.ended) if le.ended else None} for le in leases]
-            self.store.upsert_leases(rows)
-            for le in leases:
-                before = known.get((le.market, le.lease_id))
-                if before != le.state:
-                    changed = True
-                    self._lease_event(le, before)
-            book_payouts(self.store, market.payouts(self.store.last_payout_ts(name)), rate)
+            try:
+                changed |= self._sync_market(name, market, known)
+            except MarketError as exc:  # one market down must not keep the others unsynced
+                failed.append(str(exc))
         if changed:
             self.apply_roles()  # give new leases their GPUs now, not at the next interval
+        if failed:
+            raise MarketError("; ".join(failed))
+
+    def _sync_market(self, name: str, market: Market, known: dict) -> bool:
+        """Store one market's leases and new payouts; True when a lease started or ended."""
+        rate = market.currency_rate
+        leases = market.leases()
+        rows = [{"market": le.market, "lease_id": le.lease_id, "gpus": le.gpus,
+                     "price_per_gpu_hour": round(le.price_per_gpu_hour * rate, 6),
+                     "state": le.state, "started": epoch(le.started),
+                 "ended": epoch(le.ended) if le.ended else None} for le in leases]
+        self.store.upsert_leases(rows)
+        changed = False
+        for le in leases:
+            before = known.get((le.market, le.lease_id))
+            if before != le.state:
+                changed = True
+                self._lease_event(le, before)
+        book_payouts(self.store, market.payouts(self.store.last_payout_ts(name)), rate)
+        return changed
 
     def _lease_event(self, lease, before: str | None) -> None:
         verb = "started" if lease.state == ACTIVE else ("ended" if before else "seen ended")
@@ -349,4 +362,4 @@ def _cost_rows(cfg: Config) -> list[dict]:
 
 def _expected(exc: Exception) -> bool:
     """Failures of the outside world get one log line; anything else gets its traceback too."""
-    return isinstance(exc, SourceUnavailable | MarketError | GpuError | RuntimeError)
+    return isinstance(exc, SourceUnavailable | MarketError | GpuError)

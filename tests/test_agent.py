@@ -140,3 +140,27 @@ def test_no_prices_means_nothing_is_offered(tmp_path):
     assert all(a.role in (LOCAL, PARKED) or a.lease_id for a in agent.state.assignments.values())
     assert clock.now() - START > timedelta(days=365)
     agent.store.close()
+
+
+def test_one_market_down_does_not_keep_the_others_unsynced(tmp_path):
+    from market_adapter.base import MarketError
+
+    agent, clock = make_agent(tmp_path, **BUSY)
+
+    class Down:
+        name, currency_rate = "down", 1.0
+
+        def offer(self, capacity, floor):
+            pass
+
+        def leases(self):
+            raise MarketError("down: HTTP 503 from the market API")
+
+    agent.parts.markets = {"down": Down(), **agent.parts.markets}
+    agent.parts.terms = {"down": agent.parts.terms["sim"], **agent.parts.terms}
+    run_for(agent, clock, hours=4)
+    health = agent.state.jobs["sync_markets"]
+    assert not health.ok and "HTTP 503" in health.last_error
+    assert agent.store.leases("active"), "the sim market still synced its leases"
+    assert agent.watchdog_ok()  # the outside world's failure: stale, no restart
+    agent.store.close()
