@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -35,6 +36,8 @@ from node.roles import (
 )
 from node.store import Store, epoch, from_epoch
 from node.wiring import Parts
+from tee.attest import attest
+from tee.evidence import CcState, TeeError, Verdict
 
 log = logging.getLogger("sunrig.agent")
 
@@ -58,6 +61,15 @@ class LiveState:
     limits_tried_w: dict[int, float] = field(default_factory=dict)  # set, or refused once
     jobs: dict[str, JobHealth] = field(default_factory=dict)
     reservation_short: int = 0
+    tee_state: CcState | None = None
+    tee_verdict: Verdict | None = None
+    tee_checked: datetime | None = None
+    tee_message: str | None = None
+
+    @property
+    def tee_ok(self) -> bool:
+        """Markets hear of TEE only while the last attestation passed."""
+        return self.tee_verdict is not None and self.tee_verdict.passed
 
 
 class Agent:
@@ -81,6 +93,7 @@ class Agent:
             "sync_markets": (self.sync_markets, a.market_sync_s),
             "ledger": (self.book_ledger, a.ledger_every_s),
             "maintenance": (self.maintenance, a.maintenance_every_s),
+            "attest": (self.attest_tee, cfg.tee.attest_every_s),
         }
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -262,10 +275,14 @@ class Agent:
             self.state.reservation_short = short
 
     def _offer(self, market: Market, gpus: int, floor_site: float) -> None:
-        """Offer free GPUs at the floor, converted from site to market currency."""
+        """Offer free GPUs at the floor, converted from site to market currency. Attested TEE
+        capacity carries the premium: CC mode costs tenants about that much throughput."""
         snap = next(iter(self.state.gpus.values()), None)
         memory_gib = (snap.memory_total_bytes or 0) / 2**30 if snap else 0.0
-        market.offer(Capacity(gpus, self.parts.gpu_model, round(memory_gib, 1)),
+        tee = self.state.tee_ok
+        if tee:
+            floor_site *= 1.0 + self.cfg.tee.premium_pct / 100.0
+        market.offer(Capacity(gpus, self.parts.gpu_model, round(memory_gib, 1), tee=tee),
                      floor_site / market.currency_rate)
 
     def _apply_power_and_workload(self) -> None:
@@ -329,6 +346,41 @@ class Agent:
         book_energy(self.store, self.clock.now(),
                     RigEnergy(self.cfg.site.host_overhead_w, self.cfg.site.cooling_factor))
 
+    def attest_tee(self) -> None:
+        """Read the CC mode and, when it is on, attest with a fresh nonce and verify offline."""
+        source = self.parts.tee
+        if source is None:
+            return
+        now = self.clock.now()
+        try:
+            state = source.state()
+            verdict = None
+            if state.cc_feature:
+                _, verdict = attest(source, self.parts.trust, tsm_root=Path(
+                    self.cfg.tee.configfs_tsm))
+        except TeeError as exc:
+            self._set_verdict(now, None, f"TEE attestation could not run: {exc}")
+            raise
+        self.state.tee_state = state
+        if verdict is None:
+            message = f"confidential computing is {state.mode}"
+        elif verdict.passed:
+            message = "TEE attestation passed"
+        else:
+            message = "TEE attestation failed: " + "; ".join(
+                f"{c.name}: {c.detail}" for c in verdict.failed)
+        self._set_verdict(now, verdict, message)
+
+    def _set_verdict(self, now: datetime, verdict: Verdict | None, message: str) -> None:
+        """Keep the verdict; log and record it only when what it says changes."""
+        changed = message != self.state.tee_message
+        self.state.tee_verdict, self.state.tee_checked = verdict, now
+        self.state.tee_message = message
+        if changed:
+            log.log(logging.WARNING if verdict is not None and not verdict.passed
+                    else logging.INFO, message)
+            self.store.add_event(now, "tee", message)
+
     def maintenance(self) -> None:
         now = self.clock.now()
         rollups.roll_up(self.store, now)
@@ -362,4 +414,4 @@ def _cost_rows(cfg: Config) -> list[dict]:
 
 def _expected(exc: Exception) -> bool:
     """Failures of the outside world get one log line; anything else gets its traceback too."""
-    return isinstance(exc, SourceUnavailable | MarketError | GpuError)
+    return isinstance(exc, SourceUnavailable | MarketError | GpuError | TeeError)

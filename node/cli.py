@@ -12,6 +12,7 @@ from pathlib import Path
 
 from energy.series import SeriesError
 from market_adapter.base import MarketError
+from node import attest
 from node.backup import BackupError
 from node.config import DEFAULT_CONFIG_PATH, default_config, load_config
 from node.errors import ConfigError
@@ -55,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its store")
     demo.set_defaults(func=_cmd_demo)
+
+    attest.add_parser(sub)
 
     status = sub.add_parser("status", help="show the running agent's state")
     status.add_argument("--config", help="read the dashboard's address from this config")

@@ -189,6 +189,18 @@ class CapexConfig:
 
 
 @dataclass(frozen=True)
+class TeeConfig:
+    # auto: attest through NVML when the GPUs are read through NVML, never on a simulated rig
+    backend: Literal["auto", "nvml", "off"] = "auto"
+    attest_every_s: float = field(default=3600.0, metadata=rng(60))
+    premium_pct: float = field(default=10.0, metadata=rng(0, 100))
+    rims: tuple[str, ...] = field(default=(), metadata=rng(path=True))
+    vcek: str = field(default="", metadata=rng(path=True))
+    amd_cert_chain: str = field(default="", metadata=rng(path=True))
+    configfs_tsm: str = field(default="/sys/kernel/config/tsm/report", metadata=rng(path=True))
+
+
+@dataclass(frozen=True)
 class WebuiConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -223,6 +235,7 @@ class Config:
     markets: MarketsConfig = field(default_factory=MarketsConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     capex: CapexConfig = field(default_factory=CapexConfig)
+    tee: TeeConfig = field(default_factory=TeeConfig)
     webui: WebuiConfig = field(default_factory=WebuiConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -296,7 +309,7 @@ def _convert(tp: Any, value: Any, ctx: _Ctx, key: str, meta: Any) -> Any:
         return value
     value = _scalar(tp, value, ctx, key)
     _check_meta(value, ctx, key, meta)
-    if meta.get("path") and not value.startswith(EMBEDDED_PREFIX):
+    if meta.get("path") and value and not value.startswith(EMBEDDED_PREFIX):
         value = str((ctx.base_dir / value).resolve()) if not Path(value).is_absolute() else value
     return value
 

@@ -48,8 +48,22 @@ def agent_status(agent: Agent) -> dict[str, Any]:
                     else None},
         "jobs": {name: {"ok": h.ok, "last_ok": _iso(h.last_ok), "last_error": h.last_error,
                         "failures": h.failures} for name, h in agent.state.jobs.items()},
+        "tee": _tee(agent),
         "healthy": agent.healthy(),
     }
+
+
+def _tee(agent: Agent) -> dict[str, Any]:
+    st = agent.state
+    if agent.parts.tee is None:
+        return {"available": False, "mode": "unavailable", "advertised": False, "verdict": None,
+                "checked": None, "message": "this rig cannot attest (no confidential-computing "
+                "GPUs, or [tee] backend is off)"}
+    return {"available": True, "mode": st.tee_state.mode if st.tee_state else None,
+            "state": st.tee_state.as_dict() if st.tee_state else None,
+            "advertised": st.tee_ok, "premium_pct": agent.cfg.tee.premium_pct,
+            "verdict": st.tee_verdict.as_dict() if st.tee_verdict else None,
+            "checked": _iso(st.tee_checked), "message": st.tee_message}
 
 
 def _site(agent: Agent) -> dict | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +12,17 @@ from energy.tariff import DayAheadTariff, FixedTariff
 from energy.types import SiteReader, Tariff
 from market_adapter.base import Market
 from market_adapter.sim import SimMarket, SimMarketSettings
+from node.attest import trust_from_config
 from node.clock import Clock
 from node.config import Config
 from node.gpus import GpuBackend, NvmlBackend, SimulatedGpuModel, SimulatedRig
 from node.planner import MarketTerms
+from tee.attest import TeeSource
+from tee.evidence import TeeError
+from tee.gpu import NvmlTee
+from tee.verify import Trust
+
+log = logging.getLogger(__name__)
 
 # A GPU under sustained inference or training load draws close to its power limit.
 BUSY_SHARE_OF_LIMIT = 0.93
@@ -29,13 +37,29 @@ class Parts:
     terms: dict[str, MarketTerms]  # what the planner expects of each market, site currency
     gpu_model: str
     gpu_busy_w: float
+    tee: TeeSource | None = None  # None: this rig cannot attest (simulated, or no CC driver)
+    trust: Trust | None = None
 
 
 def build_parts(cfg: Config, clock: Clock, state_dir: Path,
                 rig_power_w: Callable[[], float]) -> Parts:
     backend, model, busy_w = _backend(cfg, clock)
     markets, terms = _markets(cfg, clock, state_dir, model)
-    return Parts(backend, _site(cfg, rig_power_w), _tariff(cfg), markets, terms, model, busy_w)
+    return Parts(backend, _site(cfg, rig_power_w), _tariff(cfg), markets, terms, model, busy_w,
+                 tee=_tee(cfg), trust=trust_from_config(cfg.tee))
+
+
+def _tee(cfg: Config) -> TeeSource | None:
+    wanted = cfg.tee.backend
+    if wanted == "off" or (wanted == "auto" and cfg.gpus.backend != "nvml"):
+        return None
+    try:
+        return NvmlTee()
+    except TeeError as exc:
+        if wanted == "nvml":
+            raise
+        log.warning("confidential computing not available: %s", exc)
+        return None
 
 
 def _backend(cfg: Config, clock: Clock) -> tuple[GpuBackend, str, float]:

@@ -51,6 +51,9 @@ function render(s) {
     text("plan", "no plan");
     text("floor", "");
   }
+  const tee = s.tee || {};
+  text("tee", !tee.available ? "unavailable" : tee.advertised ? "attested" : (tee.mode || "unknown"));
+  text("tee-detail", tee.message || "");
   const gpus = document.querySelector("#gpus tbody");
   gpus.replaceChildren(...s.gpus.map((g) => {
     const tr = row([g.index, g.name, g.role + (g.market ? " · " + g.market : ""), g.lease_id || "",
