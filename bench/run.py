@@ -4,7 +4,8 @@
 - memory: the demo process's peak resident set after it has run a while;
 - one agent cycle: every job once, in process, on a simulated clock;
 - /api/status latency after a simulated day;
-- simulation speed: simulated hours per real second with all jobs at their intervals.
+- simulation speed: simulated hours per real second with all jobs at their intervals;
+- TEE: offline verification of the real Hopper evidence, with and without RIMs.
 """
 
 from __future__ import annotations
@@ -101,6 +102,24 @@ def bench_in_process() -> None:
         agent.store.close()
 
 
+def bench_tee() -> None:
+    from tee.rim import parse_rim
+    from tee.verify import Trust, verify
+    from tests.tee_helpers import NONCE, RIM_FILES, gpu_evidence
+
+    evidence = gpu_evidence()
+    with_rims = Trust(rims=tuple(parse_rim(f.read_bytes(), f.name) for f in RIM_FILES))
+    for label, trust in (("GPU report", Trust()), ("GPU report + 2 RIMs", with_rims)):
+        times = []
+        for _ in range(30):
+            t = time.perf_counter()
+            verify(evidence, NONCE, trust)
+            times.append(time.perf_counter() - t)
+        print(f"TEE verify ({label}): median {statistics.median(times) * 1000:.1f} ms, "
+              f"worst {max(times) * 1000:.1f} ms")
+
+
 if __name__ == "__main__":
     bench_startup()
     bench_in_process()
+    bench_tee()
