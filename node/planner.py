@@ -41,10 +41,42 @@ class Plan:
 
 @dataclass(frozen=True)
 class MarketTerms:
-    """What the planner knows of one market, in site currency."""
+    """What the planner knows of one market, in site currency.
+
+    Demand: orders arrive at `orders_per_hour`, each for `mean_gpus_per_order` GPUs on average,
+    with the tenant's maximum price log-normal around the expected price (sigma `price_spread`);
+    an order takes the offer when its maximum covers the floor, and pays the floor.
+    """
 
     expected_price_per_gpu_hour: float
     ask_price_per_gpu_hour: float
+    orders_per_hour: float = 1.5
+    mean_gpus_per_order: float = 2.6
+    price_spread: float = 0.25
+    mean_lease_hours: float = 8.0
+
+    def share_paying(self, price_per_gpu_hour: float) -> float:
+        """The share of tenants whose maximum is at least the price."""
+        if price_per_gpu_hour <= 0:
+            return 1.0
+        if self.price_spread <= 0:
+            return 1.0 if price_per_gpu_hour <= self.expected_price_per_gpu_hour else 0.0
+        z = math.log(price_per_gpu_hour / self.expected_price_per_gpu_hour) / self.price_spread
+        return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+    def demand_gpus_per_hour(self, price_per_gpu_hour: float) -> float:
+        return (self.orders_per_hour * self.mean_gpus_per_order
+                * self.share_paying(price_per_gpu_hour))
+
+
+@dataclass(frozen=True)
+class BatteryState:
+    capacity_wh: float
+    soc_wh: float
+    min_soc_wh: float
+    max_charge_w: float
+    max_discharge_w: float
+    efficiency: float = 0.95
 
 
 @dataclass(frozen=True)
@@ -64,6 +96,12 @@ class PlanInputs:
     margin_per_gpu_hour: float
     min_floor_per_gpu_hour: float
     expected_lease_hours: float = 8.0
+    # forecasts over the horizon; None means "as now" (house_load_w, no PV)
+    pv_w_at: Callable[[datetime], float] | None = None
+    house_w_at: Callable[[datetime], float] | None = None
+    battery: BatteryState | None = None
+    # GPUs held by leases that run now, expected to be still leased at a time (per market)
+    leased_gpus_at: Callable[[str, datetime], float] | None = None
 
 
 def slot_starts(now: datetime, horizon_hours: int, slot_minutes: int) -> list[datetime]:
