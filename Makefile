@@ -37,8 +37,10 @@ test: $(VENV)/.installed-test system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py
+	$(BIN)/sunrig bench economics --scenario scenarios/owner-8gpu.toml
+	$(BIN)/sunrig bench economics --scenario scenarios/seed-study-40gpu.toml
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

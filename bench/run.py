@@ -5,7 +5,9 @@
 - one agent cycle: every job once, in process, on a simulated clock;
 - /api/status latency after a simulated day;
 - simulation speed: simulated hours per real second with all jobs at their intervals;
-- TEE: offline verification of the real Hopper evidence, with and without RIMs.
+- TEE: offline verification of the real Hopper evidence, with and without RIMs;
+- planner: MILP solve time for 48 h x 15 min with 8 GPUs and a battery, and its memory.
+The economics benchmark is `sunrig bench economics` (the Makefile runs it per scenario).
 """
 
 from __future__ import annotations
@@ -119,7 +121,43 @@ def bench_tee() -> None:
               f"worst {max(times) * 1000:.1f} ms")
 
 
+def bench_planner() -> None:
+    import math
+    import resource
+    from datetime import UTC, datetime, timedelta
+
+    from energy.types import PriceSlot
+    from node.milp_planner import MilpPlanner
+    from node.planner import BatteryState, MarketTerms, PlanInputs
+
+    now = datetime(2024, 6, 12, 10, 7, tzinfo=UTC)
+    first = now.replace(minute=0)
+    times = []
+    planner = MilpPlanner(48, 15)
+    for run in range(30):
+        prices = [PriceSlot(first + timedelta(minutes=15 * q), first + timedelta(
+            minutes=15 * (q + 1)), 0.25 + 0.15 * math.sin((q + run) / 13), 0.02 * math.cos(q / 9))
+            for q in range(192)]
+        inp = PlanInputs(
+            gpu_count=8, local_gpus_at=lambda ts: 2 if 8 <= ts.hour < 18 else 1, prices=prices,
+            markets={"sim": MarketTerms(2.1, 1.84, 4.0 * (0.3 + run / 40), mean_lease_hours=8)},
+            gpu_busy_w=650.0, gpu_min_limit_w=200.0, host_overhead_w=800.0, cooling_factor=1.2,
+            breaker_limit_w=17000.0, house_load_w=600.0, exporting_now=False,
+            wear_per_gpu_hour=0.1, margin_per_gpu_hour=0.1, min_floor_per_gpu_hour=0.5,
+            pv_w_at=lambda ts: max(0.0, 25000 * math.sin((ts.hour - 6) / 12 * math.pi)),
+            house_w_at=lambda ts: 600.0 + 400 * (ts.hour > 17),
+            battery=BatteryState(20000, 10000, 2000, 8000, 8000),
+            leased_gpus_at=lambda m, ts, run=run: (run % 5) * 0.9 ** ((ts - now).seconds / 3600))
+        planner.plan(now, inp)
+        times.append(planner.last.seconds)
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"planner solve, 48 h x 15 min, 8 GPUs + battery (30 solves): median "
+          f"{statistics.median(times) * 1000:.0f} ms, worst {max(times) * 1000:.0f} ms; "
+          f"process peak RSS {rss_mib:.0f} MiB")
+
+
 if __name__ == "__main__":
+    bench_planner()
     bench_startup()
     bench_in_process()
     bench_tee()

@@ -139,8 +139,7 @@ class SimMarket:
         if self._offer is None:
             return False
         capacity, floor = self._offer
-        if (order.model != capacity.model or order.gpus > self._free
-                or order.max_price_per_gpu_hour < floor):
+        if not order_takes_offer(order, capacity.model, self._free, floor):
             return False
         self._free -= order.gpus
         self._leases[order.order_id] = {
@@ -181,6 +180,13 @@ class SimMarket:
         tmp = self._state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self._state_path)  # atomic: a crash leaves the old or the new state
+
+
+def order_takes_offer(order: Order, model: str, free_gpus: int, floor_per_gpu_hour: float) -> bool:
+    """The market's rule: the right model, enough free GPUs, and the tenant's maximum covers
+    the floor (the lease then pays the floor)."""
+    return (order.model == model and order.gpus <= free_gpus
+            and order.max_price_per_gpu_hour >= floor_per_gpu_hour)
 
 
 def _hourly_payouts(market: str, rec: dict, until: datetime) -> list[Payout]:

@@ -226,6 +226,18 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class SimulationConfig:
+    """`sunrig simulate` and the economics benchmark: the period and how often to re-plan."""
+
+    start: str = field(default="2024-01-01", metadata=rng(check=_iso_date))
+    days: int = field(default=364, metadata=rng(1, 3650))
+    replan_hours: float = field(default=3.0, metadata=rng(0.25, 24))
+    horizon_hours: int = field(default=36, metadata=rng(6, 168))
+    slot_minutes: Literal[15, 30, 60] = 60
+    hindsight_days: int = field(default=2, metadata=rng(1, 14))  # look-ahead of hindsight
+
+
+@dataclass(frozen=True)
 class Config:
     site: SiteConfig = field(default_factory=SiteConfig)
     gpus: GpusConfig = field(default_factory=GpusConfig)
@@ -236,6 +248,7 @@ class Config:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     capex: CapexConfig = field(default_factory=CapexConfig)
     tee: TeeConfig = field(default_factory=TeeConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
     webui: WebuiConfig = field(default_factory=WebuiConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)

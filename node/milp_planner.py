@@ -31,11 +31,20 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
-from node.planner import MarketTerms, Plan, PlanInputs, PlanSlot, _price_at, slot_starts
+from node.planner import (
+    KnownDemand,
+    MarketTerms,
+    Plan,
+    PlanInputs,
+    PlanSlot,
+    _price_at,
+    slot_starts,
+)
 
 # Price ladder for the revenue envelope: the expected price times exp(spread * z), and the ask.
 LADDER_Z = (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
 FLAP_COST = 0.01  # site currency per GPU of change in the offer between slots
+OFFER_REWARD = 0.002  # a tie-breaker: with nothing against it, a free GPU is offered
 
 
 @dataclass
@@ -77,7 +86,7 @@ class _Model:
     starts: list[datetime]
     hours: float
     markets: list[str]
-    envelopes: list[list[tuple[float, float]]]  # per market: (intercept, slope) of revenue
+    envelopes: dict  # per (slot, market): (intercept, slope) pieces of the revenue bound
     base: dict  # per-slot constants
     c: np.ndarray
     integrality: np.ndarray
@@ -104,7 +113,13 @@ class _Model:
         m.inp, m.starts, m.hours = inp, starts, slot_minutes / 60.0
         m.markets = sorted(inp.markets)
         m.base = _constants(inp, starts, prices, m.hours)
-        m.envelopes = [_revenue_envelope(inp.markets[name], m.hours) for name in m.markets]
+        m.envelopes = {}
+        for name in m.markets:
+            expected = _revenue_envelope(inp.markets[name], m.hours)
+            for t, start in enumerate(starts):
+                known = inp.known_demand_at(name, start) if inp.known_demand_at else None
+                m.envelopes[t, name] = expected if known is None else _revenue_envelope(
+                    inp.markets[name], m.hours, known)
         m._assemble()
         return m
 
@@ -137,11 +152,15 @@ class _Model:
                 decay = math.exp(-h / terms.mean_lease_hours)
                 integrality[v("o", m)] = 1
                 hi[v("o", m)] = b["room"][t]
+                # free GPUs in the market role are what orders can land on: the price, not a
+                # short offer, is what limits leases, so offer what room allows
+                c[v("o", m)] = -OFFER_REWARD
                 # no lease below the floor: at most what tenants want at the floor price
-                hi[v("s", m)] = terms.demand_gpus_per_hour(b["floor"][t][name]) * h
+                hi[v("s", m)] = self._demand(t, name).demand_gpus_per_hour(
+                    max(b["floor"][t][name], terms.ask_price_per_gpu_hour)) * h
                 lo[v("r", m)] = -np.inf
                 c[v("r", m)] = -1.0
-                for intercept, slope in self.envelopes[m]:
+                for intercept, slope in self.envelopes[t, name]:
                     rows.append(([(v("r", m), 1.0), (v("s", m), -slope)], -np.inf, intercept))
                 entries = [(v("leased", m), 1.0), (v("s", m), -1.0)]
                 if t > 0:
@@ -184,21 +203,32 @@ class _Model:
         self.c, self.integrality, self.bounds = c, integrality, Bounds(lo, hi)
         self.constraints = [_constraint(rows, n)]
 
+    def _demand(self, t: int, name: str) -> MarketTerms | KnownDemand:
+        if self.inp.known_demand_at is not None:
+            return self.inp.known_demand_at(name, self.starts[t])
+        return self.inp.markets[name]
+
     def to_plan(self, now: datetime, planner: str, x: np.ndarray) -> Plan:
         step = timedelta(minutes=round(self.hours * 60))
         slots = []
         for t, start in enumerate(self.starts):
-            offered, floors = {}, {}
+            offered, floors, held = {}, {}, {}
             for m, name in enumerate(self.markets):
                 terms = self.inp.markets[name]
                 started = x[self.var(t, "s", m)]
                 floor = self.base["floor"][t][name]
                 if started > 1e-6:
-                    floor = max(floor, price_for_demand(terms, started / self.hours))
+                    demand = self._demand(t, name)
+                    price = demand.price_for_demand(started / self.hours) if isinstance(
+                        demand, KnownDemand) else price_for_demand(terms, started / self.hours)
+                    floor = max(floor, price)
                 floors[name] = round(max(floor, terms.ask_price_per_gpu_hour), 4)
-                offered[name] = int(round(self.base["old"][t][name] + x[self.var(t, "o", m)]))
-            room_total = self.base["room"][t] + sum(self.base["old"][t].values())
-            _clip(offered, int(math.floor(room_total + 1e-6)))
+                # aiming for no new lease here: hold only what is leased, offer nothing free
+                role = x[self.var(t, "o", m)] if started > 1e-3 else math.ceil(
+                    x[self.var(t, "leased", m)] - 1e-6)
+                held[name] = math.ceil(self.base["old"][t][name] - 1e-9)  # never taken back
+                offered[name] = held[name] + int(round(role))
+            _clip(offered, held, int(math.floor(self.base["room"][t] + 1e-6)) + sum(held.values()))
             margin = sum(n * (floors[k] - self.base["gpu_cost"][t]) * self.hours
                          for k, n in offered.items())
             slots.append(PlanSlot(start, start + step, offered, floors,
@@ -238,15 +268,18 @@ def price_for_demand(terms: MarketTerms, gpus_per_hour: float) -> float:
     return terms.expected_price_per_gpu_hour * math.exp(terms.price_spread * z)
 
 
-def _revenue_envelope(terms: MarketTerms, hours: float) -> list[tuple[float, float]]:
+def _revenue_envelope(terms: MarketTerms, hours: float, known: KnownDemand | None = None
+                      ) -> list[tuple[float, float]]:
     """Concave piecewise-linear bound on a slot's lease value as a function of leases started.
 
     Points: aiming for the demand at price p starts D(p)*h leases worth p * mean hours each.
     """
-    prices = {terms.expected_price_per_gpu_hour * math.exp(terms.price_spread * z)
-              for z in LADDER_Z} | {terms.ask_price_per_gpu_hour}
+    demand = known or terms
+    prices = set(known.ladder()) if known else {
+        terms.expected_price_per_gpu_hour * math.exp(terms.price_spread * z) for z in LADDER_Z}
+    prices.add(terms.ask_price_per_gpu_hour)
     points = [(0.0, 0.0)] + sorted(
-        (terms.demand_gpus_per_hour(p) * hours, p * terms.demand_gpus_per_hour(p) * hours
+        (demand.demand_gpus_per_hour(p) * hours, p * demand.demand_gpus_per_hour(p) * hours
          * terms.mean_lease_hours) for p in prices if p >= terms.ask_price_per_gpu_hour)
     hull: list[tuple[float, float]] = []
     for point in points:  # upper concave hull, left to right
@@ -265,11 +298,14 @@ def _cross(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float
     return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
 
 
-def _clip(offered: dict[str, int], limit: int) -> None:
-    """Trim rounding so the market role never holds more GPUs than there is room for."""
-    while sum(offered.values()) > limit and any(offered.values()):
-        name = max(offered, key=offered.get)
-        offered[name] -= 1
+def _clip(offered: dict[str, int], held: dict[str, int], limit: int) -> None:
+    """Trim rounding so the market role never holds more GPUs than there is room for, without
+    touching GPUs that running leases hold."""
+    while sum(offered.values()) > limit:
+        spare = {k: offered[k] - held[k] for k in offered if offered[k] > held[k]}
+        if not spare:
+            return
+        offered[max(spare, key=spare.get)] -= 1
 
 
 def _constants(inp: PlanInputs, starts: list[datetime], prices: list, hours: float) -> dict:

@@ -69,6 +69,46 @@ class MarketTerms:
                 * self.share_paying(price_per_gpu_hour))
 
 
+class FillCalibration:
+    """How much of the demand model's promise the market kept: leases started over leases the
+    model expected for the GPUs offered at the floors posted, with old evidence fading.
+
+    Orders for more GPUs than are free, and chance, make a market fill less than its average
+    demand suggests; the planner scales the demand by this factor.
+    """
+
+    def __init__(self, prior: float = 0.5, weight: float = 20.0, half_life_steps: float = 672):
+        self.expected, self.started = weight, weight * prior
+        self.fade = 0.5 ** (1.0 / half_life_steps)
+
+    def record(self, expected_gpus: float, started_gpus: float) -> None:
+        self.expected = self.expected * self.fade + expected_gpus
+        self.started = self.started * self.fade + started_gpus
+
+    @property
+    def factor(self) -> float:
+        return min(1.0, max(0.05, self.started / self.expected))
+
+
+@dataclass(frozen=True)
+class KnownDemand:
+    """Demand in one slot when the orders are known (hindsight): (max price, GPUs) per order."""
+
+    orders: tuple[tuple[float, int], ...]
+    slot_hours: float
+
+    def demand_gpus_per_hour(self, price_per_gpu_hour: float) -> float:
+        return sum(g for p, g in self.orders if p >= price_per_gpu_hour) / self.slot_hours
+
+    def ladder(self) -> list[float]:
+        return sorted({p for p, _ in self.orders})
+
+    def price_for_demand(self, gpus_per_hour: float) -> float:
+        """The highest floor at which the known orders still fill `gpus_per_hour`."""
+        fits = [p for p in self.ladder() if self.demand_gpus_per_hour(p) >= gpus_per_hour - 1e-6]
+        return max(fits) if fits else 0.0
+
+
 @dataclass(frozen=True)
 class BatteryState:
     capacity_wh: float
@@ -102,6 +142,8 @@ class PlanInputs:
     battery: BatteryState | None = None
     # GPUs held by leases that run now, expected to be still leased at a time (per market)
     leased_gpus_at: Callable[[str, datetime], float] | None = None
+    # the orders each slot will bring, where they are known (the hindsight benchmark)
+    known_demand_at: Callable[[str, datetime], KnownDemand] | None = None
 
 
 def slot_starts(now: datetime, horizon_hours: int, slot_minutes: int) -> list[datetime]:

@@ -1,0 +1,199 @@
+"""Selling policies for the economics simulation: the planner, simple rules, and hindsight.
+
+- planner: the MILP planner re-planning every few hours with what is known then: day-ahead prices
+  as far as they are published, PV and house load forecast from the past week's same time of day,
+  running leases expected to decay, the market's demand model;
+- always_sell: every GPU the owner does not reserve, at the market's ask;
+- solar_only: only while the PV surplus covers the GPUs' draw (evcc's PV mode), at the ask;
+- cheapest_hours: every free GPU in the cheaper half of each day's hours, at the ask;
+- never_sell: nothing;
+- hindsight: the same MILP knowing the period's prices, PV, load and every order, solved block by
+  block (a week by default): the bound that no forecast can beat by much.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from energy.types import PriceSlot
+from market_adapter.sim import ORDER_SIZE_WEIGHTS, ORDER_SIZES
+from node.config import Config
+from node.economics import STEP, Decision, Policy, Site, State, floor_of
+from node.milp_planner import MilpPlanner
+from node.planner import (
+    BatteryState,
+    FillCalibration,
+    KnownDemand,
+    MarketTerms,
+    Plan,
+    PlanInputs,
+)
+
+PUBLISHED_HOUR = 13  # day-ahead prices for tomorrow are known from about 13:00 local time
+
+
+def market_terms(cfg: Config) -> MarketTerms:
+    """What the planner expects of the simulated market, in site currency."""
+    s = cfg.markets.sim
+    sizes = [(n, w) for n, w in zip(ORDER_SIZES, ORDER_SIZE_WEIGHTS, strict=True)
+             if n <= s.max_gpus_per_order] or [(1, 1.0)]
+    mean_gpus = sum(n * w for n, w in sizes) / sum(w for _, w in sizes)
+    return MarketTerms(s.reference_price_per_gpu_hour * s.currency_rate,
+                       s.ask_price_per_gpu_hour * s.currency_rate, s.orders_per_hour, mean_gpus,
+                       s.price_spread, s.mean_lease_hours)
+
+
+def always_sell(cfg: Config, site: Site) -> Policy:
+    floor, n = floor_of(cfg), cfg.gpus.simulated.count
+    return lambda st: Decision(n - int(site.local_gpus[st.step]), floor)
+
+
+def never_sell(cfg: Config, site: Site) -> Policy:
+    return lambda st: Decision(0, floor_of(cfg))
+
+
+def solar_only(cfg: Config, site: Site) -> Policy:
+    floor, g, c = floor_of(cfg), cfg.gpus.simulated, cfg.site.cooling_factor
+
+    def decide(st: State) -> Decision:
+        k = st.step
+        surplus_w = site.pv_w[k] - site.load_w[k] - st.rig_w
+        extra = max(0, math.floor(surplus_w / ((g.busy_w - g.idle_w) * c)))
+        return Decision(st.leased_gpus + extra, floor)
+    return decide
+
+
+def cheapest_hours(cfg: Config, site: Site) -> Policy:
+    floor, n = floor_of(cfg), cfg.gpus.simulated.count
+    cheap = np.zeros(site.steps, dtype=bool)
+    for day in range(0, site.steps, 96):
+        prices = site.import_per_kwh[day:day + 96]
+        cheap[day:day + 96] = prices <= np.median(prices)
+    return lambda st: Decision(n - int(site.local_gpus[st.step]) if cheap[st.step] else 0, floor)
+
+
+def planner_policy(cfg: Config, site: Site) -> Policy:
+    sim = cfg.simulation
+    planner = MilpPlanner(sim.horizon_hours, sim.slot_minutes)
+    every = max(1, round(sim.replan_hours * 4))
+    tz = ZoneInfo(cfg.site.timezone)
+    terms = market_terms(cfg)
+    fills = FillCalibration()
+    current: dict[str, Plan | None] = {"plan": None}
+
+    def decide(st: State) -> Decision:
+        now = site.starts[st.step]
+        if st.step > 0:  # learn the market's fill rate from what the last offer got
+            fills.record(min(st.offered_last_step, terms.demand_gpus_per_hour(
+                st.floor_last_step) * STEP / timedelta(hours=1)), st.started_last_step)
+        if st.step % every == 0 or current["plan"] is None:
+            known_until = _published_until(now, tz)
+            seen = replace(terms, orders_per_hour=terms.orders_per_hour * fills.factor)
+            current["plan"] = planner.plan(now, _inputs(cfg, site, st, seen, known_until,
+                                                        forecast=True))
+        return _from_plan(current["plan"], now, cfg)
+    decide.planner = planner  # type: ignore[attr-defined] - the bench reads its solve times
+    return decide
+
+
+def hindsight_policy(cfg: Config, site: Site) -> Policy:
+    # knowing the future, it still re-solves as leases turn out, so that chance in lease
+    # lengths does not leave it planning for a past that did not happen
+    block = max(1, round(cfg.simulation.replan_hours * 4))
+    planner = MilpPlanner(cfg.simulation.hindsight_days * 24, 60, time_limit_s=30.0)
+    terms = market_terms(cfg)
+    rate = cfg.markets.sim.currency_rate
+    current: dict[str, Plan | None] = {"plan": None}
+
+    def known(name: str, ts: datetime) -> KnownDemand:
+        k0 = int((ts - site.starts[0]) / STEP)
+        orders = [(o.max_price_per_gpu_hour * rate, o.gpus)
+                  for k in range(max(k0, 0), min(k0 + 4, site.steps)) for o in site.orders[k]]
+        return KnownDemand(tuple(orders), 1.0)
+
+    def decide(st: State) -> Decision:
+        now = site.starts[st.step]
+        if st.step % block == 0 or current["plan"] is None:
+            inp = _inputs(cfg, site, st, terms, site.starts[-1] + STEP, forecast=False)
+            current["plan"] = planner.plan(now, PlanInputs(**{**inp.__dict__,
+                                                              "known_demand_at": known}))
+        return _from_plan(current["plan"], now, cfg)
+    return decide
+
+
+POLICIES: dict[str, Callable[[Config, Site], Policy]] = {
+    "planner": planner_policy, "always_sell": always_sell, "solar_only": solar_only,
+    "cheapest_hours": cheapest_hours, "never_sell": never_sell, "hindsight": hindsight_policy,
+}
+
+
+def _from_plan(plan: Plan, now: datetime, cfg: Config) -> Decision:
+    slot = plan.slot_at(now)
+    if slot is None:  # nothing known: offer nothing new
+        return Decision(0, floor_of(cfg))
+    return Decision(slot.offered.get("sim", 0), slot.floor_per_gpu_hour["sim"])
+
+
+def _published_until(now: datetime, tz: ZoneInfo) -> datetime:
+    local = now.astimezone(tz)
+    days = 2 if local.hour >= PUBLISHED_HOUR else 1
+    return datetime.combine(local.date() + timedelta(days=days), datetime.min.time(), tz)
+
+
+def _inputs(cfg: Config, site: Site, st: State, terms: MarketTerms, known_until: datetime,
+            forecast: bool) -> PlanInputs:
+    k0, now = st.step, site.starts[st.step]
+    end = min(known_until, site.starts[-1] + STEP)
+    n_known = max(1, int((end - now) / STEP))
+    prices = [PriceSlot(site.starts[k], site.starts[k] + STEP, float(site.import_per_kwh[k]),
+                        float(site.export_per_kwh[k])) for k in range(k0, k0 + n_known)]
+    pv, load = (_profile(site.pv_w, k0), _profile(site.load_w, k0)) if forecast else (
+        site.pv_w, site.load_w)
+    g, bat, s = cfg.gpus.simulated, cfg.energy.simulated.battery, cfg.site
+
+    def at(series: np.ndarray) -> Callable[[datetime], float]:
+        def value(ts: datetime) -> float:
+            k = int((ts - site.starts[0]) / STEP)
+            window = series[k:k + round(cfg.simulation.slot_minutes / 15)]
+            return float(window.mean()) if len(window) else 0.0
+        return value
+
+    decay_h = terms.mean_lease_hours
+    return PlanInputs(
+        gpu_count=g.count,
+        local_gpus_at=lambda ts: int(site.local_gpus[min(int((ts - site.starts[0]) / STEP),
+                                                         site.steps - 1)]),
+        prices=prices, markets={"sim": terms}, gpu_busy_w=g.busy_w,
+        gpu_min_limit_w=g.idle_w, host_overhead_w=s.host_overhead_w,
+        cooling_factor=s.cooling_factor, breaker_limit_w=s.breaker_limit_w,
+        house_load_w=float(site.load_w[k0]), exporting_now=False,
+        wear_per_gpu_hour=cfg.planner.wear_per_gpu_hour,
+        margin_per_gpu_hour=cfg.planner.margin_per_gpu_hour,
+        min_floor_per_gpu_hour=cfg.planner.min_floor_per_gpu_hour,
+        expected_lease_hours=decay_h, pv_w_at=at(pv), house_w_at=at(load),
+        battery=None if bat.capacity_kwh <= 0 else BatteryState(
+            bat.capacity_kwh * 1000, st.battery_soc_wh, bat.capacity_kwh * bat.min_soc_pct * 10,
+            bat.max_charge_w, bat.max_discharge_w),
+        leased_gpus_at=lambda m, ts: st.leased_gpus * math.exp(
+            -max(0.0, (ts - now).total_seconds()) / 3600.0 / decay_h))
+
+
+def _profile(series: np.ndarray, k0: int, days: int = 7) -> np.ndarray:
+    """A forecast from the past only: each future step is the mean of the same time of day over
+    the last `days` days before k0 (the first day repeats the last value seen)."""
+    out = series.copy()
+    past = [series[max(0, k0 - 96 * d):k0 - 96 * (d - 1)] for d in range(1, days + 1)
+            if k0 - 96 * d >= 0]
+    if not past:
+        out[k0:] = series[k0]
+        return out
+    day = np.mean(past, axis=0)
+    horizon = len(series) - k0
+    out[k0:] = np.tile(day, horizon // 96 + 1)[:horizon]
+    return out

@@ -1,0 +1,107 @@
+"""`sunrig simulate` and `sunrig bench economics`: a scenario's year, by policy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from node.config import Config, default_config, load_config
+from node.economics import Result, load_site, simulate
+from node.policies import POLICIES
+
+BENCH_ORDER = ("planner", "always_sell", "solar_only", "cheapest_hours", "never_sell",
+               "hindsight")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="run a scenario's period on the simulated clock")
+    p.add_argument("--scenario", help="a sunrig config with a [simulation] section "
+                   "(default: the embedded demo)")
+    p.add_argument("--policy", default="planner", choices=sorted(POLICIES))
+    p.add_argument("--days", type=int, help="override [simulation] days")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+    bench = sub.add_parser("bench", help="benchmarks")
+    inner = bench.add_subparsers(required=True, metavar="economics")
+    e = inner.add_parser("economics", help="profit of the planner, simple policies and "
+                         "hindsight over the same period and order stream")
+    e.add_argument("--scenario", help="a sunrig config with a [simulation] section")
+    e.add_argument("--site", help="household CSV (ts_utc, load_w, pv_w) replacing the scenario's")
+    e.add_argument("--prices", help="day-ahead CSV replacing the scenario's")
+    e.add_argument("--days", type=int)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_bench)
+
+
+def scenario(path: str | None, site: str | None = None, prices: str | None = None,
+             days: int | None = None) -> Config:
+    cfg = load_config(path) if path else default_config()
+    if site:
+        sim = replace(cfg.energy.simulated, data_file=str(Path(site).resolve()))
+        cfg = replace(cfg, energy=replace(cfg.energy, simulated=sim))
+    if prices:
+        cfg = replace(cfg, tariff=replace(cfg.tariff, prices_file=str(Path(prices).resolve())))
+    if days:
+        cfg = replace(cfg, simulation=replace(cfg.simulation, days=days))
+    return cfg
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    cfg = scenario(args.scenario, days=args.days)
+    site = load_site(cfg)
+    result = simulate(cfg, site, POLICIES[args.policy](cfg, site), args.policy)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return 0
+    _print_result(cfg, result)
+    return 0
+
+
+def run_bench(cfg: Config) -> dict[str, Result]:
+    site = load_site(cfg)
+    return {name: simulate(cfg, site, POLICIES[name](cfg, site), name) for name in BENCH_ORDER}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    cfg = scenario(args.scenario, args.site, args.prices, args.days)
+    t0 = time.perf_counter()
+    results = run_bench(cfg)
+    if args.json:
+        print(json.dumps({name: round(r.profit, 2) for name, r in results.items()}))
+        return 0
+    print_table(cfg, results, time.perf_counter() - t0)
+    return 0
+
+
+def print_table(cfg: Config, results: dict[str, Result], seconds: float) -> None:
+    cur = cfg.site.currency
+    print(f"{cfg.site.name}: {cfg.simulation.days} days from {cfg.simulation.start}, "
+          f"{cfg.gpus.simulated.count} GPUs ({seconds:.0f} s)")
+    print(f"{'policy':16}{'profit':>12}{'revenue':>12}{'energy':>10}{'util':>7}{'leases':>8}")
+    for name, r in results.items():
+        print(f"{name:16}{r.profit:12,.0f}{r.revenue:12,.0f}{r.rig_energy_cost:10,.0f}"
+              f"{r.utilization:7.0%}{r.leases:8d}")
+    best_simple = max(r.profit for n, r in results.items() if n not in ("planner", "hindsight"))
+    planner, hindsight = results["planner"].profit, results["hindsight"].profit
+    print(f"planner / best simple policy: {planner / best_simple:.3f}   "
+          f"planner / hindsight: {planner / hindsight:.3f}   ({cur})")
+
+
+def _print_result(cfg: Config, r: Result) -> None:
+    d = r.as_dict()
+    cur = cfg.site.currency
+    print(f"{cfg.site.name}: {cfg.simulation.days} days from {cfg.simulation.start}, policy "
+          f"{r.policy}")
+    print(f"  revenue            {r.revenue:14,.2f} {cur}")
+    print(f"  rig energy cost    {r.rig_energy_cost:14,.2f} {cur}  " + ", ".join(
+        f"{k} {v:,.0f}" for k, v in d["energy_cost_by_role"].items()))
+    print("  rig energy         " + ", ".join(
+        f"{k} {v:,.0f} kWh" for k, v in d["rig_kwh_by_source"].items()))
+    print(f"  profit             {r.profit:14,.2f} {cur}   OpEx {r.opex:,.2f} {cur}")
+    print(f"  utilization        {r.utilization:14.1%}   leases {r.leases}")
+    years, when = r.payback()
+    print(f"  CapEx {r.capex:,.0f} {cur}: " + (f"paid back in {years} years, on {when}"
+                                            if years else "not paid back at this pace"))

@@ -1,0 +1,82 @@
+"""The economics simulation: same site, prices and orders for every policy; CLI outputs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from node.cli import main
+from node.config import default_config, load_config
+from node.economics import Decision, load_site, simulate
+from node.policies import POLICIES
+from node.simulate_cli import BENCH_ORDER
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def june():
+    cfg = default_config()
+    cfg = replace(cfg, simulation=replace(cfg.simulation, start="2024-06-10", days=3))
+    return cfg, load_site(cfg)
+
+
+def test_the_site_is_the_real_trace_and_prices(june):
+    cfg, site = june
+    assert site.steps == 3 * 96
+    assert site.pv_w.max() > 15000  # 30 kWp in June
+    assert site.import_per_kwh.min() < site.import_per_kwh.max()
+    assert sum(len(o) for o in site.orders) > 100  # about 4 orders an hour
+
+
+def test_never_selling_earns_nothing_and_pays_the_idle_rig(june):
+    cfg, site = june
+    r = simulate(cfg, site, POLICIES["never_sell"](cfg, site), "never_sell")
+    assert r.revenue == 0 and r.leases == 0 and r.rig_energy_cost > 0
+    assert r.cost_by_role["market_leased"] == 0
+
+
+def test_orders_follow_the_market_rule(june):
+    cfg, site = june
+    high = simulate(cfg, site, lambda st: Decision(8, 100.0), "too dear")
+    assert high.leases == 0  # nobody pays 100 per GPU-hour
+    cheap = simulate(cfg, site, lambda st: Decision(8, 0.5), "cheap")
+    assert cheap.leases > 0
+    assert cheap.revenue / cheap.leased_gpu_hours == pytest.approx(0.5)
+    assert cheap.utilization <= 1.0
+
+
+def test_every_policy_runs_and_the_planner_beats_the_simple_ones(june):
+    cfg, site = june
+    results = {n: simulate(cfg, site, POLICIES[n](cfg, site), n) for n in BENCH_ORDER}
+    simple = ("always_sell", "solar_only", "cheapest_hours", "never_sell")
+    assert results["planner"].profit > max(results[n].profit for n in simple)
+    kwh = results["planner"].kwh_by_source
+    assert kwh["pv"] > 0 and kwh["grid"] > 0
+
+
+def test_simulate_cli_prints_the_year_figures(capsys):
+    assert main(["simulate", "--days", "2", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["policy"] == "planner" and doc["revenue"] > 0
+    assert set(doc["energy_cost_by_role"]) == {"market_leased", "market_idle", "local",
+                                                "parked", "host"}
+    assert doc["payback_years"] is None or doc["payback_years"] > 0
+
+
+def test_bench_economics_json_has_every_policy(capsys):
+    args = ["bench", "economics", "--scenario", str(ROOT / "scenarios/owner-8gpu.toml"),
+            "--days", "2", "--json"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc) == ["planner", "always_sell", "solar_only", "cheapest_hours",
+                         "never_sell", "hindsight"]
+
+
+def test_shipped_scenarios_are_valid_configs():
+    for path in (ROOT / "scenarios").glob("*.toml"):
+        cfg = load_config(path)
+        assert cfg.simulation.days == 364

@@ -1,0 +1,128 @@
+"""The MILP planner: properties on any input, and the behaviour a rig owner relies on."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from energy.types import PriceSlot
+from node.milp_planner import MilpPlanner, price_for_demand
+from node.planner import BatteryState, FillCalibration, MarketTerms, PlanInputs
+
+NOW = datetime(2024, 6, 12, 10, 7, tzinfo=UTC)
+TERMS = MarketTerms(2.1, 1.84, orders_per_hour=4.0, mean_lease_hours=8.0)
+
+
+def inputs(prices=None, hours=24, **kw) -> PlanInputs:
+    first = NOW.replace(minute=0)
+    prices = prices if prices is not None else [PriceSlot(first + timedelta(hours=h), first + timedelta(hours=h + 1),
+                                  0.25, 0.05) for h in range(hours)]
+    base = dict(gpu_count=8, local_gpus_at=lambda ts: 1, prices=prices,
+                markets={"sim": TERMS}, gpu_busy_w=650.0, gpu_min_limit_w=200.0,
+                host_overhead_w=800.0, cooling_factor=1.2, breaker_limit_w=25000.0,
+                house_load_w=1000.0, exporting_now=False, wear_per_gpu_hour=0.1,
+                margin_per_gpu_hour=0.1, min_floor_per_gpu_hour=0.5, expected_lease_hours=8.0)
+    return PlanInputs(**{**base, **kw})
+
+
+def breaker_ok(inp: PlanInputs, slot) -> bool:
+    busy = slot.local_gpus + sum(slot.offered.values())  # worst case: every one busy
+    house = inp.house_w_at(slot.start) if inp.house_w_at else inp.house_load_w
+    return (house + (inp.host_overhead_w + busy * inp.gpu_busy_w) * inp.cooling_factor
+            <= inp.breaker_limit_w + 1e-6)
+
+
+def test_a_sunny_day_sells_at_a_floor_covering_energy_wear_and_margin():
+    planner = MilpPlanner(24, 15)
+    plan = planner.plan(NOW, inputs())
+    assert planner.last.status == "optimal" and plan.planner == "milp"
+    assert len(plan.slots) == 24 * 4
+    first = plan.slots[0]
+    assert first.offered["sim"] == 7 and first.local_gpus == 1
+    energy = (650 + 100) * 1.2 / 1000 * 0.25
+    assert all(s.floor_per_gpu_hour["sim"] >= energy + 0.2 for s in plan.slots)
+    assert all(s.floor_per_gpu_hour["sim"] >= TERMS.ask_price_per_gpu_hour for s in plan.slots)
+
+
+def test_the_floor_rises_when_the_market_is_eager_and_falls_when_it_is_not():
+    eager = MilpPlanner(12, 60).plan(NOW, inputs(hours=12, markets={"sim": MarketTerms(
+        2.1, 1.0, orders_per_hour=20.0)})).slots[0].floor_per_gpu_hour["sim"]
+    slow = MilpPlanner(12, 60).plan(NOW, inputs(hours=12, markets={"sim": MarketTerms(
+        2.1, 1.0, orders_per_hour=0.2)})).slots[0].floor_per_gpu_hour["sim"]
+    assert eager > 2.1 > slow
+
+
+def test_gpus_are_kept_back_before_the_owner_reserves_them():
+    # the owner wants all 8 GPUs from 16:00; a lease taken at 10:00 would likely still run
+    reserve = lambda ts: 8 if ts.hour >= 16 else 1  # noqa: E731
+    plan = MilpPlanner(24, 60).plan(NOW, inputs(local_gpus_at=reserve))
+    by_hour = {s.start.hour: s.offered["sim"] for s in plan.slots[:8]}
+    assert by_hour[16] == 0 and by_hour[10] < 7
+
+
+def test_running_leases_are_never_taken_back():
+    plan = MilpPlanner(24, 60).plan(NOW, inputs(
+        leased_gpus_at=lambda m, ts: 5.0, markets={"sim": MarketTerms(2.1, 1.84, 0.0)},
+        prices=[PriceSlot(NOW.replace(minute=0) + timedelta(hours=h),
+                          NOW.replace(minute=0) + timedelta(hours=h + 1), 9.0, 0.0)
+                for h in range(24)]))
+    assert all(s.offered["sim"] >= 5 for s in plan.slots)
+
+
+def test_no_prices_means_no_plan_and_an_unsolvable_model_gives_the_safe_plan():
+    planner = MilpPlanner(24, 60)
+    assert planner.plan(NOW, inputs(prices=[])).slots == ()
+    planner = MilpPlanner(24, 60, time_limit_s=1e-9)
+    plan = planner.plan(NOW, inputs(leased_gpus_at=lambda m, ts: 2.0))
+    if planner.last.status.startswith("fallback"):
+        assert plan.planner == "milp:safe"
+        assert all(s.offered["sim"] == 2 for s in plan.slots)
+
+
+def test_the_demand_curve_inverts():
+    for share in (0.1, 0.5, 0.9):
+        price = price_for_demand(TERMS, share * 4.0 * TERMS.mean_gpus_per_order)
+        assert math.isclose(TERMS.share_paying(price), share, rel_tol=1e-6)
+
+
+def test_fill_calibration_learns_what_the_market_keeps():
+    fills = FillCalibration(prior=0.5, weight=10)
+    for _ in range(2000):
+        fills.record(1.0, 0.3)
+    assert abs(fills.factor - 0.3) < 0.02
+
+
+slot_prices = st.lists(st.tuples(st.floats(-0.5, 3.0), st.floats(-0.5, 1.0)), min_size=0,
+                       max_size=30)
+
+
+@settings(max_examples=40, deadline=None)
+@given(prices=slot_prices, local=st.integers(0, 10), leased=st.floats(0, 8),
+       breaker=st.floats(2000, 40000), house=st.floats(0, 20000),
+       gap_at=st.integers(0, 30), orders=st.floats(0, 50), pv=st.floats(0, 30000),
+       battery=st.booleans())
+def test_any_input_gives_a_plan_that_keeps_every_promise(prices, local, leased, breaker, house,
+                                                         gap_at, orders, pv, battery):
+    first = NOW.replace(minute=0)
+    slots = [PriceSlot(first + timedelta(hours=h), first + timedelta(hours=h + 1), imp, exp)
+             for h, (imp, exp) in enumerate(prices) if h != gap_at]
+    inp = inputs(prices=slots, local_gpus_at=lambda ts: local, breaker_limit_w=breaker,
+                 house_w_at=lambda ts: house, pv_w_at=lambda ts: pv,
+                 leased_gpus_at=lambda m, ts: min(leased, 8.0),
+                 markets={"sim": MarketTerms(2.1, 1.84, orders)},
+                 battery=BatteryState(20000, 5000, 2000, 8000, 8000) if battery else None)
+    planner = MilpPlanner(24, 60, time_limit_s=2.0)
+    plan = planner.plan(NOW, inp)
+    assert planner.last.seconds < 10
+    assert len(plan.slots) <= min(gap_at, len(prices))  # nothing planned past a price gap
+    for slot in plan.slots:
+        held = math.ceil(min(leased, 8.0) - 1e-9)
+        free_for_market = max(0, 8 - min(local, 8))
+        # never the owner's GPUs; leased ones always stay; nothing new beyond the breaker
+        assert sum(slot.offered.values()) <= max(free_for_market, held)
+        assert sum(slot.offered.values()) >= min(held, free_for_market)
+        if sum(slot.offered.values()) > held:
+            assert breaker_ok(inp, slot)
