@@ -320,13 +320,15 @@ def _constants(inp: PlanInputs, starts: list[datetime], prices: list, hours: flo
     busy_cool_w = inp.gpu_busy_w * inp.cooling_factor
     room, fixed = [], []
     for t in range(len(starts)):
-        held = local[t] + sum(old[t].values())
+        # a lease still running is a whole GPU: room is judged on whole GPUs held
+        held = local[t] + sum(math.ceil(v - 1e-9) for v in old[t].values())
         breaker_w = (inp.breaker_limit_w - house[t]
                      - (inp.host_overhead_w + held * inp.gpu_busy_w) * inp.cooling_factor)
         by_breaker = max(0, math.floor(breaker_w / busy_cool_w)) if busy_cool_w > 0 else n
         room.append(float(max(0, min(n - held, by_breaker))))
-        rig_w = (inp.host_overhead_w + held * inp.gpu_busy_w
-                 + (n - held) * idle_w) * inp.cooling_factor
+        expected_held = local[t] + sum(old[t].values())
+        rig_w = (inp.host_overhead_w + expected_held * inp.gpu_busy_w
+                 + (n - expected_held) * idle_w) * inp.cooling_factor
         fixed.append(house[t] - pv[t] + rig_w)
     imports = [p.import_per_kwh for p in prices]
     exports = [min(p.export_per_kwh, p.import_per_kwh) for p in prices]

@@ -18,8 +18,9 @@ TERMS = MarketTerms(2.1, 1.84, orders_per_hour=4.0, mean_lease_hours=8.0)
 
 def inputs(prices=None, hours=24, **kw) -> PlanInputs:
     first = NOW.replace(minute=0)
-    prices = prices if prices is not None else [PriceSlot(first + timedelta(hours=h), first + timedelta(hours=h + 1),
-                                  0.25, 0.05) for h in range(hours)]
+    if prices is None:
+        prices = [PriceSlot(first + timedelta(hours=h), first + timedelta(hours=h + 1), 0.25,
+                            0.05) for h in range(hours)]
     base = dict(gpu_count=8, local_gpus_at=lambda ts: 1, prices=prices,
                 markets={"sim": TERMS}, gpu_busy_w=650.0, gpu_min_limit_w=200.0,
                 host_overhead_w=800.0, cooling_factor=1.2, breaker_limit_w=25000.0,
@@ -99,7 +100,7 @@ slot_prices = st.lists(st.tuples(st.floats(-0.5, 3.0), st.floats(-0.5, 1.0)), mi
                        max_size=30)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(prices=slot_prices, local=st.integers(0, 10), leased=st.floats(0, 8),
        breaker=st.floats(2000, 40000), house=st.floats(0, 20000),
        gap_at=st.integers(0, 30), orders=st.floats(0, 50), pv=st.floats(0, 30000),
