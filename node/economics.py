@@ -18,12 +18,13 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from energy.series import SeriesError
 from energy.sim import SimulatedSite
 from market_adapter.sim import Order, SimMarket, SimMarketSettings, order_takes_offer
 from node.config import Config
 from node.gpus import WORKLOAD_UTIL
 from node.roles import reserved_local_gpus
-from node.wiring import _tariff
+from node.wiring import tariff_for
 
 STEP = timedelta(minutes=15)
 STEP_H = 0.25
@@ -56,7 +57,7 @@ def load_site(cfg: Config, start: date | None = None, days: int | None = None) -
     trace = SimulatedSite(es.data_file, es.pv_array_kwp / es.trace_array_kwp, None, 0.0,
                           lambda: 0.0)
     samples = [trace.read(ts + STEP / 2) for ts in starts]
-    slots = _tariff(cfg).slots(first, starts[-1] + STEP)
+    slots = tariff_for(cfg).slots(first, starts[-1] + STEP)
     imp, exp = _per_step(starts, slots)
     local = np.array([min(reserved_local_gpus(cfg.local, ts.astimezone(tz)),
                           cfg.gpus.simulated.count) for ts in starts])
@@ -75,7 +76,8 @@ def _per_step(starts: list[datetime], slots: list) -> tuple[np.ndarray, np.ndarr
             imp[i], exp[i] = slots[j].import_per_kwh, slots[j].export_per_kwh
     if np.isnan(imp).any():
         missing = starts[int(np.argmax(np.isnan(imp)))]
-        raise ValueError(f"the tariff has no price for {missing.isoformat()}")
+        raise SeriesError(f"the tariff has no price for {missing.isoformat()}: the prices file "
+                          "does not cover the simulated period")
     return imp, exp
 
 

@@ -45,7 +45,7 @@ def build_parts(cfg: Config, clock: Clock, state_dir: Path,
                 rig_power_w: Callable[[], float]) -> Parts:
     backend, model, busy_w = _backend(cfg, clock)
     markets, terms = _markets(cfg, clock, state_dir, model)
-    return Parts(backend, _site(cfg, rig_power_w), _tariff(cfg), markets, terms, model, busy_w,
+    return Parts(backend, _site(cfg, rig_power_w), tariff_for(cfg), markets, terms, model, busy_w,
                  tee=_tee(cfg), trust=trust_from_config(cfg.tee))
 
 
@@ -85,7 +85,7 @@ def _site(cfg: Config, rig_power_w: Callable[[], float]) -> SiteReader:
                          bat.initial_soc_pct, rig_power_w)
 
 
-def _tariff(cfg: Config) -> Tariff:
+def tariff_for(cfg: Config) -> Tariff:
     t = cfg.tariff
     if t.kind == "fixed":
         return FixedTariff(t.import_per_kwh, t.export_per_kwh)
