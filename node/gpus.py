@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from tee.gpu import cc_mode as system_cc_mode
+
 log = logging.getLogger(__name__)
 
 
@@ -117,7 +119,7 @@ class NvmlBackend:
         self._handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
 
     def snapshots(self, ts: datetime) -> list[GpuSnapshot]:
-        cc_mode = self._cc_mode()
+        cc_mode = system_cc_mode()  # once per pass: a system-wide setting
         out = []
         for index, handle in enumerate(self._handles):
             try:
@@ -155,21 +157,6 @@ class NvmlBackend:
             mig_enabled=None if mig is None else bool(mig[0]),
             cc_mode=cc_mode,
         )
-
-    @staticmethod
-    def _cc_mode() -> str | None:
-        nv = _pynvml()
-        if not hasattr(nv, "nvmlSystemGetConfComputeState"):
-            return None  # bindings older than confidential computing
-        try:
-            state = _nvml("nvmlSystemGetConfComputeState")
-        except GpuError:
-            return None  # drivers before CC support answer with FunctionNotFound
-        if state is None:
-            return None
-        if state.ccFeature != nv.NVML_CC_SYSTEM_FEATURE_ENABLED:
-            return "off"
-        return "devtools" if state.devToolsMode == nv.NVML_CC_SYSTEM_DEVTOOLS_MODE_ON else "on"
 
     def set_power_limit(self, index: int, power_w: float) -> None:
         _nvml("nvmlDeviceSetPowerManagementLimit", self._handles[index], int(power_w * 1000))

@@ -25,7 +25,6 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from statistics import NormalDist
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -218,10 +217,8 @@ class _Model:
                 started = x[self.var(t, "s", m)]
                 floor = self.base["floor"][t][name]
                 if started > 1e-6:
-                    demand = self._demand(t, name)
-                    price = demand.price_for_demand(started / self.hours) if isinstance(
-                        demand, KnownDemand) else price_for_demand(terms, started / self.hours)
-                    floor = max(floor, price)
+                    floor = max(floor, self._demand(t, name).price_for_demand(
+                        started / self.hours))
                 floors[name] = round(max(floor, terms.ask_price_per_gpu_hour), 4)
                 # aiming for no new lease here: hold only what is leased, offer nothing free
                 role = x[self.var(t, "o", m)] if started > 1e-3 else math.ceil(
@@ -258,14 +255,6 @@ def _constraint(rows: list, n: int) -> LinearConstraint:
         hi.append(high)
     matrix = coo_array((vals, (r, cols)), shape=(len(rows), n)).tocsr()
     return LinearConstraint(matrix, np.array(lo), np.array(hi))
-
-
-def price_for_demand(terms: MarketTerms, gpus_per_hour: float) -> float:
-    """The floor at which tenants want `gpus_per_hour` new GPUs: the demand curve inverted."""
-    full = terms.orders_per_hour * terms.mean_gpus_per_order
-    share = min(max(gpus_per_hour / full, 1e-6), 1 - 1e-6) if full > 0 else 1e-6
-    z = NormalDist().inv_cdf(1.0 - share)
-    return terms.expected_price_per_gpu_hour * math.exp(terms.price_spread * z)
 
 
 def _revenue_envelope(terms: MarketTerms, hours: float, known: KnownDemand | None = None

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tee.evidence import NONCE_BYTES, CcState, GpuEvidence, TeeError
+from tee.evidence import NONCE_BYTES, OFF, CcState, GpuEvidence, TeeError
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,7 @@ class NvmlTee:
     def state(self) -> CcState:
         state = _call("nvmlSystemGetConfComputeState")
         if state is None:
-            return CcState(environment="unavailable", cc_feature=False, devtools=False,
-                           multi_gpu_mode=None, cpu_caps=None, gpus_cc_capable=None,
-                           gpus_ready=None)
+            return OFF
         caps = _call("nvmlSystemGetConfComputeCapabilities")
         ready = _call("nvmlSystemGetConfComputeGpusReadyState")
         memory = tuple(_protected_bytes(h) for h in self._handles)
@@ -99,6 +97,20 @@ class NvmlTee:
                 cert_chain_pem=bytes(
                     cert.attestationCertChain[:cert.attestationCertChainSize])))
         return out
+
+
+def cc_mode() -> str | None:
+    """The system's CC mode ("on", "devtools", "off"), or None where the driver cannot tell."""
+    try:
+        state = _call("nvmlSystemGetConfComputeState")
+    except TeeError:
+        return None  # drivers before CC support
+    if state is None:
+        return None
+    return CcState(environment=_ENVIRONMENTS.get(state.environment, "unknown"),
+                   cc_feature=state.ccFeature == 1, devtools=state.devToolsMode == 1,
+                   multi_gpu_mode=None, cpu_caps=None, gpus_cc_capable=None,
+                   gpus_ready=None).mode
 
 
 def _protected_bytes(handle: Any) -> int | None:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from energy.types import PriceSlot
-from node.milp_planner import MilpPlanner, price_for_demand
+from node.milp_planner import MilpPlanner
 from node.planner import BatteryState, FillCalibration, MarketTerms, PlanInputs
 
 NOW = datetime(2024, 6, 12, 10, 7, tzinfo=UTC)
@@ -85,7 +85,7 @@ def test_no_prices_means_no_plan_and_an_unsolvable_model_gives_the_safe_plan():
 
 def test_the_demand_curve_inverts():
     for share in (0.1, 0.5, 0.9):
-        price = price_for_demand(TERMS, share * 4.0 * TERMS.mean_gpus_per_order)
+        price = TERMS.price_for_demand(share * 4.0 * TERMS.mean_gpus_per_order)
         assert math.isclose(TERMS.share_paying(price), share, rel_tol=1e-6)
 
 
