@@ -234,7 +234,8 @@ class SimulationConfig:
     replan_hours: float = field(default=3.0, metadata=rng(0.25, 24))
     horizon_hours: int = field(default=36, metadata=rng(6, 168))
     slot_minutes: Literal[15, 30, 60] = 60
-    hindsight_days: int = field(default=2, metadata=rng(1, 14))  # look-ahead of hindsight
+    hindsight_block_days: int = field(default=7, metadata=rng(1, 28))  # solved at once
+    hindsight_lookahead_hours: int = field(default=12, metadata=rng(0, 168))
 
 
 @dataclass(frozen=True)

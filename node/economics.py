@@ -130,6 +130,9 @@ class Result:
     leased_gpu_hours: float = 0.0
     sellable_gpu_hours: float = 0.0
     leases: int = 0
+    local_shortfall_gpu_hours: float = 0.0  # the owner's reservation left unserved by leases
+    local_shortfall_cost: float = 0.0
+    solver_gap: float = 0.0  # hindsight: how far from its optimum the solver may have stopped
     days: float = 0.0
     opex: float = 0.0
     capex: float = 0.0
@@ -137,7 +140,7 @@ class Result:
 
     @property
     def profit(self) -> float:
-        return self.revenue - self.rig_energy_cost
+        return self.revenue - self.rig_energy_cost - self.local_shortfall_cost
 
     @property
     def utilization(self) -> float:
@@ -160,6 +163,8 @@ class Result:
                 "energy_cost_by_role": {k: round(v, 2) for k, v in self.cost_by_role.items()},
                 "rig_kwh_by_source": {k: round(v, 1) for k, v in self.kwh_by_source.items()},
                 "utilization": round(self.utilization, 4), "leases": self.leases,
+                "local_shortfall_gpu_hours": round(self.local_shortfall_gpu_hours, 2),
+                "local_shortfall_cost": round(self.local_shortfall_cost, 2),
                 "opex": round(self.opex, 2), "capex": self.capex, "payback_years": years,
                 "payback_date": when.isoformat() if when else None}
 
@@ -176,11 +181,18 @@ def simulate(cfg: Config, site: Site, policy: Policy, name: str) -> Result:
     rig_w, last = 0.0, (0, 0, 0.0)
     local_w = g.idle_w + (g.busy_w - g.idle_w) * WORKLOAD_UTIL["local"]
     lease_w = g.idle_w + (g.busy_w - g.idle_w) * WORKLOAD_UTIL["lease"]
+    park_w = min(g.idle_w, g.min_power_limit_w)  # an idle GPU capped at its lowest limit
     for k, ts in enumerate(site.starts):
         end = ts + STEP
         leased_start = sum(n for _, e, n, _ in leases if e > ts)
         decision = policy(State(k, leased_start, soc_with, rig_w, *last))
-        local = int(site.local_gpus[k])
+        # leases are never taken back: where they left the owner short, the owner rents the
+        # missing GPUs elsewhere at the market's reference price
+        local = min(int(site.local_gpus[k]), g.count - leased_start)
+        short = int(site.local_gpus[k]) - local
+        result.local_shortfall_gpu_hours += short * STEP_H
+        result.local_shortfall_cost += (short * STEP_H * s.reference_price_per_gpu_hour
+                                        * s.currency_rate)
         role_gpus = max(min(decision.market_gpus, g.count - local), leased_start)
         free = offered = role_gpus - leased_start
         floor_market = decision.floor_per_gpu_hour / s.currency_rate
@@ -199,7 +211,7 @@ def simulate(cfg: Config, site: Site, policy: Policy, name: str) -> Result:
         idle_market_h = max(0.0, role_gpus * STEP_H - leased_h)
         energy_w = {"market_leased": leased_h / STEP_H * lease_w,
                     "market_idle": idle_market_h / STEP_H * g.idle_w,
-                    "local": local * local_w, "parked": parked * g.min_power_limit_w,
+                    "local": local * local_w, "parked": parked * park_w,
                     "host": sc.host_overhead_w}
         rig_w = sum(energy_w.values()) * sc.cooling_factor
         pv, load = site.pv_w[k], site.load_w[k]
@@ -213,7 +225,7 @@ def simulate(cfg: Config, site: Site, policy: Policy, name: str) -> Result:
             result.cost_by_role[role] += cost * w / total
         _book_sources(result.kwh_by_source, rig_w, load, dis_w, imp_w)
         result.leased_gpu_hours += leased_h
-        result.sellable_gpu_hours += (g.count - local) * STEP_H
+        result.sellable_gpu_hours += (g.count - int(site.local_gpus[k])) * STEP_H
     result.capex = sum(i.amount for i in cfg.capex.items)
     dates = [date.fromisoformat(i.date) for i in cfg.capex.items]
     result.capex_date = min(dates) if dates else None

@@ -31,7 +31,6 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
 from node.planner import (
-    KnownDemand,
     MarketTerms,
     Plan,
     PlanInputs,
@@ -41,7 +40,7 @@ from node.planner import (
 )
 
 # Price ladder for the revenue envelope: the expected price times exp(spread * z), and the ask.
-LADDER_Z = (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
+LADDER_Z = tuple(z / 4 for z in range(-6, 13))
 FLAP_COST = 0.01  # site currency per GPU of change in the offer between slots
 OFFER_REWARD = 0.002  # a tie-breaker: with nothing against it, a free GPU is offered
 
@@ -85,7 +84,7 @@ class _Model:
     starts: list[datetime]
     hours: float
     markets: list[str]
-    envelopes: dict  # per (slot, market): (intercept, slope) pieces of the revenue bound
+    envelopes: dict  # per (market, capacity): (intercept, slope) pieces of the revenue bound
     base: dict  # per-slot constants
     c: np.ndarray
     integrality: np.ndarray
@@ -113,12 +112,6 @@ class _Model:
         m.markets = sorted(inp.markets)
         m.base = _constants(inp, starts, prices, m.hours)
         m.envelopes = {}
-        for name in m.markets:
-            expected = _revenue_envelope(inp.markets[name], m.hours)
-            for t, start in enumerate(starts):
-                known = inp.known_demand_at(name, start) if inp.known_demand_at else None
-                m.envelopes[t, name] = expected if known is None else _revenue_envelope(
-                    inp.markets[name], m.hours, known)
         m._assemble()
         return m
 
@@ -154,12 +147,14 @@ class _Model:
                 # free GPUs in the market role are what orders can land on: the price, not a
                 # short offer, is what limits leases, so offer what room allows
                 c[v("o", m)] = -OFFER_REWARD
-                # no lease below the floor: at most what tenants want at the floor price
-                hi[v("s", m)] = self._demand(t, name).demand_gpus_per_hour(
-                    max(b["floor"][t][name], terms.ask_price_per_gpu_hour)) * h
+                # no lease below the floor: at most what tenants keep leased at the floor price
+                cap = b["cap"][t]
+                hi[v("s", m)] = terms.carried_gpus(max(
+                    b["floor"][t][name], terms.ask_price_per_gpu_hour), cap
+                ) / terms.mean_lease_hours * h
                 lo[v("r", m)] = -np.inf
                 c[v("r", m)] = -1.0
-                for intercept, slope in self.envelopes[t, name]:
+                for intercept, slope in self._envelope(name, cap):
                     rows.append(([(v("r", m), 1.0), (v("s", m), -slope)], -np.inf, intercept))
                 entries = [(v("leased", m), 1.0), (v("s", m), -1.0)]
                 if t > 0:
@@ -200,12 +195,13 @@ class _Model:
                              0.0, np.inf))
                 rows.append(([(v("u"), 1.0)] + now_o + before, 0.0, np.inf))
         self.c, self.integrality, self.bounds = c, integrality, Bounds(lo, hi)
-        self.constraints = [_constraint(rows, n)]
+        self.constraints = [rows_constraint(rows, n)]
 
-    def _demand(self, t: int, name: str) -> MarketTerms | KnownDemand:
-        if self.inp.known_demand_at is not None:
-            return self.inp.known_demand_at(name, self.starts[t])
-        return self.inp.markets[name]
+    def _envelope(self, name: str, capacity: int) -> list[tuple[float, float]]:
+        key = (name, capacity)
+        if key not in self.envelopes:
+            self.envelopes[key] = _revenue_envelope(self.inp.markets[name], self.hours, capacity)
+        return self.envelopes[key]
 
     def to_plan(self, now: datetime, planner: str, x: np.ndarray) -> Plan:
         step = timedelta(minutes=round(self.hours * 60))
@@ -216,9 +212,9 @@ class _Model:
                 terms = self.inp.markets[name]
                 started = x[self.var(t, "s", m)]
                 floor = self.base["floor"][t][name]
-                if started > 1e-6:
-                    floor = max(floor, self._demand(t, name).price_for_demand(
-                        started / self.hours))
+                if started > 1e-6:  # selling here: the floor that earns most over the leases
+                    floor = max(floor, terms.best_floor(self.base["lease_cost"][t][name],
+                                                        self.base["cap"][t]))
                 floors[name] = round(max(floor, terms.ask_price_per_gpu_hour), 4)
                 # aiming for no new lease here: hold only what is leased, offer nothing free
                 role = x[self.var(t, "o", m)] if started > 1e-3 else math.ceil(
@@ -244,7 +240,8 @@ class _Model:
         return Plan(now, planner + ":safe", tuple(slots))
 
 
-def _constraint(rows: list, n: int) -> LinearConstraint:
+def rows_constraint(rows: list, n: int) -> LinearConstraint:
+    """Rows of (entries [(column, value)], low, high) as one sparse constraint."""
     r, cols, vals, lo, hi = [], [], [], [], []
     for i, (entries, low, high) in enumerate(rows):
         for col, val in entries:
@@ -257,19 +254,22 @@ def _constraint(rows: list, n: int) -> LinearConstraint:
     return LinearConstraint(matrix, np.array(lo), np.array(hi))
 
 
-def _revenue_envelope(terms: MarketTerms, hours: float, known: KnownDemand | None = None
+def _revenue_envelope(terms: MarketTerms, hours: float, capacity: int
                       ) -> list[tuple[float, float]]:
     """Concave piecewise-linear bound on a slot's lease value as a function of leases started.
 
-    Points: aiming for the demand at price p starts D(p)*h leases worth p * mean hours each.
+    Points: at floor p, `capacity` offered GPUs keep carried(p) leased, so a slot starts
+    carried(p) / mean hours * h leases, each worth p * mean hours.
     """
-    demand = known or terms
-    prices = set(known.ladder()) if known else {
-        terms.expected_price_per_gpu_hour * math.exp(terms.price_spread * z) for z in LADDER_Z}
+    prices = {terms.expected_price_per_gpu_hour * math.exp(terms.price_spread * z)
+              for z in LADDER_Z}
     prices.add(terms.ask_price_per_gpu_hour)
-    points = [(0.0, 0.0)] + sorted(
-        (demand.demand_gpus_per_hour(p) * hours, p * demand.demand_gpus_per_hour(p) * hours
-         * terms.mean_lease_hours) for p in prices if p >= terms.ask_price_per_gpu_hour)
+    points = [(0.0, 0.0)]
+    for p in prices:
+        if p >= terms.ask_price_per_gpu_hour:
+            started = terms.carried_gpus(p, capacity) / terms.mean_lease_hours * hours
+            points.append((started, started * p * terms.mean_lease_hours))
+    points.sort()
     hull: list[tuple[float, float]] = []
     for point in points:  # upper concave hull, left to right
         while len(hull) >= 2 and _cross(hull[-2], hull[-1], point) >= 0:
@@ -322,20 +322,23 @@ def _constants(inp: PlanInputs, starts: list[datetime], prices: list, hours: flo
     imports = [p.import_per_kwh for p in prices]
     exports = [min(p.export_per_kwh, p.import_per_kwh) for p in prices]
     gpu_kw = (inp.gpu_busy_w + inp.host_overhead_w / max(n, 1)) * inp.cooling_factor / 1000.0
-    gpu_cost, floors = [], []
+    gpu_cost = []
     extra_w = (inp.gpu_busy_w - idle_w) * inp.cooling_factor
     for t in range(len(starts)):
         # one more busy GPU runs on PV that would be exported, or on imported energy
         surplus_w = -fixed[t]  # PV left after house and the rig as it stands
         marginal = exports[t] if surplus_w >= extra_w else imports[t]
         gpu_cost.append(gpu_kw * marginal)
-    for t in range(len(starts)):
-        floors.append({m: max(inp.min_floor_per_gpu_hour,
-                              _lease_energy_cost(gpu_cost, t, hours, terms.mean_lease_hours)
-                              + inp.wear_per_gpu_hour + inp.margin_per_gpu_hour)
-                       for m, terms in inp.markets.items()})
-    return {"local": local, "old": old, "room": room, "fixed_w": fixed, "idle_w": idle_w,
-            "import": imports, "export": exports, "floor": floors, "gpu_cost": gpu_cost,
+    lease_cost = [{m: _lease_energy_cost(gpu_cost, t, hours, terms.mean_lease_hours)
+                   + inp.wear_per_gpu_hour for m, terms in inp.markets.items()}
+                  for t in range(len(starts))]
+    floors = [{m: max(inp.min_floor_per_gpu_hour, cost + inp.margin_per_gpu_hour)
+               for m, cost in costs.items()} for costs in lease_cost]
+    cap = [int(r) + sum(math.ceil(v - 1e-9) for v in o.values()) for r, o in zip(room, old,
+                                                                                strict=True)]
+    return {"local": local, "old": old, "room": room, "cap": cap, "fixed_w": fixed,
+            "idle_w": idle_w, "import": imports, "export": exports, "floor": floors,
+            "lease_cost": lease_cost, "gpu_cost": gpu_cost,
             "mean_import": sum(imports) / len(imports)}
 
 

@@ -44,9 +44,10 @@ class Plan:
 class MarketTerms:
     """What the planner knows of one market, in site currency.
 
-    Demand: orders arrive at `orders_per_hour`, each for `mean_gpus_per_order` GPUs on average,
-    with the tenant's maximum price log-normal around the expected price (sigma `price_spread`);
-    an order takes the offer when its maximum covers the floor, and pays the floor.
+    Demand: orders arrive at `orders_per_hour`, each for `mean_gpus_per_order` GPUs on average
+    (`order_sizes` gives the mix where it is known), with the tenant's maximum price log-normal
+    around the expected price (sigma `price_spread`); an order takes the offer when it fits and
+    its maximum covers the floor, and pays the floor.
     """
 
     expected_price_per_gpu_hour: float
@@ -55,6 +56,7 @@ class MarketTerms:
     mean_gpus_per_order: float = 2.6
     price_spread: float = 0.25
     mean_lease_hours: float = 8.0
+    order_sizes: tuple[tuple[int, float], ...] = ()  # (GPUs, share of orders)
 
     def share_paying(self, price_per_gpu_hour: float) -> float:
         """The share of tenants whose maximum is at least the price."""
@@ -76,16 +78,47 @@ class MarketTerms:
         z = NormalDist().inv_cdf(1.0 - share)
         return self.expected_price_per_gpu_hour * math.exp(self.price_spread * z)
 
+    def carried_gpus(self, price_per_gpu_hour: float, capacity: int) -> float:
+        """GPUs leased on average when `capacity` GPUs are offered at this floor for good.
+
+        Orders that do not fit the free GPUs are lost, so this is a multi-rate loss system; the
+        Kaufman-Roberts recursion gives its occupancy exactly for Poisson orders of several
+        sizes and any lease-length distribution with this mean.
+        """
+        if capacity <= 0:
+            return 0.0
+        share = self.share_paying(price_per_gpu_hour)
+        sizes = self.order_sizes or ((max(1, round(self.mean_gpus_per_order)), 1.0),)
+        total = sum(w for _, w in sizes) or 1.0
+        loads = [(b, self.orders_per_hour * share * w / total * self.mean_lease_hours)
+                 for b, w in sizes if b <= capacity]
+        q = [1.0] + [0.0] * capacity
+        for j in range(1, capacity + 1):
+            q[j] = sum(a * b * q[j - b] for b, a in loads if b <= j) / j
+            if q[j] > 1e200:  # rescale: only the shape matters
+                q = [x / q[j] for x in q]
+        norm = sum(q)
+        return sum(j * qj for j, qj in enumerate(q)) / norm
+
+    def best_floor(self, cost_per_gpu_hour: float, capacity: int) -> float:
+        """The floor that earns most over time with `capacity` GPUs offered: the margin over the
+        cost times the GPUs it keeps leased. A high floor sells fewer GPU-hours; a low one sells
+        them cheap."""
+        top = self.expected_price_per_gpu_hour * math.exp(3 * self.price_spread)
+        low = self.ask_price_per_gpu_hour
+        grid = [low + (top - low) * k / 80 for k in range(81)] if top > low else [low]
+        return max(grid, key=lambda p: (p - cost_per_gpu_hour) * self.carried_gpus(p, capacity))
+
 
 class FillCalibration:
-    """How much of the demand model's promise the market kept: leases started over leases the
-    model expected for the GPUs offered at the floors posted, with old evidence fading.
+    """How much of the demand model's promise the market kept: GPUs leased over GPUs the model
+    expected for the offers posted, with old evidence fading (a week's half-life).
 
-    Orders for more GPUs than are free, and chance, make a market fill less than its average
-    demand suggests; the planner scales the demand by this factor.
+    A market busier or quieter than configured shows here; the planner scales the demand by
+    this factor.
     """
 
-    def __init__(self, prior: float = 0.5, weight: float = 20.0, half_life_steps: float = 672):
+    def __init__(self, prior: float = 1.0, weight: float = 20.0, half_life_steps: float = 672):
         self.expected, self.started = weight, weight * prior
         self.fade = 0.5 ** (1.0 / half_life_steps)
 
@@ -95,26 +128,7 @@ class FillCalibration:
 
     @property
     def factor(self) -> float:
-        return min(1.0, max(0.05, self.started / self.expected))
-
-
-@dataclass(frozen=True)
-class KnownDemand:
-    """Demand in one slot when the orders are known (hindsight): (max price, GPUs) per order."""
-
-    orders: tuple[tuple[float, int], ...]
-    slot_hours: float
-
-    def demand_gpus_per_hour(self, price_per_gpu_hour: float) -> float:
-        return sum(g for p, g in self.orders if p >= price_per_gpu_hour) / self.slot_hours
-
-    def ladder(self) -> list[float]:
-        return sorted({p for p, _ in self.orders})
-
-    def price_for_demand(self, gpus_per_hour: float) -> float:
-        """The highest floor at which the known orders still fill `gpus_per_hour`."""
-        fits = [p for p in self.ladder() if self.demand_gpus_per_hour(p) >= gpus_per_hour - 1e-6]
-        return max(fits) if fits else 0.0
+        return min(3.0, max(0.05, self.started / self.expected))
 
 
 @dataclass(frozen=True)
@@ -150,8 +164,6 @@ class PlanInputs:
     battery: BatteryState | None = None
     # GPUs held by leases that run now, expected to be still leased at a time (per market)
     leased_gpus_at: Callable[[str, datetime], float] | None = None
-    # the orders each slot will bring, where they are known (the hindsight benchmark)
-    known_demand_at: Callable[[str, datetime], KnownDemand] | None = None
 
 
 def slot_starts(now: datetime, horizon_hours: int, slot_minutes: int) -> list[datetime]:

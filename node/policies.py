@@ -7,8 +7,8 @@
 - solar_only: only while the PV surplus covers the GPUs' draw (evcc's PV mode), at the ask;
 - cheapest_hours: every free GPU in the cheaper half of each day's hours, at the ask;
 - never_sell: nothing;
-- hindsight: the same MILP knowing the period's prices, PV, load and every order, solved block by
-  block (a week by default): the bound that no forecast can beat by much.
+- hindsight: a MILP knowing the period's prices, PV, load and every order, choosing each step's
+  floor and offer order by order, a week at a time (node/hindsight.py): the bound to measure by.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import numpy as np
 from energy.types import PriceSlot
 from market_adapter.sim import ORDER_SIZE_WEIGHTS, ORDER_SIZES
 from node.config import Config
-from node.economics import STEP, Decision, Policy, Site, State, floor_of
+from node.economics import STEP, STEP_H, Decision, Policy, Site, State, floor_of
+from node.hindsight import hindsight_policy
 from node.milp_planner import MilpPlanner
 from node.planner import (
     BatteryState,
     FillCalibration,
-    KnownDemand,
     MarketTerms,
     Plan,
     PlanInputs,
@@ -46,7 +46,7 @@ def market_terms(cfg: Config) -> MarketTerms:
     mean_gpus = sum(n * w for n, w in sizes) / sum(w for _, w in sizes)
     return MarketTerms(s.reference_price_per_gpu_hour * s.currency_rate,
                        s.ask_price_per_gpu_hour * s.currency_rate, s.orders_per_hour, mean_gpus,
-                       s.price_spread, s.mean_lease_hours)
+                       s.price_spread, s.mean_lease_hours, tuple(sizes))
 
 
 def always_sell(cfg: Config, site: Site) -> Policy:
@@ -89,41 +89,18 @@ def planner_policy(cfg: Config, site: Site) -> Policy:
 
     def decide(st: State) -> Decision:
         now = site.starts[st.step]
-        if st.step > 0:  # learn the market's fill rate from what the last offer got
-            fills.record(min(st.offered_last_step, terms.demand_gpus_per_hour(
-                st.floor_last_step) * STEP / timedelta(hours=1)), st.started_last_step)
+        if st.step > 0 and st.offered_last_step > 0:
+            # learn how the market's fill compares with the model's: GPUs leased per step at
+            # that floor with that many GPUs in the market role
+            cap = st.leased_gpus - st.started_last_step + st.offered_last_step
+            fills.record(terms.carried_gpus(st.floor_last_step, cap) / terms.mean_lease_hours
+                         * STEP_H, st.started_last_step)
         if st.step % every == 0 or current["plan"] is None:
-            known_until = _published_until(now, tz)
             seen = replace(terms, orders_per_hour=terms.orders_per_hour * fills.factor)
-            current["plan"] = planner.plan(now, _inputs(cfg, site, st, seen, known_until,
-                                                        forecast=True))
+            current["plan"] = planner.plan(now, _inputs(cfg, site, st, seen, _published_until(
+                now, tz), forecast=True))
         return _from_plan(current["plan"], now, cfg)
     decide.planner = planner  # type: ignore[attr-defined] - the bench reads its solve times
-    return decide
-
-
-def hindsight_policy(cfg: Config, site: Site) -> Policy:
-    # knowing the future, it still re-solves as leases turn out, so that chance in lease
-    # lengths does not leave it planning for a past that did not happen
-    block = max(1, round(cfg.simulation.replan_hours * 4))
-    planner = MilpPlanner(cfg.simulation.hindsight_days * 24, 60, time_limit_s=30.0)
-    terms = market_terms(cfg)
-    rate = cfg.markets.sim.currency_rate
-    current: dict[str, Plan | None] = {"plan": None}
-
-    def known(name: str, ts: datetime) -> KnownDemand:
-        k0 = int((ts - site.starts[0]) / STEP)
-        orders = [(o.max_price_per_gpu_hour * rate, o.gpus)
-                  for k in range(max(k0, 0), min(k0 + 4, site.steps)) for o in site.orders[k]]
-        return KnownDemand(tuple(orders), 1.0)
-
-    def decide(st: State) -> Decision:
-        now = site.starts[st.step]
-        if st.step % block == 0 or current["plan"] is None:
-            inp = _inputs(cfg, site, st, terms, site.starts[-1] + STEP, forecast=False)
-            current["plan"] = planner.plan(now, PlanInputs(**{**inp.__dict__,
-                                                              "known_demand_at": known}))
-        return _from_plan(current["plan"], now, cfg)
     return decide
 
 

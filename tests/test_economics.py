@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from market_adapter.sim import Order
 from node.cli import main
 from node.config import default_config, load_config
 from node.economics import Decision, load_site, simulate
+from node.hindsight import step_options
 from node.policies import POLICIES
 from node.simulate_cli import BENCH_ORDER
 
@@ -80,3 +83,33 @@ def test_shipped_scenarios_are_valid_configs():
     for path in (ROOT / "scenarios").glob("*.toml"):
         cfg = load_config(path)
         assert cfg.simulation.days == 364
+
+
+def test_step_options_follow_the_market_rule():
+    first = datetime(2024, 6, 10, tzinfo=UTC)
+    big = Order("a", first, 2, "h200", 2.5, timedelta(hours=2))
+    small = Order("b", first + timedelta(minutes=5), 1, "h200", 2.0, timedelta(hours=1))
+    options = {(round(o.floor, 6), o.free_gpus): {g for g, _, _ in o.leases}
+               for o in step_options([big, small], 0, "h200", 3, 1.0, 1.0, first)}
+    # at 2.0 with one free GPU the big order does not fit and the small one takes it; with two
+    # the big one takes both (the same lease as at 2.5, so only the dearer floor is kept)
+    assert options == {(2.5, 2): {2}, (2.0, 1): {1}, (2.0, 3): {1, 2}}
+    assert step_options([big, small], 0, "h200", 3, 1.0, 2.6, first) == []  # under the minimum
+
+
+def test_hindsight_is_realized_exactly_and_bounds_every_policy(june):
+    cfg, site = june
+    policy = POLICIES["hindsight"](cfg, site)
+    best = simulate(cfg, site, policy, "hindsight")
+    assert best.revenue == pytest.approx(policy.hindsight.planned_revenue, rel=1e-9)
+    assert best.local_shortfall_gpu_hours == 0  # the owner's GPUs are always free for them
+    for name in ("planner", "always_sell", "solar_only", "cheapest_hours"):
+        assert simulate(cfg, site, POLICIES[name](cfg, site), name).profit < best.profit
+
+
+def test_a_lease_that_outlives_the_owners_free_time_is_charged(june):
+    cfg, site = june
+    sell_all = simulate(cfg, site, lambda st: Decision(8, 0.5), "cheap")
+    assert sell_all.local_shortfall_gpu_hours > 0
+    assert sell_all.profit == pytest.approx(sell_all.revenue - sell_all.rig_energy_cost
+                                            - sell_all.local_shortfall_cost)
