@@ -18,13 +18,15 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from energy.types import PriceSlot, SiteSample, SourceUnavailable
+from energy.types import SiteSample, SourceUnavailable
 from market_adapter.base import ACTIVE, Capacity, Market, MarketError
 from node import rollups
 from node.clock import Clock, real_seconds
 from node.config import Config
 from node.gpus import GpuError, GpuSnapshot
 from node.ledger import RigEnergy, book_energy, book_payouts
+from node.milp_planner import MilpPlanner
+from node.plan_inputs import FillTracker, learned_terms, plan_inputs
 from node.planner import Plan, PlanInputs, RulePlanner
 from node.roles import (
     LOCAL,
@@ -34,7 +36,7 @@ from node.roles import (
     power_limit_for,
     reserved_local_gpus,
 )
-from node.store import Store, epoch, from_epoch
+from node.store import Store, epoch
 from node.wiring import Parts
 from tee.attest import attest
 from tee.evidence import CcState, TeeError, Verdict
@@ -65,6 +67,9 @@ class LiveState:
     tee_verdict: Verdict | None = None
     tee_checked: datetime | None = None
     tee_message: str | None = None
+    fills: FillTracker = field(default_factory=FillTracker)
+    prices_seen: tuple = ()  # the price slots the last plan was made with
+    markets_down: frozenset[str] = frozenset()  # failed their last sync: planned out
 
     @property
     def tee_ok(self) -> bool:
@@ -78,7 +83,9 @@ class Agent:
         self.clock = clock
         self.store = store
         self.parts = parts
-        self.planner = RulePlanner(cfg.planner.horizon_hours, cfg.planner.slot_minutes)
+        p = cfg.planner
+        self.planner = (MilpPlanner(p.horizon_hours, p.slot_minutes, p.solve_time_limit_s)
+                        if p.kind == "milp" else RulePlanner(p.horizon_hours, p.slot_minutes))
         self.state = LiveState()
         self._lock = threading.RLock()
         self._scheduler: BackgroundScheduler | None = None
@@ -201,11 +208,18 @@ class Agent:
         if not slots:
             raise SourceUnavailable("the tariff has no prices for the coming hours")
         self.store.put_price_slots(slots)
+        seen = tuple((s.start, s.import_per_kwh, s.export_per_kwh) for s in slots
+                     if s.end > now)
+        if self.state.plan is not None and seen != self.state.prices_seen:
+            self.make_plan()  # new prices (tomorrow's published): re-plan now, not in 15 min
 
     # --- decisions ------------------------------------------------------------------------------
     def make_plan(self) -> None:
         now = self.clock.now()
-        plan = self.planner.plan(now, self._plan_inputs(now))
+        inputs = self._plan_inputs(now)
+        plan = self.planner.plan(now, inputs)
+        self.state.prices_seen = tuple((p.start, p.import_per_kwh, p.export_per_kwh)
+                                       for p in inputs.prices)
         rows = [{"start": epoch(s.start), "end": epoch(s.end), "market": m,
                  "gpus_offered": n, "floor_per_gpu_hour": s.floor_per_gpu_hour[m],
                  "local_gpus": s.local_gpus, "parked_power_cap_w": s.parked_power_cap_w,
@@ -215,25 +229,10 @@ class Agent:
         self.state.plan = plan
 
     def _plan_inputs(self, now: datetime) -> PlanInputs:
-        horizon = now + timedelta(hours=self.cfg.planner.horizon_hours)
-        prices = [PriceSlot(from_epoch(r["start"]), from_epoch(r["end"]), r["import_per_kwh"],
-                            r["export_per_kwh"]) for r in self.store.price_slots(now, horizon)]
-        snaps = list(self.state.gpus.values())
-        site = self.state.site
-        return PlanInputs(
-            gpu_count=len(snaps), local_gpus_at=self._reserved_at, prices=prices,
-            markets=self.parts.terms, gpu_busy_w=self.parts.gpu_busy_w,
-            gpu_min_limit_w=min((s.power_limit_min_w for s in snaps if s.power_limit_min_w),
-                                default=None),
-            host_overhead_w=self.cfg.site.host_overhead_w,
-            cooling_factor=self.cfg.site.cooling_factor,
-            breaker_limit_w=self.cfg.site.breaker_limit_w,
-            house_load_w=(site.load_w or 0.0) if site else 0.0,
-            exporting_now=bool(site and site.grid_w is not None and site.grid_w < 0),
-            wear_per_gpu_hour=self.cfg.planner.wear_per_gpu_hour,
-            margin_per_gpu_hour=self.cfg.planner.margin_per_gpu_hour,
-            min_floor_per_gpu_hour=self.cfg.planner.min_floor_per_gpu_hour,
-            expected_lease_hours=self.cfg.markets.sim.mean_lease_hours)
+        up = {k: v for k, v in self.parts.terms.items() if k not in self.state.markets_down}
+        terms = learned_terms(self.store, up, now, self.state.fills)
+        return plan_inputs(self.cfg, self.store, terms, now, list(self.state.gpus.values()),
+                           self.state.site, self.parts.gpu_busy_w, self._reserved_at)
 
     def _reserved_at(self, ts: datetime) -> int:
         return reserved_local_gpus(self.cfg.local, ts.astimezone(self.store.tz))
@@ -255,11 +254,13 @@ class Agent:
             self._note_reservation(now, result)
             self._apply_power_and_workload()
             for name, market in self.parts.markets.items():
-                if slot is None:  # no plan for now (prices unknown): offer nothing
-                    self._offer(market, 0, 0.0)
-                else:
-                    self._offer(market, result.free_offered.get(name, 0),
-                                slot.floor_per_gpu_hour[name])
+                if slot is None or name not in slot.floor_per_gpu_hour:
+                    self._offer(market, 0, 0.0)  # no plan for now, or this market is down
+                    continue
+                free = result.free_offered.get(name, 0)
+                floor = self._offer(market, free, slot.floor_per_gpu_hour[name])
+                leased = sum(h.gpus for h in holds if h.market == name)
+                self.state.fills.offered(name, now, floor, free + leased)
 
     def _note_reservation(self, now: datetime, result) -> None:
         """Say once when leases keep the owner from the GPUs reserved, and once when resolved."""
@@ -274,7 +275,7 @@ class Agent:
             self.store.add_event(now, "roles", message)
             self.state.reservation_short = short
 
-    def _offer(self, market: Market, gpus: int, floor_site: float) -> None:
+    def _offer(self, market: Market, gpus: int, floor_site: float) -> float:
         """Offer free GPUs at the floor, converted from site to market currency. Attested TEE
         capacity carries the premium: CC mode costs tenants about that much throughput."""
         snap = next(iter(self.state.gpus.values()), None)
@@ -284,6 +285,7 @@ class Agent:
             floor_site *= 1.0 + self.cfg.tee.premium_pct / 100.0
         market.offer(Capacity(gpus, self.parts.gpu_model, round(memory_gib, 1), tee=tee),
                      floor_site / market.currency_rate)
+        return floor_site
 
     def _apply_power_and_workload(self) -> None:
         backend = self.parts.backend
@@ -306,12 +308,17 @@ class Agent:
     # --- markets and books ----------------------------------------------------------------------
     def sync_markets(self) -> None:
         known = {(r["market"], r["lease_id"]): r["state"] for r in self.store.leases()}
-        changed, failed = False, []
+        changed, failed, down = False, [], set()
         for name, market in self.parts.markets.items():
             try:
                 changed |= self._sync_market(name, market, known)
             except MarketError as exc:  # one market down must not keep the others unsynced
                 failed.append(str(exc))
+                down.add(name)
+        if frozenset(down) != self.state.markets_down:
+            # a market that cannot be read gets no new GPUs: plan them for the others now
+            self.state.markets_down = frozenset(down)
+            self.make_plan()
         if changed:
             self.apply_roles()  # give new leases their GPUs now, not at the next interval
         if failed:
@@ -326,12 +333,16 @@ class Agent:
                      "state": le.state, "started": epoch(le.started),
                  "ended": epoch(le.ended) if le.ended else None} for le in leases]
         self.store.upsert_leases(rows)
-        changed = False
+        changed, started = False, 0
         for le in leases:
             before = known.get((le.market, le.lease_id))
             if before != le.state:
                 changed = True
                 self._lease_event(le, before)
+            if before is None and le.state == ACTIVE:
+                started += le.gpus
+        if name in self.parts.terms:
+            self.state.fills.synced(name, self.clock.now(), self.parts.terms[name], started)
         book_payouts(self.store, market.payouts(self.store.last_payout_ts(name)), rate)
         return changed
 

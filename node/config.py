@@ -161,6 +161,8 @@ class MarketsConfig:
 
 @dataclass(frozen=True)
 class PlannerConfig:
+    kind: Literal["milp", "rule"] = "milp"  # rule: the simple fallback, no optimisation
+    solve_time_limit_s: float = field(default=5.0, metadata=rng(0.1, 120))
     horizon_hours: int = field(default=48, metadata=rng(1, 168))
     slot_minutes: Literal[15, 30, 60] = 15
     wear_per_gpu_hour: float = field(default=0.10, metadata=rng(0))

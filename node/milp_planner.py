@@ -91,10 +91,11 @@ class _Model:
     bounds: Bounds
     constraints: list[LinearConstraint]
 
-    # variable layout: per slot t and market m: GPUs in the market role o (integer, besides old
-    # leases), leases started s, revenue r, new leases still running L; then per slot: import,
-    # export, charge, discharge, soc, flap u.
-    FLOWS = ("imp", "exp", "ch", "dis", "soc", "u")
+    # variable layout: per slot t and market m: GPUs in the market role o (besides old leases),
+    # leases started s, revenue r, new leases still running L; then per slot: import, export,
+    # charge, discharge, soc, flap u, and the market role's whole GPUs (integer, the sum of o;
+    # only the sum is integer, so markets alike do not make the search symmetric)
+    FLOWS = ("imp", "exp", "ch", "dis", "soc", "u", "role")
 
     @staticmethod
     def build(now: datetime, inp: PlanInputs, horizon_hours: int, slot_minutes: int):
@@ -142,7 +143,6 @@ class _Model:
             for m, name in enumerate(self.markets):
                 terms = inp.markets[name]
                 decay = math.exp(-h / terms.mean_lease_hours)
-                integrality[v("o", m)] = 1
                 hi[v("o", m)] = b["room"][t]
                 # free GPUs in the market role are what orders can land on: the price, not a
                 # short offer, is what limits leases, so offer what room allows
@@ -168,7 +168,8 @@ class _Model:
             # beside the owner's GPUs and old leases, even if every GPU in it were leased
             for m in range(n_m):
                 rows.append(([(v("leased", m), 1.0), (v("o", m), -1.0)], -np.inf, 0.0))
-            rows.append(([(v("o", m), 1.0) for m in range(n_m)], -np.inf, b["room"][t]))
+            integrality[v("role")], hi[v("role")] = 1, b["room"][t]
+            rows.append(([(v("o", m), 1.0) for m in range(n_m)] + [(v("role"), -1.0)], 0.0, 0.0))
             c[v("imp")] = b["import"][t] * h / 1000.0
             c[v("exp")] = -b["export"][t] * h / 1000.0
             if bat:
@@ -188,12 +189,10 @@ class _Model:
                          + [(v("leased", m), -extra_w) for m in range(n_m)],
                          b["fixed_w"][t], b["fixed_w"][t]))
             c[v("u")] = FLAP_COST
-            if t > 0:
-                now_o = [(v("o", m), 1.0) for m in range(n_m)]
-                before = [(self.var(t - 1, "o", m), -1.0) for m in range(n_m)]
-                rows.append(([(v("u"), 1.0)] + [(i, -x) for i, x in now_o + before],
-                             0.0, np.inf))
-                rows.append(([(v("u"), 1.0)] + now_o + before, 0.0, np.inf))
+            if t > 0:  # u >= |role[t] - role[t-1]|
+                change = [(v("role"), 1.0), (self.var(t - 1, "role"), -1.0)]
+                rows.append(([(v("u"), 1.0)] + [(i, -x) for i, x in change], 0.0, np.inf))
+                rows.append(([(v("u"), 1.0)] + change, 0.0, np.inf))
         self.c, self.integrality, self.bounds = c, integrality, Bounds(lo, hi)
         self.constraints = [rows_constraint(rows, n)]
 
@@ -207,7 +206,7 @@ class _Model:
         step = timedelta(minutes=round(self.hours * 60))
         slots = []
         for t, start in enumerate(self.starts):
-            offered, floors, held = {}, {}, {}
+            offered, floors, held, want = {}, {}, {}, {}
             for m, name in enumerate(self.markets):
                 terms = self.inp.markets[name]
                 started = x[self.var(t, "s", m)]
@@ -217,10 +216,11 @@ class _Model:
                                                         self.base["cap"][t]))
                 floors[name] = round(max(floor, terms.ask_price_per_gpu_hour), 4)
                 # aiming for no new lease here: hold only what is leased, offer nothing free
-                role = x[self.var(t, "o", m)] if started > 1e-3 else math.ceil(
+                want[name] = x[self.var(t, "o", m)] if started > 1e-3 else math.ceil(
                     x[self.var(t, "leased", m)] - 1e-6)
                 held[name] = math.ceil(self.base["old"][t][name] - 1e-9)  # never taken back
-                offered[name] = held[name] + int(round(role))
+            for name, n in _apportion(want).items():
+                offered[name] = held[name] + n
             _clip(offered, held, int(math.floor(self.base["room"][t] + 1e-6)) + sum(held.values()))
             margin = sum(n * (floors[k] - self.base["gpu_cost"][t]) * self.hours
                          for k, n in offered.items())
@@ -285,6 +285,15 @@ def _revenue_envelope(terms: MarketTerms, hours: float, capacity: int
 
 def _cross(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> float:
     return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+
+def _apportion(want: dict[str, float]) -> dict[str, int]:
+    """Whole GPUs per market summing to the rounded total, the largest remainders first."""
+    whole = {k: math.floor(v + 1e-9) for k, v in want.items()}
+    left = int(round(sum(want.values()))) - sum(whole.values())
+    for k in sorted(want, key=lambda k: whole[k] - want[k])[:max(0, left)]:
+        whole[k] += 1
+    return whole
 
 
 def _clip(offered: dict[str, int], held: dict[str, int], limit: int) -> None:

@@ -22,7 +22,6 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from energy.types import PriceSlot
-from market_adapter.sim import ORDER_SIZE_WEIGHTS, ORDER_SIZES
 from node.config import Config
 from node.economics import STEP, STEP_H, Decision, Policy, Site, State, floor_of
 from node.hindsight import hindsight_policy
@@ -34,19 +33,9 @@ from node.planner import (
     Plan,
     PlanInputs,
 )
+from node.wiring import sim_terms
 
 PUBLISHED_HOUR = 13  # day-ahead prices for tomorrow are known from about 13:00 local time
-
-
-def market_terms(cfg: Config) -> MarketTerms:
-    """What the planner expects of the simulated market, in site currency."""
-    s = cfg.markets.sim
-    sizes = [(n, w) for n, w in zip(ORDER_SIZES, ORDER_SIZE_WEIGHTS, strict=True)
-             if n <= s.max_gpus_per_order] or [(1, 1.0)]
-    mean_gpus = sum(n * w for n, w in sizes) / sum(w for _, w in sizes)
-    return MarketTerms(s.reference_price_per_gpu_hour * s.currency_rate,
-                       s.ask_price_per_gpu_hour * s.currency_rate, s.orders_per_hour, mean_gpus,
-                       s.price_spread, s.mean_lease_hours, tuple(sizes))
 
 
 def always_sell(cfg: Config, site: Site) -> Policy:
@@ -83,7 +72,7 @@ def planner_policy(cfg: Config, site: Site) -> Policy:
     planner = MilpPlanner(sim.horizon_hours, sim.slot_minutes)
     every = max(1, round(sim.replan_hours * 4))
     tz = ZoneInfo(cfg.site.timezone)
-    terms = market_terms(cfg)
+    terms = sim_terms(cfg)
     fills = FillCalibration()
     current: dict[str, Plan | None] = {"plan": None}
 

@@ -11,7 +11,7 @@ from energy.sim import BatterySpec, SimulatedSite
 from energy.tariff import DayAheadTariff, FixedTariff
 from energy.types import SiteReader, Tariff
 from market_adapter.base import Market
-from market_adapter.sim import SimMarket, SimMarketSettings
+from market_adapter.sim import ORDER_SIZE_WEIGHTS, ORDER_SIZES, SimMarket, SimMarketSettings
 from node.attest import trust_from_config
 from node.clock import Clock
 from node.config import Config
@@ -102,9 +102,19 @@ def _markets(cfg: Config, clock: Clock, state_dir: Path, model: str
                                      s.orders_per_hour, s.mean_lease_hours, s.max_gpus_per_order,
                                      model, s.seed, s.currency_rate)
         markets["sim"] = SimMarket(settings, clock.now, state_dir / "sim-market.json")
-        terms["sim"] = MarketTerms(s.reference_price_per_gpu_hour * s.currency_rate,
-                                   s.ask_price_per_gpu_hour * s.currency_rate)
+        terms["sim"] = sim_terms(cfg)
     return markets, terms
+
+
+def sim_terms(cfg: Config) -> MarketTerms:
+    """What the planner expects of the simulated market, in site currency."""
+    s = cfg.markets.sim
+    sizes = [(n, w) for n, w in zip(ORDER_SIZES, ORDER_SIZE_WEIGHTS, strict=True)
+             if n <= s.max_gpus_per_order] or [(1, 1.0)]
+    mean_gpus = sum(n * w for n, w in sizes) / sum(w for _, w in sizes)
+    return MarketTerms(s.reference_price_per_gpu_hour * s.currency_rate,
+                       s.ask_price_per_gpu_hour * s.currency_rate, s.orders_per_hour, mean_gpus,
+                       s.price_spread, s.mean_lease_hours, tuple(sizes))
 
 
 def model_key(gpu_name: str) -> str:

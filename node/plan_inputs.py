@@ -1,0 +1,136 @@
+"""What the live agent tells the planner: prices, forecasts, battery, leases and market terms.
+
+Forecasts come from the store's own history (the past week's same time of day); the battery from
+the last site sample; how long leases last and how busy each market really is, from the leases
+the store has seen. Everything here reads; nothing writes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from energy.forecast import ProfileForecast
+from energy.types import PriceSlot, SiteSample
+from market_adapter.base import ACTIVE
+from node.config import BatteryConfig, Config
+from node.gpus import GpuSnapshot
+from node.planner import BatteryState, FillCalibration, MarketTerms, PlanInputs
+from node.store import Store, epoch, from_epoch
+
+HISTORY = timedelta(days=7)
+LEASE_HISTORY = timedelta(days=30)
+MIN_LEASES_FOR_MEAN = 10  # fewer closed leases than this: the configured mean lease length
+
+
+@dataclass
+class FillTracker:
+    """Per market: the offer standing since the last sync, and how the market filled it."""
+
+    fills: dict[str, FillCalibration] = field(default_factory=dict)
+    standing: dict[str, tuple[datetime, float, int]] = field(default_factory=dict)
+
+    def offered(self, market: str, now: datetime, floor_site: float, capacity: int) -> None:
+        self.standing[market] = (now, floor_site, capacity)
+
+    def synced(self, market: str, now: datetime, terms: MarketTerms, started_gpus: int) -> None:
+        """Compare the GPUs leased since the offer with what the model expected of it."""
+        since = self.standing.get(market)
+        if since is None or now <= since[0]:
+            return
+        hours = (now - since[0]).total_seconds() / 3600.0
+        expected = terms.carried_gpus(since[1], since[2]) / terms.mean_lease_hours * hours
+        self.fills.setdefault(market, FillCalibration()).record(expected, started_gpus)
+        self.standing[market] = (now, since[1], since[2])
+
+    def factor(self, market: str) -> float:
+        fill = self.fills.get(market)
+        return fill.factor if fill else 1.0
+
+
+def site_battery(cfg: Config) -> BatteryConfig | None:
+    battery = cfg.energy.simulated.battery
+    return battery if battery.capacity_kwh > 0 else None
+
+
+def learned_terms(store: Store, terms: dict[str, MarketTerms], now: datetime,
+                  tracker: FillTracker) -> dict[str, MarketTerms]:
+    """The configured terms, with the mean lease length from closed leases where there are
+    enough of them, and the demand scaled by how the market really filled."""
+    out = {}
+    for name, t in terms.items():
+        rows = store.query(
+            "SELECT started, ended FROM leases WHERE market = ? AND ended IS NOT NULL "
+            "AND ended >= ?", [name, epoch(now - LEASE_HISTORY)])
+        hours = [(r["ended"] - r["started"]) / 3600.0 for r in rows if r["ended"] > r["started"]]
+        mean_h = sum(hours) / len(hours) if len(hours) >= MIN_LEASES_FOR_MEAN else (
+            t.mean_lease_hours)
+        out[name] = replace(t, mean_lease_hours=max(0.25, mean_h),
+                            orders_per_hour=t.orders_per_hour * tracker.factor(name))
+    return out
+
+
+def plan_inputs(cfg: Config, store: Store, terms: dict[str, MarketTerms], now: datetime,
+                gpus: list[GpuSnapshot], site: SiteSample | None, gpu_busy_w: float,
+                reserved_at: Callable[[datetime], int]) -> PlanInputs:
+    horizon = now + timedelta(hours=cfg.planner.horizon_hours)
+    prices = [PriceSlot(from_epoch(r["start"]), from_epoch(r["end"]), r["import_per_kwh"],
+                        r["export_per_kwh"]) for r in store.price_slots(now, horizon)]
+    rows = store.query("SELECT ts, pv_w, load_w FROM site_samples WHERE stale = 0 AND ts >= ?",
+                       [epoch(now - HISTORY)])
+    pv = ProfileForecast.from_rows(((r["ts"], r["pv_w"]) for r in rows), store.tz)
+    load = ProfileForecast.from_rows(((r["ts"], r["load_w"]) for r in rows), store.tz)
+    pv_now = (site.pv_w or 0.0) if site else 0.0
+    load_now = (site.load_w or 0.0) if site else 0.0
+    soon = now + timedelta(minutes=cfg.planner.slot_minutes)
+
+    def forecast(profile: ProfileForecast, measured: float) -> Callable[[datetime], float]:
+        def value(ts: datetime) -> float:
+            if ts < soon:  # the slot under way: what the meters say now
+                return measured
+            guess = profile.at(ts)
+            return measured if guess is None else guess
+        return value
+
+    return PlanInputs(
+        gpu_count=len(gpus), local_gpus_at=reserved_at, prices=prices, markets=terms,
+        gpu_busy_w=gpu_busy_w,
+        gpu_min_limit_w=min((s.power_limit_min_w for s in gpus if s.power_limit_min_w),
+                            default=None),
+        host_overhead_w=cfg.site.host_overhead_w, cooling_factor=cfg.site.cooling_factor,
+        breaker_limit_w=cfg.site.breaker_limit_w, house_load_w=load_now,
+        exporting_now=bool(site and site.grid_w is not None and site.grid_w < 0),
+        wear_per_gpu_hour=cfg.planner.wear_per_gpu_hour,
+        margin_per_gpu_hour=cfg.planner.margin_per_gpu_hour,
+        min_floor_per_gpu_hour=cfg.planner.min_floor_per_gpu_hour,
+        expected_lease_hours=cfg.markets.sim.mean_lease_hours,
+        pv_w_at=forecast(pv, pv_now), house_w_at=forecast(load, load_now),
+        battery=_battery(cfg, site), leased_gpus_at=_leases_running(store, terms, now))
+
+
+def _battery(cfg: Config, site: SiteSample | None) -> BatteryState | None:
+    bat = site_battery(cfg)
+    if bat is None:
+        return None
+    cap_wh = bat.capacity_kwh * 1000.0
+    soc_pct = site.soc_pct if site and site.soc_pct is not None else bat.min_soc_pct
+    return BatteryState(cap_wh, cap_wh * soc_pct / 100.0, cap_wh * bat.min_soc_pct / 100.0,
+                        bat.max_charge_w, bat.max_discharge_w)
+
+
+def _leases_running(store: Store, terms: dict[str, MarketTerms], now: datetime
+                    ) -> Callable[[str, datetime], float]:
+    """GPUs that running leases are expected to hold at a time: lease lengths are memoryless,
+    so each lease still runs with probability exp(-t / mean)."""
+    held: dict[str, int] = {}
+    for r in store.leases(ACTIVE):
+        held[r["market"]] = held.get(r["market"], 0) + int(r["gpus"])
+
+    def at(market: str, ts: datetime) -> float:
+        t = terms.get(market)
+        hours = max(0.0, (ts - now).total_seconds() / 3600.0)
+        mean_h = t.mean_lease_hours if t else 8.0
+        return held.get(market, 0) * math.exp(-hours / mean_h)
+    return at
