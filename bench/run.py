@@ -6,7 +6,9 @@
 - /api/status latency after a simulated day;
 - simulation speed: simulated hours per real second with all jobs at their intervals;
 - TEE: offline verification of the real Hopper evidence, with and without RIMs;
-- planner: MILP solve time for 48 h x 15 min with 8 GPUs and a battery, and its memory.
+- planner: MILP solve time for 48 h x 15 min with 8 GPUs and a battery, and its memory;
+- Akash bid-price script: wall time of one order priced by a fresh process, as the provider
+  runs it (the wrapper's `python -m market_adapter.akash_bid`, and `sunrig akash price-script`).
 The economics benchmark is `sunrig bench economics` (the Makefile runs it per scenario).
 """
 
@@ -156,7 +158,39 @@ def bench_planner() -> None:
           f"process peak RSS {rss_mib:.0f} MiB")
 
 
+def bench_price_script() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from market_adapter.akash import AkashPrices, build_offer
+    from market_adapter.base import Capacity
+    with tempfile.TemporaryDirectory() as tmp:
+        offer = Path(tmp) / "offer.json"
+        offer.write_text(json.dumps(build_offer(Capacity(6, "h200", 141.0), 2.1, AkashPrices(),
+                                                datetime.now(UTC) + timedelta(hours=1))))
+        order = json.dumps({"resources": [{"cpu": 8000, "memory": 2**36, "gpu": {
+            "units": 2, "attributes": {"vendor": {"nvidia": {"model": "h200"}}}},
+            "storage": [{"class": "beta3", "size": 2**37}], "count": 1, "endpoint_quantity": 1,
+            "ip_lease_quantity": 0}], "price": {"denom": "uact", "amount": "100000"},
+            "price_precision": 6})
+        sunrig = Path(sys.executable).with_name("sunrig")
+        commands = {"python -m market_adapter.akash_bid":
+                    [sys.executable, "-m", "market_adapter.akash_bid", "--offer", str(offer)],
+                    "sunrig akash price-script":
+                    [str(sunrig), "akash", "price-script", "--offer", str(offer)]}
+        for label, cmd in commands.items():
+            times = []
+            for _ in range(20):
+                t0 = time.perf_counter()
+                out = subprocess.run(cmd, input=order, capture_output=True, text=True, cwd=ROOT,
+                                     check=True)
+                times.append(time.perf_counter() - t0)
+            print(f"Akash bid-price script ({label}, 20 orders): median "
+                  f"{statistics.median(times) * 1000:.0f} ms, worst {max(times) * 1000:.0f} ms "
+                  f"-> {out.stdout.strip()} uact/block")
+
+
 if __name__ == "__main__":
+    bench_price_script()
     bench_planner()
     bench_startup()
     bench_in_process()

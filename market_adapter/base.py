@@ -41,6 +41,9 @@ class Payout:
     lease_id: str
     ts: datetime
     amount: float  # market currency
+    # True: `amount` is what the lease has earned in all, as the market's books say (an escrow's
+    # withdrawn plus balance); the ledger books only what it adds to what was booked before
+    cumulative: bool = False
 
 
 class Market(Protocol):

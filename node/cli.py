@@ -12,7 +12,7 @@ from pathlib import Path
 
 from energy.series import SeriesError
 from market_adapter.base import MarketError
-from node import attest, simulate_cli
+from node import akash_cli, attest, simulate_cli
 from node.backup import BackupError
 from node.config import DEFAULT_CONFIG_PATH, default_config, load_config
 from node.errors import ConfigError
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     attest.add_parser(sub)
+    akash_cli.add_parser(sub)
     simulate_cli.add_parsers(sub)
 
     status = sub.add_parser("status", help="show the running agent's state")

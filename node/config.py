@@ -155,8 +155,46 @@ class SimMarketConfig:
 
 
 @dataclass(frozen=True)
+class StoragePricesConfig:
+    """USD per GiB-month by Akash storage class."""
+
+    ephemeral: float = field(default=0.02, metadata=rng(0))
+    beta1: float = field(default=0.01, metadata=rng(0))  # persistent HDD
+    beta2: float = field(default=0.03, metadata=rng(0))  # persistent SSD
+    beta3: float = field(default=0.04, metadata=rng(0))  # persistent NVMe
+
+
+@dataclass(frozen=True)
+class AkashConfig:
+    """Selling through the Akash provider (provider-services) running on the rig's Kubernetes."""
+
+    enabled: bool = False
+    provider_address: str = ""  # akash1...: whose leases to read
+    rest_url: str = "https://api.akashnet.net"  # a chain REST (LCD) endpoint
+    offer_file: str = field(default="/var/lib/sunrig/akash-offer.json", metadata=rng(path=True))
+    offer_valid_s: float = field(default=300.0, metadata=rng(60, 86400))
+    margin_pct: float = field(default=5.0, metadata=rng(0, 1000))
+    block_seconds: float = field(default=6.117, metadata=rng(0.1, 600))
+    akt_usd: float = field(default=0.0, metadata=rng(0))  # only for orders still in uakt
+    usd_per_site_currency: float = field(default=1.0, metadata=rng(0.0001))
+    cpu_usd_per_core_hour: float = field(default=0.0022, metadata=rng(0))
+    memory_usd_per_gib_hour: float = field(default=0.0011, metadata=rng(0))
+    endpoint_usd_per_month: float = field(default=0.05, metadata=rng(0))
+    ip_usd_per_month: float = field(default=5.0, metadata=rng(0))
+    storage_usd_per_gib_month: StoragePricesConfig = field(default_factory=StoragePricesConfig)
+    gpu_interface: Literal["sxm", "pcie"] = "sxm"
+    # what the planner expects of Akash demand for this rig (USD), until lease history says more
+    expected_usd_per_gpu_hour: float = field(default=2.30, metadata=rng(0))
+    ask_usd_per_gpu_hour: float = field(default=1.80, metadata=rng(0))
+    orders_per_hour: float = field(default=0.5, metadata=rng(0, 1000))
+    price_spread: float = field(default=0.25, metadata=rng(0, 2))
+    mean_lease_hours: float = field(default=24.0, metadata=rng(0.05))
+
+
+@dataclass(frozen=True)
 class MarketsConfig:
     sim: SimMarketConfig = field(default_factory=SimMarketConfig)
+    akash: AkashConfig = field(default_factory=AkashConfig)
 
 
 @dataclass(frozen=True)
@@ -363,6 +401,9 @@ def _cross_checks(cfg: Config, file: str) -> None:
     for i, window in enumerate(cfg.local.schedule):
         if window.start >= window.end:
             raise ConfigError(file, f"local.schedule[{i}].end", "must be later than start")
+    if cfg.markets.akash.enabled and not cfg.markets.akash.provider_address.startswith("akash1"):
+        raise ConfigError(file, "markets.akash.provider_address",
+                          "must be the provider's akash1... address when Akash is enabled")
     if cfg.webui.host not in ("127.0.0.1", "localhost", "::1") and not cfg.webui.allow_lan:
         raise ConfigError(file, "webui.host",
                           f"{cfg.webui.host!r} is beyond localhost; set webui.allow_lan = true "

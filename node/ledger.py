@@ -11,6 +11,7 @@ or after a crash, never counts anything twice.
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
@@ -19,6 +20,8 @@ from datetime import date, datetime, timedelta
 
 from market_adapter.base import Payout
 from node.store import Store, epoch
+
+log = logging.getLogger("sunrig.ledger")
 
 ENERGY_WATERMARK = "energy_booked_until"
 BUCKET_S = 900
@@ -84,11 +87,25 @@ def _price_at(prices: list[dict], starts: list[float], ts: float, exporting: boo
 
 
 def book_payouts(store: Store, payouts: Iterable[Payout], currency_rate: float) -> int:
-    """Store payouts not seen before, in site currency; returns how many were new."""
-    rows = [{"market": p.market, "payout_id": p.payout_id, "lease_id": p.lease_id,
-             "ts": epoch(p.ts), "day": store.local_day(p.ts),
-             "amount": round(p.amount * currency_rate, 6), "amount_market": p.amount}
-            for p in payouts]
+    """Store payouts not seen before, in site currency; returns how many were new.
+
+    A cumulative payout (what a lease has earned in all) books only its growth over what the
+    lease has booked already, so reading the same books twice books nothing twice; a total
+    that shrank (the market's books corrected) books nothing and is logged.
+    """
+    rows = []
+    for p in payouts:
+        amount = p.amount
+        if p.cumulative:
+            amount = round(p.amount - _booked_market(store, p.market, p.lease_id), 9)
+            if amount < 0:
+                log.warning("%s lease %s: earned total fell to %.6f; nothing booked",
+                            p.market, p.lease_id, p.amount)
+            if amount <= 0:
+                continue
+        rows.append({"market": p.market, "payout_id": p.payout_id, "lease_id": p.lease_id,
+                     "ts": epoch(p.ts), "day": store.local_day(p.ts),
+                     "amount": round(amount * currency_rate, 6), "amount_market": amount})
     if not rows:
         return 0
     new = store.add_payouts(rows)
@@ -96,6 +113,12 @@ def book_payouts(store: Store, payouts: Iterable[Payout], currency_rate: float) 
         with store.transaction() as db:
             _recompute_days(db, {r["day"] for r in rows})
     return new
+
+
+def _booked_market(store: Store, market: str, lease_id: str) -> float:
+    row = store.query("SELECT coalesce(sum(amount_market), 0) AS s FROM payouts WHERE market = ? "
+                      "AND lease_id = ?", [market, lease_id])
+    return float(row[0]["s"])
 
 
 def _recompute_days(db, days: set[str]) -> None:

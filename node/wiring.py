@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from energy.sim import BatterySpec, SimulatedSite
 from energy.tariff import DayAheadTariff, FixedTariff
 from energy.types import SiteReader, Tariff
+from market_adapter.akash import AkashChain, AkashMarket, AkashPrices
 from market_adapter.base import Market
 from market_adapter.sim import ORDER_SIZE_WEIGHTS, ORDER_SIZES, SimMarket, SimMarketSettings
 from node.attest import trust_from_config
@@ -47,6 +49,20 @@ def build_parts(cfg: Config, clock: Clock, state_dir: Path,
     markets, terms = _markets(cfg, clock, state_dir, model)
     return Parts(backend, _site(cfg, rig_power_w), tariff_for(cfg), markets, terms, model, busy_w,
                  tee=_tee(cfg), trust=trust_from_config(cfg.tee))
+
+
+def build_inventory(cfg: Config) -> tuple[str, float]:
+    """The rig's GPU model key and memory (GiB), as the backend reports them."""
+    if cfg.gpus.backend == "nvml":
+        snaps = NvmlBackend().snapshots(datetime.now(UTC))
+        if not snaps:
+            return "unknown", 0.0
+        return model_key(snaps[0].name), (snaps[0].memory_total_bytes or 0) / 2**30
+    return cfg.gpus.simulated.model, cfg.gpus.simulated.memory_gib
+
+
+def tee_source(cfg: Config) -> TeeSource | None:
+    return _tee(cfg)
 
 
 def _tee(cfg: Config) -> TeeSource | None:
@@ -103,7 +119,26 @@ def _markets(cfg: Config, clock: Clock, state_dir: Path, model: str
                                      model, s.seed, s.currency_rate)
         markets["sim"] = SimMarket(settings, clock.now, state_dir / "sim-market.json")
         terms["sim"] = sim_terms(cfg)
+    a = cfg.markets.akash
+    if a.enabled:
+        markets["akash"] = akash_market(cfg, clock)
+        site_per_usd = 1.0 / a.usd_per_site_currency
+        terms["akash"] = MarketTerms(a.expected_usd_per_gpu_hour * site_per_usd,
+                                     a.ask_usd_per_gpu_hour * site_per_usd, a.orders_per_hour,
+                                     1.0, a.price_spread, a.mean_lease_hours)
     return markets, terms
+
+
+def akash_market(cfg: Config, clock: Clock) -> AkashMarket:
+    a = cfg.markets.akash
+    s = a.storage_usd_per_gib_month
+    prices = AkashPrices(a.cpu_usd_per_core_hour, a.memory_usd_per_gib_hour,
+                         (("ephemeral", s.ephemeral), ("beta1", s.beta1), ("beta2", s.beta2),
+                          ("beta3", s.beta3)), a.endpoint_usd_per_month, a.ip_usd_per_month,
+                         a.margin_pct, a.block_seconds, a.akt_usd)
+    chain = AkashChain(a.rest_url, a.provider_address, a.block_seconds, a.akt_usd)
+    return AkashMarket(chain, a.offer_file, prices, 1.0 / a.usd_per_site_currency, clock.now,
+                       a.offer_valid_s)
 
 
 def sim_terms(cfg: Config) -> MarketTerms:

@@ -101,6 +101,13 @@ render_unit() {
     "$SOURCE/systemd/sunrig.service" | write_file "$UNIT" 0644
 }
 
+render_bid_script() {
+  # the Akash provider's bid-price script: one line, no shell logic, fast
+  run mkdir -p "$OPT/bin"
+  sed -e "s|/opt/sunrig|$OPT|g" -e "s|/var/lib/sunrig|$STATE|g" \
+    "$SOURCE/systemd/akash-bid-price" | write_file "$OPT/bin/akash-bid-price" 0755
+}
+
 install() {
   local was_running=0
   if service_active; then was_running=1; fi
@@ -119,6 +126,7 @@ install() {
     run chmod 0750 "$CONF_DIR"
   fi
   render_unit
+  render_bid_script
   if [ "$SYSTEM" -eq 1 ]; then
     run systemctl daemon-reload
     run systemctl enable sunrig

@@ -73,6 +73,15 @@ def test_install_lays_out_program_config_data_and_unit(staged):
     verify(unit)
 
 
+def test_the_akash_bid_script_is_installed_and_declines_without_an_offer(staged):
+    script = staged / "opt" / "sunrig" / "bin" / "akash-bid-price"
+    assert script.stat().st_mode & 0o111
+    assert f"{staged}/var/lib/sunrig/akash-offer.json" in script.read_text()
+    out = subprocess.run([str(script)], input='{"resources": [], "price": {}}', text=True,
+                         capture_output=True, timeout=10, env={"AKASH_OWNER": "akash1t"})
+    assert out.returncode == 1 and "is the sunrig agent running" in out.stderr
+
+
 def test_the_service_runs_in_that_layout(staged):
     config = staged / "etc" / "sunrig" / "sunrig.toml"
     port = int(config.read_text().split("port = ")[1].split()[0])

@@ -1,0 +1,228 @@
+"""Akash: the bid-price script on real-shaped orders, the offer file, attributes, and the lease
+and escrow sync against a local chain REST stand-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from market_adapter.akash import (
+    AkashChain,
+    AkashMarket,
+    AkashPrices,
+    build_offer,
+    chain_time,
+    provider_attributes,
+)
+from market_adapter.akash_bid import Decline, price_order
+from market_adapter.base import Capacity, MarketError
+from node.ledger import book_payouts
+from tests.akash_helpers import ChainServer
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+GIB = 2**30
+PRICES = AkashPrices(cpu_usd_per_core_hour=0.0, memory_usd_per_gib_hour=0.0,
+                     storage_usd_per_gib_month=(("beta3", 0.0), ("ephemeral", 0.0)),
+                     endpoint_usd_per_month=0.0, ip_usd_per_month=0.0, margin_pct=0.0,
+                     akt_usd=2.5)
+
+
+def offer(gpus=6, floor=2.0, prices=PRICES, valid=NOW + timedelta(minutes=5)):
+    return build_offer(Capacity(gpus, "h200", 141.0), floor, prices, valid)
+
+
+def order(units=1, count=1, denom="uact", amount="100000", model="h200", groups=1, **extra):
+    group = {"cpu": 8000, "memory": 64 * GIB,
+             "gpu": {"units": units, "attributes": {"vendor": {"nvidia": {
+                 "model": model, "ram": "141Gi", "interface": "sxm"}}}},
+             "storage": [{"class": "beta3", "size": 100 * GIB}], "count": count,
+             "endpoint_quantity": 1, "ip_lease_quantity": 0, **extra}
+    return {"resources": [group] * groups, "price": {"denom": denom, "amount": amount},
+            "price_precision": 6}
+
+
+def per_block(usd_per_hour: float) -> Decimal:
+    return Decimal(repr(usd_per_hour * 6.117 / 3600 * 1e6))
+
+
+def test_one_gpu_in_uact_bids_the_floor_per_block():
+    bid = Decimal(price_order(order(), offer(), NOW))
+    assert bid == pytest.approx(per_block(2.0), abs=Decimal("0.000001"))
+    assert bid >= per_block(2.0)  # rounded up at the order's precision, never under the floor
+
+
+def test_count_and_several_groups_multiply_the_gpus():
+    two = Decimal(price_order(order(units=2, count=3), offer(), NOW))  # 6 GPUs
+    assert two == pytest.approx(6 * per_block(2.0), abs=Decimal("0.00001"))
+    groups = Decimal(price_order(order(units=1, groups=3), offer(), NOW))
+    assert groups == pytest.approx(3 * per_block(2.0), abs=Decimal("0.00001"))
+    with pytest.raises(Decline, match="asks for 7 GPU"):
+        price_order(order(units=7), offer(gpus=6), NOW)
+
+
+def test_cpu_memory_storage_margin_and_akt_are_priced():
+    prices = AkashPrices(cpu_usd_per_core_hour=0.01, memory_usd_per_gib_hour=0.002,
+                         storage_usd_per_gib_month=(("beta3", 0.73),), endpoint_usd_per_month=0,
+                         ip_usd_per_month=0, margin_pct=10.0, akt_usd=2.5)
+    usd_h = (2.0 + 8 * 0.01 + 64 * 0.002 + 100 * 0.73 / (30.437 * 24)) * 1.10
+    bid = Decimal(price_order(order(), offer(prices=prices), NOW))
+    assert float(bid) == pytest.approx(float(per_block(usd_h)), rel=1e-6)
+    akt = Decimal(price_order(order(denom="uakt"), offer(prices=prices), NOW))
+    assert float(akt) == pytest.approx(float(bid) / 2.5, rel=1e-5)
+
+
+def test_wildcard_orders_get_the_wildcard_price_and_unknown_models_are_declined():
+    assert price_order(order(model="*"), offer(), NOW) == price_order(order(), offer(), NOW)
+    no_model = order()
+    no_model["resources"][0]["gpu"]["attributes"] = {"vendor": {"nvidia": {}}}
+    assert price_order(no_model, offer(), NOW) == price_order(order(), offer(), NOW)
+    with pytest.raises(Decline, match="'a100' is not on this rig"):
+        price_order(order(model="a100"), offer(), NOW)
+
+
+def test_declines_say_why():
+    with pytest.raises(Decline, match="below the floor"):
+        price_order(order(amount="10"), offer(), NOW)
+    with pytest.raises(Decline, match="not supported"):
+        price_order(order(denom="ibc/170C677610AC31DF0904FFE09CD3B5C657492170E7E52372E48756B71"
+                                  "E56F2F1"), offer(), NOW)
+    with pytest.raises(Decline, match="expired"):
+        price_order(order(), offer(valid=NOW - timedelta(seconds=1)), NOW)
+    with pytest.raises(Decline, match="not a number"):
+        price_order(order(amount="lots"), offer(), NOW)
+    with pytest.raises(Decline, match="storage class 'beta1'"):
+        price_order({**order(), "resources": [{**order()["resources"][0], "storage": [
+            {"class": "beta1", "size": GIB}]}]}, offer(), NOW)
+    no_akt = AkashPrices(akt_usd=0.0)
+    with pytest.raises(Decline, match="AKT price"):
+        price_order(order(denom="uakt"), offer(prices=no_akt), NOW)
+
+
+def run_script(tmp_path, stdin: str, offer_doc: dict | None, *args):
+    path = tmp_path / "offer.json"
+    path.unlink(missing_ok=True)
+    if offer_doc is not None:
+        path.write_text(json.dumps(offer_doc))
+    env = {**os.environ, "AKASH_OWNER": "akash1tenant", "AKASH_DENOM": "uact",
+           "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "market_adapter.akash_bid", "--offer",
+                           str(path), *args], input=stdin, capture_output=True, text=True,
+                          env=env, timeout=10, cwd=tmp_path)
+
+
+def test_the_script_prints_one_number_or_exits_non_zero_with_a_reason(tmp_path):
+    live = offer(valid=datetime.now(UTC) + timedelta(minutes=5))
+    ok = run_script(tmp_path, json.dumps(order()), live)
+    assert ok.returncode == 0 and ok.stderr == ""
+    assert Decimal(ok.stdout.strip()) > 0 and len(ok.stdout.strip().splitlines()) == 1
+    low = run_script(tmp_path, json.dumps(order(amount="1")), live)
+    assert low.returncode == 1 and "below the floor" in low.stderr and low.stdout == ""
+    garbage = run_script(tmp_path, "{not json", live)
+    assert garbage.returncode == 1 and "not JSON" in garbage.stderr
+    missing = run_script(tmp_path, json.dumps(order()), None)
+    assert missing.returncode == 1 and "is the sunrig agent running" in missing.stderr
+
+
+def test_the_wrapper_and_sunrig_command_price_the_same(tmp_path):
+    live = offer(valid=datetime.now(UTC) + timedelta(minutes=5))
+    (tmp_path / "offer.json").write_text(json.dumps(live))
+    out = subprocess.run([sys.executable, "-c", "import sys; from node.entry import main; "
+                          "sys.exit(main())", "akash", "price-script", "--offer",
+                          str(tmp_path / "offer.json")], input=json.dumps(order()),
+                         capture_output=True, text=True, cwd=ROOT, timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == run_script(tmp_path, json.dumps(order()), live).stdout
+
+
+def test_attributes_name_the_model_and_tee_only_when_verified():
+    attrs = dict(provider_attributes("H200", 141.0, "sxm5", tee=False))
+    assert attrs["capabilities/gpu/vendor/nvidia/model/h200"] == "true"
+    assert "capabilities/gpu/vendor/nvidia/model/h200/ram/141Gi/interface/sxm" in attrs
+    assert "tee/type" not in attrs
+    assert dict(provider_attributes("h200", 141.0, "sxm", tee=True))["tee/type"]
+
+
+@pytest.fixture
+def chain():
+    server = ChainServer()
+    yield server
+    server.close()
+
+
+def test_leases_are_read_page_by_page_in_every_state(chain):
+    c = AkashChain(chain.url, "akash1sunrigproviderqqqqqqqqqqqqqqqqqqqqqx9")
+    leases, payouts = c.leases_and_payouts(NOW)
+    assert [le.state for le in leases] == ["active", "closed"]
+    active, closed = leases
+    assert active.gpus == 2 and closed.gpus == 1
+    assert active.price_per_gpu_hour == pytest.approx(2.30, abs=1e-6)
+    assert closed.price_per_gpu_hour == pytest.approx(2.10, abs=1e-6)
+    assert closed.ended - closed.started == timedelta(seconds=(21315000 - 21301900) * 6.117)
+    assert active.started == chain_time("2026-11-20T12:00:00.123456Z") - timedelta(
+        seconds=(21450500 - 21450140) * 6.117)
+    assert [p.amount for p in payouts] == pytest.approx([14.25, 21.12375])
+    assert any("pagination.key=" in r for r in chain.requests)
+
+
+def test_syncing_twice_books_nothing_twice_and_errors_lose_nothing(chain, tmp_path, store):
+    now = [NOW]
+    market = AkashMarket(AkashChain(chain.url, "akash1sunrigprovider", timeout_s=0.5),
+                         tmp_path / "offer.json", PRICES, 1.0, lambda: now[0])
+
+    def sync():
+        market.leases()
+        return book_payouts(store, market.payouts(None), market.currency_rate)
+
+    assert sync() == 2
+    assert sync() == 0  # the same books: nothing new
+    total = store.query("SELECT sum(amount) AS s FROM payouts")[0]["s"]
+    assert total == pytest.approx(14.25 + 21.12375)
+    chain.fail_next = [503]
+    with pytest.raises(MarketError, match="HTTP 503"):
+        market.leases()
+    chain.delay_s = 1.0
+    with pytest.raises(MarketError, match="failed"):
+        market.leases()
+    chain.delay_s = 0.0
+    assert sync() == 0
+    assert store.query("SELECT sum(amount) AS s FROM payouts")[0]["s"] == pytest.approx(total)
+
+
+def test_an_escrow_that_grows_books_only_the_growth(chain, tmp_path, store):
+    page = Path(__file__).parent / "data" / "akash" / "leases_page1.json"
+    market = AkashMarket(AkashChain(chain.url, "p"), tmp_path / "o.json", PRICES, 1.0,
+                         lambda: NOW)
+    market.leases()
+    book_payouts(store, market.payouts(None), 1.0)
+    doc = json.loads(page.read_text())
+    doc["leases"][0]["escrow_payment"]["state"]["balance"]["amount"] = "2850000"
+    grown = tmp_path / "grown.json"
+    grown.write_text(json.dumps(doc))
+    original = page.read_text()
+    try:
+        page.write_text(grown.read_text())
+        market.leases()
+        assert book_payouts(store, market.payouts(None), 1.0) == 1
+    finally:
+        page.write_text(original)
+    rows = store.query("SELECT amount FROM payouts WHERE lease_id LIKE '%21450112%' ORDER BY ts")
+    assert [r["amount"] for r in rows] == pytest.approx([14.25, 1.0])
+
+
+def test_the_offer_file_is_replaced_whole(tmp_path):
+    market = AkashMarket(AkashChain("http://127.0.0.1:9", "p"), tmp_path / "o.json", PRICES,
+                         1.0, lambda: NOW)
+    market.offer(Capacity(3, "h200", 141.0, tee=True), 2.2)
+    doc = json.loads((tmp_path / "o.json").read_text())
+    assert doc["akash"]["gpus_available"] == 3 and doc["akash"]["tee"] is True
+    assert doc["akash"]["floor_usd_per_gpu_hour"] == {"h200": 2.2, "*": 2.2}
+    assert datetime.fromisoformat(doc["valid_until"]) == NOW + timedelta(minutes=5)
+    assert [p.name for p in tmp_path.iterdir()] == ["o.json"]  # no temporary left behind
