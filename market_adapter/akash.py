@@ -10,9 +10,6 @@ payment, whose withdrawn plus balance is what the lease has earned so far.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +17,7 @@ from pathlib import Path
 import requests
 
 from market_adapter.base import ACTIVE, CLOSED, Capacity, Lease, MarketError, Payout
+from market_adapter.files import write_json_atomic
 
 MICRO = 1_000_000
 PAGE_LIMIT = 100
@@ -59,21 +57,9 @@ def build_offer(capacity: Capacity, floor_usd_per_gpu_hour: float, prices: Akash
 
 
 def write_offer(path: str | Path, offer: dict) -> None:
-    """Replace the offer file atomically: the provider may read it at any moment, and must see
-    the old offer or the new one, never half of one."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".akash-offer.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(offer, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # the provider runs as another user
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace the offer file whole: the provider may read it at any moment (it runs as another
+    user, so the file is world-readable; it holds prices, no secrets)."""
+    write_json_atomic(path, offer, 0o644)
 
 
 def provider_attributes(model: str, memory_gib: float, interface: str, tee: bool

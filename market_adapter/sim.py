@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import threading
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from market_adapter.base import ACTIVE, CLOSED, Capacity, Lease, MarketError, Payout
+from market_adapter.files import write_json_atomic
 
 HOUR = timedelta(hours=1)
 ORDER_SIZES = (1, 2, 4, 8)
@@ -177,9 +177,7 @@ class SimMarket:
             return
         state = {"processed_until": self._processed_until.isoformat(),
                  "leases": list(self._leases.values())}
-        tmp = self._state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self._state_path)  # atomic: a crash leaves the old or the new state
+        write_json_atomic(self._state_path, state, 0o600)  # a crash leaves the old or the new
 
 
 def order_takes_offer(order: Order, model: str, free_gpus: int, floor_per_gpu_hour: float) -> bool:

@@ -176,7 +176,6 @@ class AkashConfig:
     margin_pct: float = field(default=5.0, metadata=rng(0, 1000))
     block_seconds: float = field(default=6.117, metadata=rng(0.1, 600))
     akt_usd: float = field(default=0.0, metadata=rng(0))  # only for orders still in uakt
-    usd_per_site_currency: float = field(default=1.0, metadata=rng(0.0001))
     cpu_usd_per_core_hour: float = field(default=0.0022, metadata=rng(0))
     memory_usd_per_gib_hour: float = field(default=0.0011, metadata=rng(0))
     endpoint_usd_per_month: float = field(default=0.05, metadata=rng(0))
@@ -192,9 +191,26 @@ class AkashConfig:
 
 
 @dataclass(frozen=True)
+class HyperbolicConfig:
+    """Supplying through HyperdOS; the owner's API key is read from `api_key_file`."""
+
+    enabled: bool = False
+    api_key_file: str = field(default="/etc/sunrig/hyperbolic.key", metadata=rng(path=True))
+    base_url: str = "https://api.hyperbolic.xyz"
+    state_file: str = field(default="/var/lib/sunrig/hyperbolic.json", metadata=rng(path=True))
+    expected_usd_per_gpu_hour: float = field(default=2.20, metadata=rng(0))
+    ask_usd_per_gpu_hour: float = field(default=1.50, metadata=rng(0))
+    orders_per_hour: float = field(default=0.3, metadata=rng(0, 1000))
+    price_spread: float = field(default=0.10, metadata=rng(0, 2))
+    mean_lease_hours: float = field(default=12.0, metadata=rng(0.05))
+
+
+@dataclass(frozen=True)
 class MarketsConfig:
+    usd_per_site_currency: float = field(default=1.0, metadata=rng(0.0001))  # for Akash, Hyperbolic
     sim: SimMarketConfig = field(default_factory=SimMarketConfig)
     akash: AkashConfig = field(default_factory=AkashConfig)
+    hyperbolic: HyperbolicConfig = field(default_factory=HyperbolicConfig)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,10 @@ hindsight policy is the revenue this program planned.
 from __future__ import annotations
 
 import math
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -136,9 +140,10 @@ class Hindsight:
         opts = [o for k in range(b0, b2) for o in self.options[k]]
         profiles = [self.profile(o) for o in opts]
         model = _block_model(self, b0, b2, opts, profiles, soc_wh)
-        res = milp(model["c"], integrality=model["integrality"], bounds=model["bounds"],
-                   constraints=model["constraints"],
-                   options={"time_limit": self.time_limit_s, "mip_rel_gap": 2e-3})
+        with _quiet_stdout():
+            res = milp(model["c"], integrality=model["integrality"], bounds=model["bounds"],
+                       constraints=model["constraints"],
+                       options={"time_limit": self.time_limit_s, "mip_rel_gap": 2e-3})
         if res.x is None:
             self.worst_gap = 1.0
             return  # no solution: offer nothing new in this block
@@ -204,6 +209,21 @@ def _block_model(h: Hindsight, b0: int, b2: int, opts: list[Option], profiles: l
         lo[var(b2 - 1, 4)] = min(max(soc_wh, min_wh), cap_wh)
     return {"c": c, "integrality": integrality, "bounds": Bounds(lo, hi),
             "constraints": [rows_constraint(rows, n)]}
+
+
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """HiGHS prints solver notes straight to file descriptor 1 when a time limit stops a
+    search; they would break `--json` output."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def hindsight_policy(cfg: Config, site: Site) -> Policy:

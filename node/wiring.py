@@ -13,10 +13,12 @@ from energy.tariff import DayAheadTariff, FixedTariff
 from energy.types import SiteReader, Tariff
 from market_adapter.akash import AkashChain, AkashMarket, AkashPrices
 from market_adapter.base import Market
+from market_adapter.hyperbolic import HyperbolicClient, HyperbolicMarket
 from market_adapter.sim import ORDER_SIZE_WEIGHTS, ORDER_SIZES, SimMarket, SimMarketSettings
 from node.attest import trust_from_config
 from node.clock import Clock
 from node.config import Config
+from node.errors import ConfigError
 from node.gpus import GpuBackend, NvmlBackend, SimulatedGpuModel, SimulatedRig
 from node.planner import MarketTerms
 from tee.attest import TeeSource
@@ -119,14 +121,28 @@ def _markets(cfg: Config, clock: Clock, state_dir: Path, model: str
                                      model, s.seed, s.currency_rate)
         markets["sim"] = SimMarket(settings, clock.now, state_dir / "sim-market.json")
         terms["sim"] = sim_terms(cfg)
-    a = cfg.markets.akash
-    if a.enabled:
-        markets["akash"] = akash_market(cfg, clock)
-        site_per_usd = 1.0 / a.usd_per_site_currency
-        terms["akash"] = MarketTerms(a.expected_usd_per_gpu_hour * site_per_usd,
-                                     a.ask_usd_per_gpu_hour * site_per_usd, a.orders_per_hour,
-                                     1.0, a.price_spread, a.mean_lease_hours)
+    site_per_usd = 1.0 / cfg.markets.usd_per_site_currency
+    for name, m in (("akash", cfg.markets.akash), ("hyperbolic", cfg.markets.hyperbolic)):
+        if m.enabled:
+            markets[name] = (akash_market(cfg, clock) if name == "akash"
+                             else hyperbolic_market(cfg, clock))
+            terms[name] = MarketTerms(m.expected_usd_per_gpu_hour * site_per_usd,
+                                      m.ask_usd_per_gpu_hour * site_per_usd, m.orders_per_hour,
+                                      1.0, m.price_spread, m.mean_lease_hours)
     return markets, terms
+
+
+def hyperbolic_market(cfg: Config, clock: Clock) -> HyperbolicMarket:
+    h = cfg.markets.hyperbolic
+    try:
+        key = Path(h.api_key_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError("config", "markets.hyperbolic.api_key_file",
+                          f"cannot read the API key: {exc}") from None
+    if not key:
+        raise ConfigError("config", "markets.hyperbolic.api_key_file", "the file is empty")
+    return HyperbolicMarket(HyperbolicClient(key, h.base_url), h.state_file, clock.now,
+                            1.0 / cfg.markets.usd_per_site_currency)
 
 
 def akash_market(cfg: Config, clock: Clock) -> AkashMarket:
@@ -137,8 +153,8 @@ def akash_market(cfg: Config, clock: Clock) -> AkashMarket:
                           ("beta3", s.beta3)), a.endpoint_usd_per_month, a.ip_usd_per_month,
                          a.margin_pct, a.block_seconds, a.akt_usd)
     chain = AkashChain(a.rest_url, a.provider_address, a.block_seconds, a.akt_usd)
-    return AkashMarket(chain, a.offer_file, prices, 1.0 / a.usd_per_site_currency, clock.now,
-                       a.offer_valid_s)
+    return AkashMarket(chain, a.offer_file, prices, 1.0 / cfg.markets.usd_per_site_currency,
+                       clock.now, a.offer_valid_s)
 
 
 def sim_terms(cfg: Config) -> MarketTerms:

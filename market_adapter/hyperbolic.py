@@ -1,0 +1,187 @@
+"""Hyperbolic: the supplier side, read with the owner's API key.
+
+The rig supplies GPUs through HyperdOS on microk8s; renters pick nodes in Hyperbolic's
+marketplace at the price Hyperbolic lists. The supplier API says which of the rig's nodes are
+listed and how many of their GPUs are reserved; it offers no call to set a price or to take GPUs
+off the market. sunrig therefore steers availability on the rig's Kubernetes (GPUs it holds as
+pods are GPUs HyperdOS cannot rent out, node/kube.py) and uses the marketplace's listed prices as
+the market's reference price.
+
+Rentals appear here as reserved GPUs per node. A rise in a node's reserved GPUs starts a lease at
+the node's listed price, a fall ends the oldest leases first; the leases are kept in a small state
+file so a restart neither loses nor repeats one. What a lease has earned is its price times its
+GPU-hours so far: Hyperbolic's supplier payouts are not in the API, so this is an estimate until
+the payout statement (prices are in cents per GPU-hour).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+
+from market_adapter.base import ACTIVE, CLOSED, Capacity, Lease, MarketError, Payout
+from market_adapter.files import write_json_atomic
+
+API_URL = "https://api.hyperbolic.xyz"
+
+
+class HyperbolicClient:
+    def __init__(self, api_key: str, base_url: str = API_URL, timeout_s: float = 10.0,
+                 session: requests.Session | None = None, name: str = "hyperbolic"):
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.session = session or requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {api_key}"
+        self.name = name
+
+    def supplied_nodes(self) -> list[dict]:
+        doc = self._call("GET", "/v1/marketplace/instances/supplied")
+        return _instances(doc, self.name, "instances/supplied")
+
+    def listed_nodes(self) -> list[dict]:
+        doc = self._call("POST", "/v1/marketplace", {"filters": {}})
+        return _instances(doc, self.name, "marketplace")
+
+    def reference_prices(self) -> dict[str, float]:
+        """USD per GPU-hour by GPU model: the median listed price across the marketplace."""
+        by_model: dict[str, list[float]] = {}
+        for node in self.listed_nodes():
+            price = node_price_usd(node)
+            model = node_model(node)
+            if price is not None and model:
+                by_model.setdefault(model, []).append(price)
+        return {m: statistics.median(p) for m, p in by_model.items()}
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> object:
+        try:
+            r = self.session.request(method, self.base_url + path, json=body,
+                                     timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise MarketError(f"{self.name}: {method} {path} failed: {exc}") from None
+        if r.status_code in (401, 403):
+            raise MarketError(f"{self.name}: {method} {path}: the API key was refused "
+                              f"(HTTP {r.status_code})")
+        if r.status_code != 200:
+            raise MarketError(f"{self.name}: {method} {path} answered HTTP {r.status_code}: "
+                              f"{r.text[:200]}")
+        try:
+            return r.json()
+        except ValueError:
+            raise MarketError(f"{self.name}: {method} {path} answered something not JSON"
+                              ) from None
+
+
+def _instances(doc: object, name: str, what: str) -> list[dict]:
+    items = doc.get("instances") if isinstance(doc, dict) else doc
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise MarketError(f"{name}: {what} answered without a list of instances")
+    return items
+
+
+def node_price_usd(node: dict) -> float | None:
+    """The listed price per GPU-hour in USD (the API gives cents)."""
+    try:
+        cents = float(node["pricing"]["price"]["amount"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return cents / 100.0 if cents >= 0 else None
+
+
+def node_model(node: dict) -> str:
+    """'NVIDIA-H100-80G-HBM3' -> 'h100': how sunrig names models."""
+    gpus = ((node.get("hardware") or {}).get("gpus") or [{}])
+    raw = str((gpus[0] or {}).get("model", "")).lower().replace("nvidia", "").strip("- ")
+    return raw.split("-")[0] if raw else ""
+
+
+class HyperbolicMarket:
+    """The Market interface over the supplier API; leases kept in `state_path`."""
+
+    def __init__(self, client: HyperbolicClient, state_path: str | Path,
+                 now: Callable[[], datetime], currency_rate: float = 1.0,
+                 name: str = "hyperbolic"):
+        self.name, self.client = name, client
+        self.currency_rate = currency_rate  # site currency per US dollar
+        self._now = now
+        self._state_path = Path(state_path)
+        self._lock = threading.Lock()
+        self._leases: dict[str, dict] = self._load()
+        self.floor_usd_per_gpu_hour: float | None = None
+
+    def offer(self, capacity: Capacity, floor_per_gpu_hour: float) -> None:
+        # Hyperbolic sets prices and has no availability call: remember the floor, so the
+        # agent can hold GPUs back on Kubernetes when the listed price is below it
+        self.floor_usd_per_gpu_hour = floor_per_gpu_hour
+
+    def leases(self) -> list[Lease]:
+        nodes = self.client.supplied_nodes()
+        now = self._now()
+        with self._lock:
+            for node in nodes:
+                self._follow(node, now)
+            self._save()
+            return [self._lease(rec) for rec in self._leases.values()]
+
+    def payouts(self, since: datetime | None) -> list[Payout]:
+        now = self._now()
+        with self._lock:
+            out = []
+            for lease_id, rec in self._leases.items():
+                end = datetime.fromisoformat(rec["end"]) if rec["end"] else now
+                hours = max(0.0, (end - datetime.fromisoformat(rec["start"])).total_seconds()
+                            / 3600.0)
+                earned = round(rec["gpus"] * rec["price"] * hours, 6)
+                out.append(Payout(self.name, f"{lease_id}@{earned:.6f}", lease_id, now, earned,
+                                  cumulative=True))
+            return out
+
+    def _follow(self, node: dict, now: datetime) -> None:
+        node_id = str(node.get("id") or "")
+        if not node_id:
+            raise MarketError(f"{self.name}: a supplied instance has no id")
+        try:
+            reserved = int(node.get("gpus_reserved", 0))
+        except (TypeError, ValueError):
+            raise MarketError(f"{self.name}: node {node_id} gpus_reserved is "
+                              f"{node.get('gpus_reserved')!r}") from None
+        running = sorted((r for r in self._leases.values()
+                          if r["node"] == node_id and r["end"] is None),
+                         key=lambda r: r["start"])
+        held = sum(r["gpus"] for r in running)
+        if reserved > held:
+            price = node_price_usd(node)
+            seq = sum(1 for r in self._leases.values() if r["node"] == node_id) + 1
+            self._leases[f"{node_id}#{seq}"] = {
+                "node": node_id, "gpus": reserved - held, "price": price or 0.0,
+                "start": now.isoformat(), "end": None}
+        for rec in running:  # fewer reserved: the oldest rentals ended
+            if held <= reserved:
+                break
+            rec["end"] = now.isoformat()
+            held -= rec["gpus"]
+
+    def _lease(self, rec: dict) -> Lease:
+        lease_id = next(k for k, v in self._leases.items() if v is rec)
+        return Lease(self.name, lease_id, rec["gpus"], rec["price"],
+                     CLOSED if rec["end"] else ACTIVE, datetime.fromisoformat(rec["start"]),
+                     datetime.fromisoformat(rec["end"]) if rec["end"] else None)
+
+    def _load(self) -> dict[str, dict]:
+        try:
+            doc = json.loads(self._state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise MarketError(f"{self.name}: state file {self._state_path} is unreadable "
+                              f"({exc}); move it aside to start over") from None
+        return doc.get("leases", {})
+
+    def _save(self) -> None:
+        write_json_atomic(self._state_path, {"leases": self._leases,
+                                             "saved": datetime.now(UTC).isoformat()}, 0o600)
