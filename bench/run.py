@@ -92,7 +92,7 @@ def bench_in_process() -> None:
             agent.run_all_once()
             cycles.append(time.perf_counter() - t)
         cycles.sort()
-        print(f"one agent cycle (all 8 jobs): median {statistics.median(cycles) * 1000:.1f} ms, "
+        print(f"one agent cycle (every job once): median {statistics.median(cycles) * 1000:.1f} ms, "
               f"p95 {cycles[94] * 1000:.1f} ms")
         client = create_app(lambda: agent_status(agent)).test_client()
         lat = []

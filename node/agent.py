@@ -24,6 +24,7 @@ from node import rollups
 from node.clock import Clock, real_seconds
 from node.config import Config
 from node.gpus import GpuError, GpuSnapshot
+from node.kube import KubeError
 from node.ledger import RigEnergy, book_energy, book_payouts
 from node.milp_planner import MilpPlanner
 from node.plan_inputs import FillTracker, learned_terms, plan_inputs
@@ -101,6 +102,7 @@ class Agent:
             "ledger": (self.book_ledger, a.ledger_every_s),
             "maintenance": (self.maintenance, a.maintenance_every_s),
             "attest": (self.attest_tee, cfg.tee.attest_every_s),
+            "kube_split": (self.split_on_kube, a.apply_every_s),
         }
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -305,6 +307,14 @@ class Agent:
             except GpuError as exc:
                 log.warning("GPU %d: cannot set power limit %.0f W: %s", index, target, exc)
 
+    def split_on_kube(self) -> None:
+        """Keep off the market, as pods on Kubernetes, every GPU the plan does not offer now."""
+        if self.parts.kube is None:
+            return
+        slot = self.state.plan.slot_at(self.clock.now()) if self.state.plan else None
+        offered = sum(slot.offered.values()) if slot else 0
+        self.parts.kube.keep(max(0, len(self.state.gpus) - offered))
+
     # --- markets and books ----------------------------------------------------------------------
     def sync_markets(self) -> None:
         known = {(r["market"], r["lease_id"]): r["state"] for r in self.store.leases()}
@@ -425,4 +435,4 @@ def _cost_rows(cfg: Config) -> list[dict]:
 
 def _expected(exc: Exception) -> bool:
     """Failures of the outside world get one log line; anything else gets its traceback too."""
-    return isinstance(exc, SourceUnavailable | MarketError | GpuError | TeeError)
+    return isinstance(exc, SourceUnavailable | MarketError | GpuError | TeeError | KubeError)

@@ -214,6 +214,17 @@ class MarketsConfig:
 
 
 @dataclass(frozen=True)
+class KubeConfig:
+    """The GPU split on the rig's Kubernetes: hold pods keep GPUs away from the providers."""
+
+    enabled: bool = False
+    namespace: str = "sunrig"
+    node_name: str = ""  # the rig's node as Kubernetes names it
+    kubeconfig: str = ""  # empty: in-cluster service account, else ~/.kube/config
+    hold_image: str = "registry.k8s.io/pause:3.10"
+
+
+@dataclass(frozen=True)
 class PlannerConfig:
     kind: Literal["milp", "rule"] = "milp"  # rule: the simple fallback, no optimisation
     solve_time_limit_s: float = field(default=5.0, metadata=rng(0.1, 120))
@@ -305,6 +316,7 @@ class Config:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     capex: CapexConfig = field(default_factory=CapexConfig)
     tee: TeeConfig = field(default_factory=TeeConfig)
+    kube: KubeConfig = field(default_factory=KubeConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     webui: WebuiConfig = field(default_factory=WebuiConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -420,6 +432,8 @@ def _cross_checks(cfg: Config, file: str) -> None:
     if cfg.markets.akash.enabled and not cfg.markets.akash.provider_address.startswith("akash1"):
         raise ConfigError(file, "markets.akash.provider_address",
                           "must be the provider's akash1... address when Akash is enabled")
+    if cfg.kube.enabled and not cfg.kube.node_name:
+        raise ConfigError(file, "kube.node_name", "is required when kube is enabled")
     if cfg.webui.host not in ("127.0.0.1", "localhost", "::1") and not cfg.webui.allow_lan:
         raise ConfigError(file, "webui.host",
                           f"{cfg.webui.host!r} is beyond localhost; set webui.allow_lan = true "

@@ -20,6 +20,7 @@ from node.clock import Clock
 from node.config import Config
 from node.errors import ConfigError
 from node.gpus import GpuBackend, NvmlBackend, SimulatedGpuModel, SimulatedRig
+from node.kube import KubeSplit, api_client
 from node.planner import MarketTerms
 from tee.attest import TeeSource
 from tee.evidence import TeeError
@@ -43,14 +44,18 @@ class Parts:
     gpu_busy_w: float
     tee: TeeSource | None = None  # None: this rig cannot attest (simulated, or no CC driver)
     trust: Trust | None = None
+    kube: KubeSplit | None = None  # None: no Kubernetes split (the demo, a rig without k8s)
 
 
 def build_parts(cfg: Config, clock: Clock, state_dir: Path,
                 rig_power_w: Callable[[], float]) -> Parts:
     backend, model, busy_w = _backend(cfg, clock)
     markets, terms = _markets(cfg, clock, state_dir, model)
+    k = cfg.kube
+    kube = KubeSplit(api_client(k.kubeconfig or None), k.namespace, k.node_name,
+                     k.hold_image) if k.enabled else None
     return Parts(backend, _site(cfg, rig_power_w), tariff_for(cfg), markets, terms, model, busy_w,
-                 tee=_tee(cfg), trust=trust_from_config(cfg.tee))
+                 tee=_tee(cfg), trust=trust_from_config(cfg.tee), kube=kube)
 
 
 def build_inventory(cfg: Config) -> tuple[str, float]:
