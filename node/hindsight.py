@@ -107,7 +107,13 @@ class Hindsight:
         self.extra_w = np.zeros(site.steps)  # their extra draw per step, cooling included
         self.chosen: dict[int, Option] = {}
         self.planned_revenue = 0.0
-        self.worst_gap = 0.0  # a block stopped by the time limit is within this of its optimum
+        # blocks stopped by the time limit: the best objective found and the solver's bound
+        self.objective, self.bound = 0.0, 0.0
+
+    @property
+    def gap(self) -> float:
+        """How much better than the plan found the optimum could be, over the whole period."""
+        return max(0.0, self.bound - self.objective) / abs(self.bound) if self.bound else 0.0
 
     def decide(self, st: State) -> Decision:
         if st.step % self.block == 0:
@@ -145,9 +151,9 @@ class Hindsight:
                        constraints=model["constraints"],
                        options={"time_limit": self.time_limit_s, "mip_rel_gap": 2e-3})
         if res.x is None:
-            self.worst_gap = 1.0
             return  # no solution: offer nothing new in this block
-        self.worst_gap = max(self.worst_gap, float(getattr(res, "mip_gap", 0.0) or 0.0))
+        self.objective += -res.fun
+        self.bound += -float(getattr(res, "mip_dual_bound", res.fun))
         for i, (opt, (k0, held, extra)) in enumerate(zip(opts, profiles, strict=True)):
             if opt.step < b1 and res.x[i] > 0.5:
                 self.chosen[opt.step] = opt

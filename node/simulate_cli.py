@@ -68,7 +68,7 @@ def run_policy(cfg: Config, name: str) -> Result:
     result = simulate(cfg, site, policy, name)
     solver = getattr(policy, "hindsight", None)
     if solver is not None:
-        result.solver_gap = solver.worst_gap
+        result.solver_gap = solver.gap
     return result
 
 
