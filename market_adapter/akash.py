@@ -215,13 +215,45 @@ def chain_time(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+class AkashProvider:
+    """The provider's own `/status`: is it up, is it this provider, how many leases it runs."""
+
+    def __init__(self, url: str, address: str, ca_file: str | None = None,
+                 timeout_s: float = 5.0, session: requests.Session | None = None):
+        self.url, self.address = url.rstrip("/"), address
+        # provider certificates are self-signed by the provider's on-chain certificate; without
+        # its CA the read-only status is read unverified (it carries no secret)
+        self.verify: str | bool = ca_file or False
+        self.timeout_s = timeout_s
+        self.session = session or requests.Session()
+
+    def running_leases(self) -> int:
+        try:
+            r = self.session.get(self.url + "/status", timeout=self.timeout_s, verify=self.verify)
+            doc = r.json() if r.status_code == 200 else None
+        except (requests.RequestException, ValueError) as exc:
+            raise MarketError(f"akash provider {self.url}: /status failed: {exc}") from None
+        if not isinstance(doc, dict):
+            raise MarketError(f"akash provider {self.url}: /status answered HTTP {r.status_code}")
+        if doc.get("address") and doc["address"] != self.address:
+            raise MarketError(f"akash provider {self.url} is {doc['address']}, not "
+                              f"{self.address}")
+        try:
+            return int((doc.get("cluster") or {}).get("leases", 0))
+        except (TypeError, ValueError):
+            raise MarketError(f"akash provider {self.url}: /status cluster.leases is "
+                              f"{doc['cluster'].get('leases')!r}") from None
+
+
 class AkashMarket:
     """The Market interface over Akash: offers go to the bid script's file, leases and earnings
     come from the chain."""
 
     def __init__(self, chain: AkashChain, offer_path: str | Path, prices: AkashPrices,
-                 currency_rate: float, now, valid_s: float = 300.0, name: str = "akash"):
-        self.name = name
+                 currency_rate: float, now, valid_s: float = 300.0, name: str = "akash",
+                 provider: AkashProvider | None = None):
+        self.name, self.provider = name, provider
+        self.provider_leases: int | None = None
         self.currency_rate = currency_rate  # site currency per US dollar
         self.chain, self.offer_path, self.prices = chain, Path(offer_path), prices
         self._now, self.valid_s = now, valid_s
@@ -240,6 +272,10 @@ class AkashMarket:
                               ) from None
 
     def leases(self) -> list[Lease]:
+        """Leases from the chain; a provider that is down makes the market down too (tenants
+        could not be served), so the planner offers it nothing until it answers again."""
+        if self.provider is not None:
+            self.provider_leases = self.provider.running_leases()
         leases, self._payouts = self.chain.leases_and_payouts(self._now())
         return leases
 

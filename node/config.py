@@ -171,6 +171,8 @@ class AkashConfig:
     enabled: bool = False
     provider_address: str = ""  # akash1...: whose leases to read
     rest_url: str = "https://api.akashnet.net"  # a chain REST (LCD) endpoint
+    provider_url: str = ""  # the provider's own API, e.g. https://provider.example:8443
+    provider_ca_file: str = ""  # its certificate's CA; empty: /status is read unverified
     offer_file: str = field(default="/var/lib/sunrig/akash-offer.json", metadata=rng(path=True))
     offer_valid_s: float = field(default=300.0, metadata=rng(60, 86400))
     margin_pct: float = field(default=5.0, metadata=rng(0, 1000))

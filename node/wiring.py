@@ -11,7 +11,7 @@ from pathlib import Path
 from energy.sim import BatterySpec, SimulatedSite
 from energy.tariff import DayAheadTariff, FixedTariff
 from energy.types import SiteReader, Tariff
-from market_adapter.akash import AkashChain, AkashMarket, AkashPrices
+from market_adapter.akash import AkashChain, AkashMarket, AkashPrices, AkashProvider
 from market_adapter.base import Market
 from market_adapter.hyperbolic import HyperbolicClient, HyperbolicMarket
 from market_adapter.sim import ORDER_SIZE_WEIGHTS, ORDER_SIZES, SimMarket, SimMarketSettings
@@ -158,8 +158,10 @@ def akash_market(cfg: Config, clock: Clock) -> AkashMarket:
                           ("beta3", s.beta3)), a.endpoint_usd_per_month, a.ip_usd_per_month,
                          a.margin_pct, a.block_seconds, a.akt_usd)
     chain = AkashChain(a.rest_url, a.provider_address, a.block_seconds, a.akt_usd)
+    provider = AkashProvider(a.provider_url, a.provider_address,
+                             a.provider_ca_file or None) if a.provider_url else None
     return AkashMarket(chain, a.offer_file, prices, 1.0 / cfg.markets.usd_per_site_currency,
-                       clock.now, a.offer_valid_s)
+                       clock.now, a.offer_valid_s, provider=provider)
 
 
 def sim_terms(cfg: Config) -> MarketTerms:

@@ -37,6 +37,8 @@ class ChainServer:
                 elif url.path == "/akash/deployment/v1beta4/deployments/info":
                     self._send(200, json.loads((DATA / f"deployment_{q['id.dseq']}.json")
                                                .read_text()))
+                elif url.path == "/status":
+                    self._send(200, json.loads((DATA / "provider_status.json").read_text()))
                 elif url.path == "/cosmos/base/tendermint/v1beta1/blocks/latest":
                     self._send(200, json.loads((DATA / "latest_block.json").read_text()))
                 else:

@@ -226,3 +226,19 @@ def test_the_offer_file_is_replaced_whole(tmp_path):
     assert doc["akash"]["floor_usd_per_gpu_hour"] == {"h200": 2.2, "*": 2.2}
     assert datetime.fromisoformat(doc["valid_until"]) == NOW + timedelta(minutes=5)
     assert [p.name for p in tmp_path.iterdir()] == ["o.json"]  # no temporary left behind
+
+
+def test_the_provider_status_is_read_and_a_down_provider_downs_the_market(chain, tmp_path):
+    from market_adapter.akash import AkashProvider
+    address = "akash1sunrigproviderqqqqqqqqqqqqqqqqqqqqqx9"
+    market = AkashMarket(AkashChain(chain.url, address), tmp_path / "o.json", PRICES, 1.0,
+                         lambda: NOW, provider=AkashProvider(chain.url, address))
+    market.leases()
+    assert market.provider_leases == 1
+    chain.fail_next = [502]
+    with pytest.raises(MarketError, match="/status answered HTTP 502"):
+        market.leases()
+    impostor = AkashMarket(AkashChain(chain.url, "akash1other"), tmp_path / "o.json", PRICES,
+                           1.0, lambda: NOW, provider=AkashProvider(chain.url, "akash1other"))
+    with pytest.raises(MarketError, match="not akash1other"):
+        impostor.leases()
