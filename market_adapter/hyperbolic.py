@@ -113,6 +113,16 @@ class HyperbolicMarket:
         self._lock = threading.Lock()
         self._leases: dict[str, dict] = self._load()
         self.floor_usd_per_gpu_hour: float | None = None
+        self.reference_usd_per_gpu_hour: dict[str, float] = {}  # by model, from the listing
+        self._prices_read: datetime | None = None
+
+    def reference_prices(self, every_s: float = 3600.0) -> dict[str, float]:
+        """The marketplace's median listed price per model, read at most hourly."""
+        now = self._now()
+        if self._prices_read is None or (now - self._prices_read).total_seconds() >= every_s:
+            self.reference_usd_per_gpu_hour = self.client.reference_prices()
+            self._prices_read = now
+        return self.reference_usd_per_gpu_hour
 
     def offer(self, capacity: Capacity, floor_per_gpu_hour: float) -> None:
         # Hyperbolic sets prices and has no availability call: remember the floor, so the

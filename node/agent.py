@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -353,8 +353,21 @@ class Agent:
                 started += le.gpus
         if name in self.parts.terms:
             self.state.fills.synced(name, self.clock.now(), self.parts.terms[name], started)
+            self._follow_listed_price(name, market)
         book_payouts(self.store, market.payouts(self.store.last_payout_ts(name)), rate)
         return changed
+
+    def _follow_listed_price(self, name: str, market: Market) -> None:
+        """Where the market lists a price for this rig's GPUs (Hyperbolic), the planner expects
+        that price rather than the configured one."""
+        read = getattr(market, "reference_prices", None)
+        if read is None:
+            return
+        usd = read().get(self.parts.gpu_model)
+        if usd:
+            self.parts.terms[name] = replace(self.parts.terms[name],
+                                             expected_price_per_gpu_hour=usd
+                                             * market.currency_rate)
 
     def _lease_event(self, lease, before: str | None) -> None:
         verb = "started" if lease.state == ACTIVE else ("ended" if before else "seen ended")

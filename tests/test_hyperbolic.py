@@ -125,3 +125,18 @@ def test_offers_only_remember_the_floor(api, tmp_path):
     market.offer(Capacity(4, "h200", 141.0), 2.4)
     assert market.floor_usd_per_gpu_hour == 2.4
     assert api.auth == []  # no API call: Hyperbolic has none for price or availability
+
+
+def test_the_agent_plans_hyperbolic_at_its_listed_price(api, tmp_path):
+    from tests.conftest import make_agent
+
+    agent, clock = make_agent(tmp_path)
+    market = HyperbolicMarket(HyperbolicClient("k", api.url), tmp_path / "h.json", clock.now,
+                              currency_rate=0.9)
+    agent.parts.markets["hyperbolic"] = market
+    agent.parts.terms["hyperbolic"] = agent.parts.terms["sim"]
+    agent.run_job("sync_markets")
+    assert agent.parts.terms["hyperbolic"].expected_price_per_gpu_hour == pytest.approx(
+        2.29 * 0.9)  # this rig's H200s are listed at 229 cents per GPU-hour
+    assert any(le["market"] == "hyperbolic" for le in agent.store.leases("active"))
+    agent.store.close()
