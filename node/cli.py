@@ -12,7 +12,7 @@ from pathlib import Path
 
 from energy.series import SeriesError
 from market_adapter.base import MarketError
-from node import akash_cli, attest, simulate_cli
+from node import akash_cli, attest, probe_cli, simulate_cli
 from node.backup import BackupError
 from node.config import DEFAULT_CONFIG_PATH, default_config, load_config
 from node.errors import ConfigError
@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
     attest.add_parser(sub)
     akash_cli.add_parser(sub)
+    probe_cli.add_parser(sub)
     simulate_cli.add_parsers(sub)
 
     status = sub.add_parser("status", help="show the running agent's state")

@@ -1,0 +1,154 @@
+"""The simulated site as a SunSpec device on a real Modbus TCP server (pymodbus), on 127.0.0.1.
+
+It serves a hybrid inverter (common model 1, inverter 103, MPPT 160 with two strings), a battery
+(802) and a grid meter (203) from the simulated site, refreshed from the site every `refresh_s`,
+so the demo and the tests read the site through energy/modbus.py exactly as on a real rig.
+`corrupt` lets fault tests put garbage or not-implemented patterns into chosen registers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from energy.sunspec import MARKER
+from energy.types import SiteReader, SiteSample
+
+BASE = 40000
+# model id, length after the header; offsets below are from the model's id register
+LAYOUT = ((1, 66), (103, 50), (160, 48), (802, 62), (203, 105))
+
+
+def _string(text: str, regs: int) -> list[int]:
+    raw = text.encode("ascii")[: regs * 2].ljust(regs * 2, b"\0")
+    return list(struct.unpack(f">{regs}H", raw))
+
+
+def _s16(v: float) -> int:
+    return int(round(v)) & 0xFFFF
+
+
+class SunSpecSimServer:
+    def __init__(self, site: SiteReader, now: Callable[[], datetime], host: str = "127.0.0.1",
+                 port: int = 0, unit: int = 1, refresh_s: float = 1.0, base: int = BASE):
+        self.site, self.now, self.host, self.unit = site, now, host, unit
+        self.port = port or _free_port(host)
+        self.refresh_s, self.base = refresh_s, base
+        self.regs = [0] * (base + 400)  # the register image every read is answered from
+        self.addr = self._lay_out()
+        self.corrupt: dict[int, int] = {}  # absolute register -> value forced after each refresh
+        self.last: SiteSample | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: ModbusTcpServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _lay_out(self) -> dict[int, int]:
+        regs = [*MARKER]
+        addr, at = self.base + 2, {}
+        for model_id, length in LAYOUT:
+            at[model_id] = addr
+            regs += [model_id, length] + [0] * length
+            addr += 2 + length
+        regs += [0xFFFF, 0]
+        self._set(self.base, regs)
+        common = at[1]
+        self._set(common + 2, _string("sunrig", 16))
+        self._set(common + 18, _string("simulated hybrid", 16))
+        self._set(common + 42, _string("1.0", 8))
+        self._set(common + 50, _string("SIM-0001", 16))
+        mppt = at[160]
+        self._set(mppt + 2, [0xFFFE, 0xFFFF, 0, 0xFFFF])  # DCA_SF -2, DCV_SF -1, DCW_SF 0
+        self._set(mppt + 8, [2])  # two strings
+        return at
+
+    def _set(self, address: int, values: list[int]) -> None:
+        self.regs[address:address + len(values)] = values
+
+    async def _answer(self, function_code: int, start_address: int, address: int, count: int,
+                      current: list[int], set_values: list[int] | None) -> None:
+        """Every request is answered from the present image (reads only: the map is
+        read-only, as the SunSpec map of a monitored inverter is to sunrig)."""
+        first = address - start_address
+        current[first:first + count] = self.regs[address:address + count]
+
+    def refresh(self) -> SiteSample:
+        """Write the site's present state into the registers."""
+        s = self.site.read(self.now())
+        self.last = s
+        pv = s.pv_w or 0.0
+        battery = s.battery_w or 0.0  # + charging
+        ac = pv - battery  # a hybrid inverter: PV in, the battery's share out of its DC bus
+        inv, mppt, bat, meter = (self.addr[m] for m in (103, 160, 802, 203))
+        self._set(inv + 14, [_s16(ac / 10), 1])  # W, W_SF = 1 (tens of watts)
+        self._set(inv + 38, [4])  # St: MPPT
+        for i, share in enumerate((0.6, 0.4)):  # the two strings of the array
+            module = mppt + 10 + i * 20
+            self._set(module, [i + 1])
+            self._set(module + 9, [_s16(pv * share / 600 * 100), _s16(600 * 10),
+                                   _s16(pv * share)])  # DCA (0.01 A), DCV (0.1 V), DCW (W)
+        self._set(bat + 3, [2000, 0xFFFF, 0xFFFF])  # WHRtg 2000 x 10 Wh (SF 1)
+        self._set(bat + 53, [1])
+        self._set(bat + 11, [_s16((s.soc_pct or 0.0) * 10)])  # SoC in 0.1 %
+        self._set(bat + 56, [0xFFFF])  # SoC_SF -1
+        self._set(bat + 47, [_s16(battery)])  # W, + charging
+        self._set(bat + 63, [0])
+        self._set(meter + 18, [_s16((s.grid_w or 0.0) / 10)])  # W in tens, + importing
+        self._set(meter + 22, [1])
+        for address, value in self.corrupt.items():
+            self._set(address, [value])
+        return s
+
+    # --- the server in its own thread -----------------------------------------------------------
+    def start(self) -> SunSpecSimServer:
+        self.refresh()
+        ready = threading.Event()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True,
+                                        name="sunspec-sim")
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the simulated SunSpec server did not start")
+        return self
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        device = SimDevice(self.unit, [SimData(0, len(self.regs), 0, DataType.REGISTERS,
+                                               readonly=True)], action=self._answer)
+
+        async def main() -> None:
+            self._server = ModbusTcpServer(device, address=(self.host, self.port))
+            serving = asyncio.ensure_future(self._server.serve_forever())
+            await asyncio.sleep(0.05)  # let it bind before anyone is told it is up
+            ready.set()
+            while not self._stop.is_set():
+                await asyncio.sleep(self.refresh_s)
+                if not self._stop.is_set():
+                    self.refresh()
+            await self._server.shutdown()
+            serving.cancel()
+
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10 + self.refresh_s)
+            self._thread = None
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

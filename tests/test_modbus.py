@@ -1,0 +1,161 @@
+"""SunSpec over a real pymodbus TCP server on 127.0.0.1: discovery, scale factors, missing
+values, and a device that stops, hangs or talks nonsense."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from energy import sunspec
+from energy.modbus import ModbusHub, SunSpecSite
+from energy.sim import BatterySpec, SimulatedSite
+from energy.sunspec_sim import SunSpecSimServer
+from energy.types import SourceUnavailable
+
+NOON = datetime(2024, 6, 12, 10, 0, tzinfo=UTC)
+
+
+def sim_site():
+    return SimulatedSite(pv_scale=6.0, battery=BatterySpec(20, 8000, 8000),
+                         rig_power_w=lambda: 4000.0)
+
+
+@pytest.fixture
+def server():
+    srv = SunSpecSimServer(sim_site(), lambda: NOON, refresh_s=0.2).start()
+    yield srv
+    srv.stop()
+
+
+def reader(srv, hub=None, **kw) -> SunSpecSite:
+    hub = hub or ModbusHub(timeout_s=1.0)
+    return SunSpecSite(hub.link("127.0.0.1", srv.port), **kw)
+
+
+def test_the_models_are_found_and_read_like_the_site(server):
+    site = reader(server, rig_power_w=lambda: 4000.0)
+    assert [m.model_id for m in site.models(1)] == [1, 103, 160, 802, 203]
+    s = site.read(NOON)
+    truth = server.last
+    assert s.pv_w == pytest.approx(truth.pv_w, abs=2)  # MPPT strings, whole watts
+    assert s.grid_w == pytest.approx(truth.grid_w, abs=10)  # tens of watts
+    assert s.soc_pct == pytest.approx(truth.soc_pct, abs=0.1)
+    assert s.battery_w == pytest.approx(truth.battery_w, abs=1)
+    assert s.load_w == pytest.approx(truth.load_w, abs=15)  # the house: meter less the rig
+    assert not s.stale
+    common = sunspec.decode(1, sunspec.read_model(lambda a, n: site.link.read(1, a, n),
+                                                  site.models(1)[0]))
+    assert common["Mn"] == "sunrig" and common["SN"] == "SIM-0001"
+
+
+@pytest.mark.parametrize("base", [0, 50000])
+def test_the_map_is_found_at_every_base(base):
+    srv = SunSpecSimServer(sim_site(), lambda: NOON, base=base).start()
+    try:
+        models = reader(srv).models(1)
+        assert models[0].address == base + 2 and len(models) == 5
+    finally:
+        srv.stop()
+
+
+def test_not_implemented_and_absurd_values_are_missing_not_zero(server):
+    meter = server.addr[203]
+    server.corrupt = {meter + 18: 0x8000}  # meter W not implemented
+    server.refresh()
+    s = reader(server).read(NOON)
+    assert s.grid_w is None and s.load_w is None and s.stale
+    server.corrupt = {meter + 22: 0x7FFF}  # a scale factor of 10^32767: garbage
+    server.refresh()
+    assert reader(server).read(NOON).grid_w is None
+    bat = server.addr[802]
+    server.corrupt = {bat + 11: 0xFFFF}  # SoC not implemented
+    server.refresh()
+    assert reader(server).read(NOON).soc_pct is None
+    assert sunspec.value([0, 0], sunspec.Point(0, "acc32", size=2)) is None
+    assert sunspec.value([0x7FC0, 0], sunspec.Point(0, "float32", size=2)) is None  # NaN
+
+
+def test_a_stopped_server_is_unavailable_then_recovers_on_its_own(caplog):
+    srv = SunSpecSimServer(sim_site(), lambda: NOON).start()
+    site = reader(srv)
+    site.read(NOON)
+    srv.stop()
+    caplog.set_level(logging.INFO, "sunrig.modbus")
+    t0 = time.monotonic()
+    for _ in range(5):
+        with pytest.raises(SourceUnavailable):
+            site.read(NOON)
+    assert time.monotonic() - t0 < 5
+    again = SunSpecSimServer(sim_site(), lambda: NOON, port=srv.port).start()
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert site.read(NOON).pv_w is not None
+                break
+            except SourceUnavailable:
+                assert time.monotonic() < deadline, "did not recover"
+                time.sleep(0.1)
+    finally:
+        again.stop()
+    failing = [r for r in caplog.records if "failing" in r.message]
+    recovered = [r for r in caplog.records if "recovered" in r.message]
+    assert len(failing) == 1 and len(recovered) == 1
+
+
+def test_a_device_that_never_answers_times_out():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    conns = []
+    stop = threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                conns.append(listener.accept()[0])  # and say nothing
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        site = SunSpecSite(ModbusHub(timeout_s=0.5).link("127.0.0.1",
+                                                         listener.getsockname()[1]))
+        t0 = time.monotonic()
+        with pytest.raises(SourceUnavailable):
+            site.read(NOON)
+        assert time.monotonic() - t0 < 5
+    finally:
+        stop.set()
+        listener.close()
+
+
+def test_a_map_without_the_marker_is_named(server):
+    server.corrupt = {server.base: 0x1234}
+    server.refresh()
+    with pytest.raises(SourceUnavailable, match="no SunSpec marker"):
+        reader(server).read(NOON)
+
+
+def test_devices_behind_one_host_share_one_link(server):
+    hub = ModbusHub()
+    a, b = reader(server, hub), reader(server, hub)
+    assert a.link is b.link and len(hub.links) == 1
+
+
+def test_probe_prints_the_models_and_a_sample(server, capsys):
+    import json
+
+    from node.cli import main
+    assert main(["probe", "modbus", f"127.0.0.1:{server.port}"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [m["id"] for m in doc["models"]] == [1, 103, 160, 802, 203]
+    assert doc["points"]["1"]["Mn"] == "sunrig"
+    assert doc["sample"]["pv_w"] == pytest.approx(server.last.pv_w, abs=2)
+    assert main(["probe", "modbus", "127.0.0.1:1", "--timeout", "0.5"]) == 1
+    assert "cannot connect" in capsys.readouterr().err
+    assert main(["probe", "modbus", "nonsense"]) == 2
