@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from tests.http_stub import JsonHandler, serve
 
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods(?:/([^/]+))?$")
 
@@ -21,7 +21,7 @@ class FakeKube:
         self.calls: list[str] = []
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def _route(self):
                 url = urlsplit(self.path)
                 fake.calls.append(f"{self.command} {url.path}")
@@ -33,7 +33,7 @@ class FakeKube:
                 ns, name = m.group(1), m.group(2)
                 q = {k: v[0] for k, v in parse_qs(url.query).items()}
                 if self.command == "GET" and name is None:
-                    return self._send(200, {"kind": "PodList", "apiVersion": "v1",
+                    return self.send_json(200, {"kind": "PodList", "apiVersion": "v1",
                                             "metadata": {"resourceVersion": "1"},
                                             "items": fake.select(ns, q)})
                 if self.command == "POST" and name is None:
@@ -45,34 +45,23 @@ class FakeKube:
                         "%Y-%m-%dT%H:%M:%SZ")
                     pod["status"] = {"phase": "Pending"}
                     fake.pods[key] = pod
-                    return self._send(201, pod)
+                    return self.send_json(201, pod)
                 if self.command == "DELETE" and name is not None:
                     pod = fake.pods.pop((ns, name), None)
                     if pod is None:
                         return self._status(404, "NotFound")
-                    return self._send(200, pod)
+                    return self.send_json(200, pod)
                 return self._status(405, "MethodNotAllowed")
 
             do_GET = do_POST = do_DELETE = _route  # noqa: N815
 
             def _status(self, code, reason):
-                self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                self.send_json(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                   "reason": reason, "code": code})
 
-            def _send(self, code, doc):
-                body = json.dumps(doc).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
 
-            def log_message(self, *args):
-                pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, self.url = serve(Handler)
 
     def select(self, ns: str, q: dict) -> list[dict]:
         out = []
