@@ -92,8 +92,8 @@ def bench_in_process() -> None:
             agent.run_all_once()
             cycles.append(time.perf_counter() - t)
         cycles.sort()
-        print(f"one agent cycle (every job once): median {statistics.median(cycles) * 1000:.1f} ms, "
-              f"p95 {cycles[94] * 1000:.1f} ms")
+        print(f"one agent cycle (every job once): median "
+              f"{statistics.median(cycles) * 1000:.1f} ms, p95 {cycles[94] * 1000:.1f} ms")
         client = create_app(lambda: agent_status(agent)).test_client()
         lat = []
         for _ in range(200):
