@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from statistics import NormalDist
 
 from energy.types import PriceSlot
@@ -87,18 +88,7 @@ class MarketTerms:
         """
         if capacity <= 0:
             return 0.0
-        share = self.share_paying(price_per_gpu_hour)
-        sizes = self.order_sizes or ((max(1, round(self.mean_gpus_per_order)), 1.0),)
-        total = sum(w for _, w in sizes) or 1.0
-        loads = [(b, self.orders_per_hour * share * w / total * self.mean_lease_hours)
-                 for b, w in sizes if b <= capacity]
-        q = [1.0] + [0.0] * capacity
-        for j in range(1, capacity + 1):
-            q[j] = sum(a * b * q[j - b] for b, a in loads if b <= j) / j
-            if q[j] > 1e200:  # rescale: only the shape matters
-                q = [x / q[j] for x in q]
-        norm = sum(q)
-        return sum(j * qj for j, qj in enumerate(q)) / norm
+        return _carried(self, self.share_paying(price_per_gpu_hour), capacity)
 
     def best_floor(self, cost_per_gpu_hour: float, capacity: int) -> float:
         """The floor that earns most over time with `capacity` GPUs offered: the margin over the
@@ -108,6 +98,22 @@ class MarketTerms:
         low = self.ask_price_per_gpu_hour
         grid = [low + (top - low) * k / 80 for k in range(81)] if top > low else [low]
         return max(grid, key=lambda p: (p - cost_per_gpu_hour) * self.carried_gpus(p, capacity))
+
+
+@lru_cache(maxsize=65536)
+def _carried(terms: MarketTerms, share: float, capacity: int) -> float:
+    """Kaufman-Roberts: the occupancy distribution of `capacity` GPUs under each order size's
+    offered load; a plan asks the same few prices and capacities slot after slot."""
+    sizes = terms.order_sizes or ((max(1, round(terms.mean_gpus_per_order)), 1.0),)
+    total = sum(w for _, w in sizes) or 1.0
+    loads = [(b, terms.orders_per_hour * share * w / total * terms.mean_lease_hours)
+             for b, w in sizes if b <= capacity]
+    q = [1.0] + [0.0] * capacity
+    for j in range(1, capacity + 1):
+        q[j] = sum(a * b * q[j - b] for b, a in loads if b <= j) / j
+        if q[j] > 1e200:  # rescale: only the shape matters
+            q = [x / q[j] for x in q]
+    return sum(j * qj for j, qj in enumerate(q)) / sum(q)
 
 
 class FillCalibration:
