@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from statistics import NormalDist
 
 from energy.types import PriceSlot
 
@@ -67,17 +66,6 @@ class MarketTerms:
             return 1.0 if price_per_gpu_hour <= self.expected_price_per_gpu_hour else 0.0
         z = math.log(price_per_gpu_hour / self.expected_price_per_gpu_hour) / self.price_spread
         return 0.5 * math.erfc(z / math.sqrt(2.0))
-
-    def demand_gpus_per_hour(self, price_per_gpu_hour: float) -> float:
-        return (self.orders_per_hour * self.mean_gpus_per_order
-                * self.share_paying(price_per_gpu_hour))
-
-    def price_for_demand(self, gpus_per_hour: float) -> float:
-        """The floor at which tenants want `gpus_per_hour` new GPUs: the demand curve inverted."""
-        full = self.orders_per_hour * self.mean_gpus_per_order
-        share = min(max(gpus_per_hour / full, 1e-6), 1 - 1e-6) if full > 0 else 1e-6
-        z = NormalDist().inv_cdf(1.0 - share)
-        return self.expected_price_per_gpu_hour * math.exp(self.price_spread * z)
 
     def carried_gpus(self, price_per_gpu_hour: float, capacity: int) -> float:
         """GPUs leased on average when `capacity` GPUs are offered at this floor for good.

@@ -83,10 +83,19 @@ def test_no_prices_means_no_plan_and_an_unsolvable_model_gives_the_safe_plan():
         assert all(s.offered["sim"] == 2 for s in plan.slots)
 
 
-def test_the_demand_curve_inverts():
-    for share in (0.1, 0.5, 0.9):
-        price = TERMS.price_for_demand(share * 4.0 * TERMS.mean_gpus_per_order)
-        assert math.isclose(TERMS.share_paying(price), share, rel_tol=1e-6)
+def test_the_loss_system_fills_less_at_dearer_floors_and_never_beyond_capacity():
+    carried = [TERMS.carried_gpus(p, 7) for p in (1.5, 2.0, 2.5, 3.0, 4.0)]
+    assert all(a > b for a, b in zip(carried, carried[1:], strict=False))
+    assert 0 < carried[0] < 7
+    # one size of order and ample capacity: the offered load itself (Erlang: nothing lost)
+    single = MarketTerms(2.0, 1.0, orders_per_hour=0.5, mean_lease_hours=2.0, price_spread=0.0,
+                         order_sizes=((1, 1.0),))
+    assert math.isclose(single.carried_gpus(1.0, 200), 1.0, rel_tol=1e-9)
+    # the best floor earns at least as much as other floors
+    best = TERMS.best_floor(0.3, 7)
+    for p in (1.9, 2.2, 2.6, 3.0):
+        assert ((best - 0.3) * TERMS.carried_gpus(best, 7)
+                >= (p - 0.3) * TERMS.carried_gpus(p, 7) - 1e-6)
 
 
 def test_fill_calibration_learns_what_the_market_keeps():
