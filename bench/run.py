@@ -7,6 +7,8 @@
 - simulation speed: simulated hours per real second with all jobs at their intervals;
 - TEE: offline verification of the real Hopper evidence, with and without RIMs;
 - planner: MILP solve time for 48 h x 15 min with 8 GPUs and a battery, and its memory;
+- site I/O: one SunSpec poll (5 models) against the simulated site on a real pymodbus server, and
+  MQTT messages per second parsed from a real mosquitto, with the CPU each costs;
 - Akash bid-price script: wall time of one order priced by a fresh process, as the provider
   runs it (the wrapper's `python -m market_adapter.akash_bid`, and `sunrig akash price-script`).
 The economics benchmark is `sunrig bench economics` (the Makefile runs it per scenario).
@@ -189,7 +191,67 @@ def bench_price_script() -> None:
                   f"-> {out.stdout.strip()} uact/block")
 
 
+def bench_site_io() -> None:
+    from datetime import UTC, datetime
+
+    from energy.modbus import ModbusHub, SunSpecSite
+    from energy.sim import BatterySpec, SimulatedSite
+    from energy.sunspec_sim import SunSpecSimServer
+    now = datetime(2024, 6, 12, 10, tzinfo=UTC)
+    server = SunSpecSimServer(SimulatedSite(pv_scale=6.0, battery=BatterySpec(20, 8000, 8000)),
+                              lambda: now).start()
+    try:
+        site = SunSpecSite(ModbusHub().link("127.0.0.1", server.port))
+        site.read(now)
+        times, cpu0 = [], time.process_time()
+        for _ in range(200):
+            t0 = time.perf_counter()
+            site.read(now)
+            times.append(time.perf_counter() - t0)
+        cpu_ms = (time.process_time() - cpu0) / 200 * 1000
+    finally:
+        server.stop()
+    times.sort()
+    print(f"SunSpec poll (5 models, 200 polls): median {statistics.median(times) * 1000:.1f} ms, "
+          f"p95 {times[189] * 1000:.1f} ms, CPU {cpu_ms:.1f} ms per poll (client and server)")
+    bench_mqtt()
+
+
+def bench_mqtt(messages: int = 20000) -> None:
+    from energy.mqtt import Mapping, MqttSettings, MqttSite
+    from tests.mosquitto import Broker
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Broker(Path(tmp)).start()
+        site = MqttSite(MqttSettings(port=broker.port, mappings=[
+            Mapping("tele/meter/SENSOR", "grid_w", "ENERGY.Power")])).start()
+        try:
+            while not site.connected.wait(0.1):
+                pass
+            time.sleep(0.3)
+            publisher = (
+                "import json, paho.mqtt.client as m\n"
+                "c = m.Client(m.CallbackAPIVersion.VERSION2)\n"
+                f"c.connect('127.0.0.1', {broker.port})\n"
+                "c.loop_start()\n"
+                f"for i in range({messages}):\n"
+                "    c.publish('tele/meter/SENSOR', json.dumps({'ENERGY': {'Power': i}}))\n"
+                "c.loop_stop(); c.disconnect()\n")
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            subprocess.run([sys.executable, "-c", publisher], check=True, timeout=120)
+            deadline = time.monotonic() + 60
+            while site.received < messages and time.monotonic() < deadline:
+                time.sleep(0.01)
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        finally:
+            site.stop()
+            broker.stop()
+    print(f"MQTT ingest: {site.received} of {messages} messages in {elapsed:.2f} s = "
+          f"{site.received / elapsed:,.0f}/s; sunrig's CPU {cpu / max(site.received, 1) * 1e6:.0f} "
+          f"us per message")
+
+
 if __name__ == "__main__":
+    bench_site_io()
     bench_price_script()
     bench_planner()
     bench_startup()

@@ -1,0 +1,135 @@
+"""MQTT site values through a real mosquitto: presets, expiry, malformed and oversized
+payloads, and a broker that restarts."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from energy.mqtt import Mapping, MqttSettings, MqttSite, parse, preset
+from energy.types import SourceUnavailable
+from tests.mosquitto import Broker
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path).start()
+    yield b
+    b.stop()
+
+
+def publisher(port: int) -> mqtt.Client:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-pub")
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
+
+
+def wait_for(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def site(port: int, mappings, **kw) -> MqttSite:
+    return MqttSite(MqttSettings(port=port, client_id=f"sunrig-{time.monotonic_ns()}",
+                                 mappings=mappings, **kw)).start()
+
+
+def test_presets_parse_plain_tasmota_shelly_and_victron(broker):
+    maps = [preset("plain", "home/pv/power", "pv_w"),
+            preset("tasmota", "heatpump", "load_w"),
+            preset("shelly_gen2", "shellypro3em-1", "grid_w"),
+            preset("victron", "c0619ab1/battery/512/Soc", "soc_pct")]
+    s = site(broker.port, maps, victron_portal="c0619ab1")
+    pub = publisher(broker.port)
+    try:
+        wait_for(s.connected.is_set)
+        time.sleep(0.2)  # let the subscriptions land
+        pub.publish("home/pv/power", "4215.5")
+        pub.publish("tele/heatpump/SENSOR", json.dumps(
+            {"Time": "2026-11-20T12:00:00", "ENERGY": {"Power": 812, "Voltage": 231}}))
+        pub.publish("shellypro3em-1/status/em:0", json.dumps(
+            {"id": 0, "a_act_power": -400.1, "total_act_power": -1210.4}))
+        pub.publish("N/c0619ab1/battery/512/Soc", json.dumps({"value": 63.5}))
+        wait_for(lambda: s.received >= 4)
+        sample = s.read(NOW)
+        assert (sample.pv_w, sample.load_w, sample.grid_w, sample.soc_pct) == (
+            4215.5, 812.0, -1210.4, 63.5)
+        assert sample.stale is False
+    finally:
+        s.stop()
+        pub.loop_stop()
+
+
+def test_values_expire_after_their_timeout():
+    now = [100.0]
+    s = MqttSite(MqttSettings(mappings=[Mapping("a", "pv_w", timeout_s=30),
+                                        Mapping("b", "grid_w", timeout_s=5)]), lambda: now[0])
+    msg = type("M", (), {})
+    for topic, payload in (("a", b"100"), ("b", b"-50")):
+        m = msg()
+        m.topic, m.payload = topic, payload
+        s._on_message(None, None, m)
+    assert s.fresh() == {"pv_w": 100.0, "grid_w": -50.0}
+    now[0] += 10
+    sample = s.read(NOW)
+    assert sample.pv_w == 100.0 and sample.grid_w is None and sample.stale
+    now[0] += 30
+    with pytest.raises(SourceUnavailable, match="no fresh value"):
+        s.read(NOW)
+
+
+def test_malformed_and_oversized_payloads_are_counted_never_stored(broker, caplog):
+    s = site(broker.port, [Mapping("meter/grid", "grid_w", "power", scale=1000.0)])
+    pub = publisher(broker.port)
+    try:
+        wait_for(s.connected.is_set)
+        time.sleep(0.2)
+        pub.publish("meter/grid", json.dumps({"power": 1.5}))  # kW, scaled to W
+        wait_for(lambda: s.received == 1)
+        for bad in (b"{not json", json.dumps({"power": "lots"}), json.dumps({"watts": 3}),
+                    json.dumps({"power": None}), b"\xff\xfe", b"x" * (70 * 1024),
+                    json.dumps({"power": float("nan")})):
+            pub.publish("meter/grid", bad)
+        wait_for(lambda: s.malformed.get("meter/grid", 0) == 7)
+        assert s.read(NOW).grid_w == 1500.0  # the last good value, nothing wrong stored
+        assert sum("malformed" in r.message for r in caplog.records) == 1
+    finally:
+        s.stop()
+        pub.loop_stop()
+
+
+def test_a_broker_restart_reconnects_and_resubscribes(broker):
+    s = site(broker.port, [Mapping("pv", "pv_w")], keepalive_s=5)
+    try:
+        wait_for(s.connected.is_set)
+        broker.stop()
+        wait_for(lambda: not s.connected.is_set())
+        broker.start()
+        wait_for(s.connected.is_set, timeout_s=40)
+        time.sleep(0.3)
+        pub = publisher(broker.port)
+        pub.publish("pv", "321")
+        wait_for(lambda: s.received == 1)
+        pub.loop_stop()
+        assert s.read(NOW).pv_w == 321.0
+    finally:
+        s.stop()
+
+
+def test_parse_names_what_is_wrong():
+    with pytest.raises(ValueError, match="not a number"):
+        parse(b"abc", Mapping("t", "pv_w"))
+    with pytest.raises(ValueError, match="no 'ENERGY.Power'"):
+        parse(b'{"ENERGY": {}}', Mapping("t", "pv_w", "ENERGY.Power"))
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("zigbee", "x", "pv_w")
+    assert parse(b" 12.5 ", Mapping("t", "pv_w", scale=2)) == 25.0
