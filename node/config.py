@@ -130,7 +130,8 @@ class EnergyConfig:
 
 @dataclass(frozen=True)
 class TariffConfig:
-    kind: Literal["fixed", "day_ahead"] = "day_ahead"
+    # day_ahead: prices_file (CSV); awattar, entsoe: fetched from the web, refreshed hourly
+    kind: Literal["fixed", "day_ahead", "awattar", "entsoe"] = "day_ahead"
     import_per_kwh: float = 0.30
     export_per_kwh: float = 0.05
     prices_file: str = field(default=EMBEDDED_PREFIX + "nl_day_ahead_2024_2025.csv.gz",
@@ -139,6 +140,9 @@ class TariffConfig:
     import_formula: str = field(default="(spot + 0.02 + 0.1088) * 1.21",
                                 metadata=rng(check=_formula))
     export_formula: str = field(default="spot - 0.01", metadata=rng(check=_formula))
+    awattar_country: Literal["de", "at"] = "de"
+    entsoe_zone: str = "10YNL----------L"  # the bidding zone's EIC code
+    entsoe_token_file: str = field(default="/etc/sunrig/entsoe.token", metadata=rng(path=True))
 
 
 @dataclass(frozen=True)

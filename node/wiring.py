@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from energy.price_feeds import FeedTariff, awattar, entsoe
 from energy.sim import BatterySpec, SimulatedSite
 from energy.tariff import DayAheadTariff, FixedTariff
 from energy.types import SiteReader, Tariff
@@ -112,6 +113,13 @@ def tariff_for(cfg: Config) -> Tariff:
     t = cfg.tariff
     if t.kind == "fixed":
         return FixedTariff(t.import_per_kwh, t.export_per_kwh)
+    if t.kind == "awattar":
+        return FeedTariff(awattar(t.awattar_country), t.import_formula, t.export_formula,
+                          "aWATTar")
+    if t.kind == "entsoe":
+        token = _secret(t.entsoe_token_file, "tariff.entsoe_token_file", "the ENTSO-E token")
+        return FeedTariff(entsoe(token, t.entsoe_zone), t.import_formula, t.export_formula,
+                          "ENTSO-E")
     return DayAheadTariff(t.prices_file, t.import_formula, t.export_formula, replay=t.replay)
 
 
@@ -137,15 +145,20 @@ def _markets(cfg: Config, clock: Clock, state_dir: Path, model: str
     return markets, terms
 
 
+def _secret(path: str, key: str, what: str) -> str:
+    """A token kept in its own file (readable by sunrig only), not in the config."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError("config", key, f"cannot read {what}: {exc}") from None
+    if not text:
+        raise ConfigError("config", key, "the file is empty")
+    return text
+
+
 def hyperbolic_market(cfg: Config, clock: Clock) -> HyperbolicMarket:
     h = cfg.markets.hyperbolic
-    try:
-        key = Path(h.api_key_file).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError("config", "markets.hyperbolic.api_key_file",
-                          f"cannot read the API key: {exc}") from None
-    if not key:
-        raise ConfigError("config", "markets.hyperbolic.api_key_file", "the file is empty")
+    key = _secret(h.api_key_file, "markets.hyperbolic.api_key_file", "the API key")
     return HyperbolicMarket(HyperbolicClient(key, h.base_url), h.state_file, clock.now,
                             1.0 / cfg.markets.usd_per_site_currency)
 
