@@ -2,7 +2,8 @@
 
 It serves a hybrid inverter (common model 1, inverter 103, MPPT 160 with two strings), a battery
 (802) and a grid meter (203) from the simulated site, refreshed from the site every `refresh_s`,
-so the demo and the tests read the site through energy/modbus.py exactly as on a real rig.
+and whenever a request comes at a new time of the (possibly simulated) clock, so the demo and the
+tests read the site through energy/modbus.py exactly as on a real rig.
 `corrupt` lets fault tests put garbage or not-implemented patterns into chosen registers.
 """
 
@@ -45,6 +46,7 @@ class SunSpecSimServer:
         self.addr = self._lay_out()
         self.corrupt: dict[int, int] = {}  # absolute register -> value forced after each refresh
         self.last: SiteSample | None = None
+        self._refreshed_for: datetime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: ModbusTcpServer | None = None
         self._thread: threading.Thread | None = None
@@ -76,12 +78,15 @@ class SunSpecSimServer:
                       current: list[int], set_values: list[int] | None) -> None:
         """Every request is answered from the present image (reads only: the map is
         read-only, as the SunSpec map of a monitored inverter is to sunrig)."""
+        if self.now() != self._refreshed_for:  # a simulated clock may race ahead of real time
+            self.refresh()
         first = address - start_address
         current[first:first + count] = self.regs[address:address + count]
 
     def refresh(self) -> SiteSample:
         """Write the site's present state into the registers."""
-        s = self.site.read(self.now())
+        self._refreshed_for = self.now()
+        s = self.site.read(self._refreshed_for)
         self.last = s
         pv = s.pv_w or 0.0
         battery = s.battery_w or 0.0  # + charging

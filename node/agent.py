@@ -124,6 +124,7 @@ class Agent:
             self._scheduler = None
         self.run_job("ledger")  # leave nothing sampled unbooked
         self.store.add_event(self.clock.now(), "agent", "agent stopped")
+        self.parts.close()
 
     def run_all_once(self) -> None:
         for name in self.jobs:

@@ -120,6 +120,10 @@ class SimulatedSiteConfig:
     pv_array_kwp: float = field(default=5.0, metadata=rng(0))
     trace_array_kwp: float = field(default=5.0, metadata=rng(0.1))
     battery: BatteryConfig = field(default_factory=BatteryConfig)
+    # serve the simulated site as a SunSpec device on 127.0.0.1 and read it over Modbus TCP,
+    # the path a real rig's inverter takes; 0 = any free port
+    serve_modbus: bool = False
+    modbus_port: int = field(default=0, metadata=rng(0, 65535))
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from energy.modbus import ModbusHub, SunSpecSite
 from energy.price_feeds import FeedTariff, awattar, entsoe
 from energy.sim import BatterySpec, SimulatedSite
+from energy.sunspec_sim import SunSpecSimServer
 from energy.tariff import DayAheadTariff, FixedTariff
 from energy.types import SiteReader, Tariff
 from market_adapter.akash import AkashChain, AkashMarket, AkashPrices, AkashProvider
@@ -46,6 +48,7 @@ class Parts:
     tee: TeeSource | None = None  # None: this rig cannot attest (simulated, or no CC driver)
     trust: Trust | None = None
     kube: KubeSplit | None = None  # None: no Kubernetes split (the demo, a rig without k8s)
+    close: Callable[[], None] = lambda: None  # release what the parts hold (servers, links)
 
 
 def build_parts(cfg: Config, clock: Clock, state_dir: Path,
@@ -55,8 +58,9 @@ def build_parts(cfg: Config, clock: Clock, state_dir: Path,
     k = cfg.kube
     kube = KubeSplit(api_client(k.kubeconfig or None), k.namespace, k.node_name,
                      k.hold_image) if k.enabled else None
-    return Parts(backend, _site(cfg, rig_power_w), tariff_for(cfg), markets, terms, model, busy_w,
-                 tee=_tee(cfg), trust=trust_from_config(cfg.tee), kube=kube)
+    site, close_site = _site(cfg, clock, rig_power_w)
+    return Parts(backend, site, tariff_for(cfg), markets, terms, model, busy_w,
+                 tee=_tee(cfg), trust=trust_from_config(cfg.tee), kube=kube, close=close_site)
 
 
 def build_inventory(cfg: Config) -> tuple[str, float]:
@@ -100,13 +104,25 @@ def _backend(cfg: Config, clock: Clock) -> tuple[GpuBackend, str, float]:
     return SimulatedRig(sim.count, model, sim.seed), sim.model, sim.busy_w
 
 
-def _site(cfg: Config, rig_power_w: Callable[[], float]) -> SiteReader:
+def _site(cfg: Config, clock: Clock, rig_power_w: Callable[[], float]
+          ) -> tuple[SiteReader, Callable[[], None]]:
+    """The site reader, and what to call to release it."""
     sim = cfg.energy.simulated
     bat = sim.battery
     battery = None if bat.capacity_kwh <= 0 else BatterySpec(
         bat.capacity_kwh, bat.max_charge_w, bat.max_discharge_w, bat.min_soc_pct)
-    return SimulatedSite(sim.data_file, sim.pv_array_kwp / sim.trace_array_kwp, battery,
+    site = SimulatedSite(sim.data_file, sim.pv_array_kwp / sim.trace_array_kwp, battery,
                          bat.initial_soc_pct, rig_power_w)
+    if not sim.serve_modbus:
+        return site, lambda: None
+    server = SunSpecSimServer(site, clock.now, port=sim.modbus_port).start()
+    hub = ModbusHub()
+    reader = SunSpecSite(hub.link("127.0.0.1", server.port), rig_power_w=rig_power_w)
+
+    def close() -> None:
+        hub.close()
+        server.stop()
+    return reader, close
 
 
 def tariff_for(cfg: Config) -> Tariff:
