@@ -9,16 +9,11 @@ tests read the site through energy/modbus.py exactly as on a real rig.
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import struct
-import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
-
+from energy.modbus_server import RegisterImageServer
 from energy.sunspec import MARKER
 from energy.types import SiteReader, SiteSample
 
@@ -36,21 +31,15 @@ def _s16(v: float) -> int:
     return int(round(v)) & 0xFFFF
 
 
-class SunSpecSimServer:
+class SunSpecSimServer(RegisterImageServer):
     def __init__(self, site: SiteReader, now: Callable[[], datetime], host: str = "127.0.0.1",
                  port: int = 0, unit: int = 1, refresh_s: float = 1.0, base: int = BASE):
-        self.site, self.now, self.host, self.unit = site, now, host, unit
-        self.port = port or _free_port(host)
-        self.refresh_s, self.base = refresh_s, base
-        self.regs = [0] * (base + 400)  # the register image every read is answered from
+        super().__init__(base + 400, unit, host, port, refresh_s)
+        self.site, self.now, self.base = site, now, base
         self.addr = self._lay_out()
         self.corrupt: dict[int, int] = {}  # absolute register -> value forced after each refresh
         self.last: SiteSample | None = None
         self._refreshed_for: datetime | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: ModbusTcpServer | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
 
     def _lay_out(self) -> dict[int, int]:
         regs = [*MARKER]
@@ -72,16 +61,14 @@ class SunSpecSimServer:
         return at
 
     def _set(self, address: int, values: list[int]) -> None:
-        self.regs[address:address + len(values)] = values
+        self.set(address, values)
 
-    async def _answer(self, function_code: int, start_address: int, address: int, count: int,
-                      current: list[int], set_values: list[int] | None) -> None:
-        """Every request is answered from the present image (reads only: the map is
-        read-only, as the SunSpec map of a monitored inverter is to sunrig)."""
+    def before_answer(self) -> None:
         if self.now() != self._refreshed_for:  # a simulated clock may race ahead of real time
             self.refresh()
-        first = address - start_address
-        current[first:first + count] = self.regs[address:address + count]
+
+    def tick(self) -> None:
+        self.refresh()
 
     def refresh(self) -> SiteSample:
         """Write the site's present state into the registers."""
@@ -111,49 +98,7 @@ class SunSpecSimServer:
             self._set(address, [value])
         return s
 
-    # --- the server in its own thread -----------------------------------------------------------
     def start(self) -> SunSpecSimServer:
         self.refresh()
-        ready = threading.Event()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True,
-                                        name="sunspec-sim")
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the simulated SunSpec server did not start")
+        super().start()
         return self
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        device = SimDevice(self.unit, [SimData(0, len(self.regs), 0, DataType.REGISTERS,
-                                               readonly=True)], action=self._answer)
-
-        async def main() -> None:
-            self._server = ModbusTcpServer(device, address=(self.host, self.port))
-            serving = asyncio.ensure_future(self._server.serve_forever())
-            await asyncio.sleep(0.05)  # let it bind before anyone is told it is up
-            ready.set()
-            while not self._stop.is_set():
-                await asyncio.sleep(self.refresh_s)
-                if not self._stop.is_set():
-                    self.refresh()
-            await self._server.shutdown()
-            serving.cancel()
-
-        try:
-            loop.run_until_complete(main())
-        finally:
-            loop.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10 + self.refresh_s)
-            self._thread = None
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]

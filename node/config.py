@@ -127,9 +127,45 @@ class SimulatedSiteConfig:
 
 
 @dataclass(frozen=True)
+class ModbusSiteConfig:
+    """A site read over Modbus TCP: SunSpec devices, or one vendor's register map."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default=502, metadata=rng(1, 65535))
+    units: tuple[int, ...] = (1,)  # SunSpec: every unit with a model sunrig reads
+    map: Literal["", "huawei_sun2000", "victron_gx", "sma_hybrid", "solaredge_meter"] = ""
+    meter_import_positive: bool = True  # SunSpec meters differ: SolarEdge's is export-positive
+    battery_charge_positive: bool = True
+    timeout_s: float = field(default=2.0, metadata=rng(0.1, 60))
+
+
+@dataclass(frozen=True)
+class MqttMappingConfig:
+    topic: str
+    field: Literal["pv_w", "load_w", "grid_w", "battery_w", "soc_pct"]
+    json_path: str = ""
+    scale: float = 1.0
+    timeout_s: float = field(default=60.0, metadata=rng(1, 86400))
+
+
+@dataclass(frozen=True)
+class MqttSiteConfig:
+    host: str = "127.0.0.1"
+    port: int = field(default=1883, metadata=rng(1, 65535))
+    username: str = ""
+    password_file: str = field(default="", metadata=rng(path=True))
+    tls_ca_file: str = field(default="", metadata=rng(path=True))
+    victron_portal: str = ""  # set: publish the keepalive a Venus GX needs
+    mappings: tuple[MqttMappingConfig, ...] = ()
+
+
+@dataclass(frozen=True)
 class EnergyConfig:
-    source: Literal["simulated"] = "simulated"
+    # simulated: the recorded household; modbus: SunSpec or a register map; mqtt: topics
+    source: Literal["simulated", "modbus", "mqtt"] = "simulated"
     simulated: SimulatedSiteConfig = field(default_factory=SimulatedSiteConfig)
+    modbus: ModbusSiteConfig = field(default_factory=ModbusSiteConfig)
+    mqtt: MqttSiteConfig = field(default_factory=MqttSiteConfig)
 
 
 @dataclass(frozen=True)
@@ -442,6 +478,8 @@ def _cross_checks(cfg: Config, file: str) -> None:
     if cfg.markets.akash.enabled and not cfg.markets.akash.provider_address.startswith("akash1"):
         raise ConfigError(file, "markets.akash.provider_address",
                           "must be the provider's akash1... address when Akash is enabled")
+    if cfg.energy.source == "mqtt" and not cfg.energy.mqtt.mappings:
+        raise ConfigError(file, "energy.mqtt.mappings", "needs at least one topic to read")
     if cfg.kube.enabled and not cfg.kube.node_name:
         raise ConfigError(file, "kube.node_name", "is required when kube is enabled")
     if cfg.webui.host not in ("127.0.0.1", "localhost", "::1") and not cfg.webui.allow_lan:

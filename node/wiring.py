@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from energy.modbus import ModbusHub, SunSpecSite
+from energy.mqtt import Mapping, MqttSettings, MqttSite
 from energy.price_feeds import FeedTariff, awattar, entsoe
+from energy.register_maps import MAPS, RegisterMapSite
 from energy.sim import BatterySpec, SimulatedSite
 from energy.sunspec_sim import SunSpecSimServer
 from energy.tariff import DayAheadTariff, FixedTariff
@@ -107,6 +109,10 @@ def _backend(cfg: Config, clock: Clock) -> tuple[GpuBackend, str, float]:
 def _site(cfg: Config, clock: Clock, rig_power_w: Callable[[], float]
           ) -> tuple[SiteReader, Callable[[], None]]:
     """The site reader, and what to call to release it."""
+    if cfg.energy.source == "modbus":
+        return _modbus_site(cfg, rig_power_w)
+    if cfg.energy.source == "mqtt":
+        return _mqtt_site(cfg)
     sim = cfg.energy.simulated
     bat = sim.battery
     battery = None if bat.capacity_kwh <= 0 else BatterySpec(
@@ -123,6 +129,30 @@ def _site(cfg: Config, clock: Clock, rig_power_w: Callable[[], float]
         hub.close()
         server.stop()
     return reader, close
+
+
+def _modbus_site(cfg: Config, rig_power_w: Callable[[], float]
+                 ) -> tuple[SiteReader, Callable[[], None]]:
+    m = cfg.energy.modbus
+    hub = ModbusHub(timeout_s=m.timeout_s)
+    link = hub.link(m.host, m.port)
+    if m.map:
+        return RegisterMapSite(link, MAPS[m.map], m.units[0] if m.units != (1,) else None,
+                               rig_power_w), hub.close
+    return SunSpecSite(link, m.units, m.meter_import_positive, m.battery_charge_positive,
+                       rig_power_w), hub.close
+
+
+def _mqtt_site(cfg: Config) -> tuple[SiteReader, Callable[[], None]]:
+    q = cfg.energy.mqtt
+    password = _secret(q.password_file, "energy.mqtt.password_file",
+                       "the MQTT password") if q.password_file else ""
+    site = MqttSite(MqttSettings(
+        q.host, q.port, q.username, password, q.tls_ca_file, client_id="sunrig",
+        victron_portal=q.victron_portal,
+        mappings=[Mapping(m.topic, m.field, m.json_path, m.scale, m.timeout_s)
+                  for m in q.mappings])).start()
+    return site, site.stop
 
 
 def tariff_for(cfg: Config) -> Tariff:

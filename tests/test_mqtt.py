@@ -133,3 +133,29 @@ def test_parse_names_what_is_wrong():
     with pytest.raises(ValueError, match="unknown preset"):
         preset("zigbee", "x", "pv_w")
     assert parse(b" 12.5 ", Mapping("t", "pv_w", scale=2)) == 25.0
+
+
+def test_the_config_builds_an_mqtt_site_and_needs_a_topic(broker, tmp_path):
+    from node.clock import SimulatedClock
+    from node.config import parse_config
+    from node.errors import ConfigError
+    from node.wiring import build_parts
+    from tests.conftest import START
+
+    text = (f'[energy]\nsource = "mqtt"\n[energy.mqtt]\nport = {broker.port}\n'
+            '[[energy.mqtt.mappings]]\ntopic = "tele/meter/SENSOR"\nfield = "grid_w"\n'
+            'json_path = "ENERGY.Power"\n')
+    parts = build_parts(parse_config(text, "t.toml", tmp_path), SimulatedClock(START, speed=0),
+                        tmp_path, lambda: 0.0)
+    pub = publisher(broker.port)
+    try:
+        wait_for(parts.site.connected.is_set)
+        time.sleep(0.2)
+        pub.publish("tele/meter/SENSOR", json.dumps({"ENERGY": {"Power": -640}}))
+        wait_for(lambda: parts.site.received == 1)
+        assert parts.site.read(NOW).grid_w == -640
+    finally:
+        parts.close()
+        pub.loop_stop()
+    with pytest.raises(ConfigError, match="needs at least one topic"):
+        parse_config('[energy]\nsource = "mqtt"\n', "t.toml", tmp_path)
