@@ -65,6 +65,10 @@ class SiteConfig:
     currency: str = "EUR"
     latitude: float = field(default=52.0, metadata=rng(-90, 90))
     longitude: float = field(default=5.0, metadata=rng(-180, 180))
+    # the PV array, for the forecast; 0 kWp: forecast PV from the past week's profile instead
+    pv_kwp: float = field(default=0.0, metadata=rng(0))
+    pv_tilt_deg: float = field(default=35.0, metadata=rng(0, 90))
+    pv_azimuth_deg: float = field(default=180.0, metadata=rng(0, 360))  # 180: south
     breaker_limit_w: float = field(default=25_000.0, metadata=rng(500))
     host_overhead_w: float = field(default=800.0, metadata=rng(0))
     cooling_factor: float = field(default=1.2, metadata=rng(1.0, 3.0))

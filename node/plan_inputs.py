@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from energy.forecast import ProfileForecast
+from energy.pv_forecast import Array, PvForecast, weather_ratio
 from energy.types import PriceSlot, SiteSample
 from market_adapter.base import ACTIVE
 from node.config import BatteryConfig, Config
@@ -21,6 +22,7 @@ from node.planner import BatteryState, FillCalibration, MarketTerms, PlanInputs
 from node.store import Store, epoch, from_epoch
 
 HISTORY = timedelta(days=7)
+RATIO_HISTORY = timedelta(days=3)  # the weather ratio: recent enough to carry today's sky
 LEASE_HISTORY = timedelta(days=30)
 MIN_LEASES_FOR_MEAN = 10  # fewer closed leases than this: the configured mean lease length
 
@@ -80,13 +82,15 @@ def plan_inputs(cfg: Config, store: Store, terms: dict[str, MarketTerms], now: d
                         r["export_per_kwh"]) for r in store.price_slots(now, horizon)]
     rows = store.query("SELECT ts, pv_w, load_w FROM site_samples WHERE stale = 0 AND ts >= ?",
                        [epoch(now - HISTORY)])
-    pv = ProfileForecast.from_rows(((r["ts"], r["pv_w"]) for r in rows), store.tz)
+    pv = _pv_forecast(cfg, rows, now) or ProfileForecast.from_rows(
+        ((r["ts"], r["pv_w"]) for r in rows), store.tz)
     load = ProfileForecast.from_rows(((r["ts"], r["load_w"]) for r in rows), store.tz)
     pv_now = (site.pv_w or 0.0) if site else 0.0
     load_now = (site.load_w or 0.0) if site else 0.0
     soon = now + timedelta(minutes=cfg.planner.slot_minutes)
 
-    def forecast(profile: ProfileForecast, measured: float) -> Callable[[datetime], float]:
+    def forecast(profile: ProfileForecast | PvForecast, measured: float
+                 ) -> Callable[[datetime], float]:
         def value(ts: datetime) -> float:
             if ts < soon:  # the slot under way: what the meters say now
                 return measured
@@ -108,6 +112,31 @@ def plan_inputs(cfg: Config, store: Store, terms: dict[str, MarketTerms], now: d
         expected_lease_hours=cfg.markets.sim.mean_lease_hours,
         pv_w_at=forecast(pv, pv_now), house_w_at=forecast(load, load_now),
         battery=_battery(cfg, site), leased_gpus_at=_leases_running(store, terms, now))
+
+
+def site_array(cfg: Config) -> Array | None:
+    """The PV array the forecast sees: configured, or the simulated one."""
+    s = cfg.site
+    kwp = s.pv_kwp or (cfg.energy.simulated.pv_array_kwp if cfg.energy.source == "simulated"
+                       else 0.0)
+    if kwp <= 0:
+        return None
+    return Array(s.latitude, s.longitude, kwp, s.pv_tilt_deg, s.pv_azimuth_deg)
+
+
+def _pv_forecast(cfg: Config, rows: list[dict], now: datetime) -> PvForecast | None:
+    """Clear sky on the array times the last three days' weather ratio, where the array is
+    known and those days had daylight."""
+    array = site_array(cfg)
+    if array is None:
+        return None
+    recent = [(from_epoch(r["ts"]), r["pv_w"]) for r in rows
+              if r["ts"] >= epoch(now - RATIO_HISTORY) and r["pv_w"] is not None]
+    ratio = weather_ratio(array, recent[::max(1, len(recent) // 600)])  # about 600 samples
+    if ratio is None:
+        return None
+    start = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+    return PvForecast(array, ratio, start, cfg.planner.horizon_hours + 1)
 
 
 def _battery(cfg: Config, site: SiteSample | None) -> BatteryState | None:

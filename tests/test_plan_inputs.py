@@ -68,9 +68,10 @@ def test_new_prices_bring_a_new_plan_at_once(tmp_path):
     agent.parts.tariff = Dearer()
     agent.run_job("prices")
     assert agent.state.plan is not first
-    # a GPU-hour now costs about 0.9 more: the floor passes part of it on to tenants
+    # an imported GPU-hour now costs about 0.9 more: the floor passes part of it on to tenants
+    # (less where the forecast sun would cover the lease)
     before = first.slots[0].floor_per_gpu_hour["sim"]
-    assert agent.state.plan.slots[0].floor_per_gpu_hour["sim"] > before + 0.1
+    assert agent.state.plan.slots[0].floor_per_gpu_hour["sim"] > before + 0.03
     agent.store.close()
 
 
@@ -94,4 +95,15 @@ def test_a_market_that_cannot_be_read_gets_no_new_gpus(tmp_path):
     assert "down" in agent.state.markets_down
     assert "down" not in agent.state.plan.slots[0].offered
     assert offers and set(offers[-5:]) == {0}
+    agent.store.close()
+
+
+def test_the_pv_forecast_follows_the_sun_and_the_weeks_weather(tmp_path):
+    agent, clock = make_agent(tmp_path)
+    run_for(agent, clock, hours=8)  # a morning of samples for the weather ratio
+    inputs = agent._plan_inputs(clock.now())
+    day = clock.now().replace(hour=0, minute=0) + timedelta(days=1)
+    night, noon = inputs.pv_w_at(day + timedelta(hours=1)), inputs.pv_w_at(day + timedelta(
+        hours=11, minutes=30))
+    assert night == 0.0 and noon > 3000  # 30 kWp in June, under the trace's weather
     agent.store.close()

@@ -1,0 +1,79 @@
+"""PV forecast from the sun's path: pvlib's clear sky on the array's plane, corrected by how the
+array actually did lately.
+
+The clear-sky output (Ineichen, transposed onto the array's tilt and azimuth, times a system
+derate) is what a cloudless sky would give; the ratio of measured output to that clear-sky output
+over the recent daylight hours carries today's weather and the array's soiling and shading into
+the coming hours. pvlib is imported when a forecast is first made, not at start-up.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+SYSTEM_DERATE = 0.85  # inverter, wiring, temperature: what a well-built array keeps
+MIN_CLEAR_W = 50.0  # below this the ratio is mostly noise (dawn, dusk)
+RATIO_BOUNDS = (0.0, 1.2)
+
+
+@dataclass(frozen=True)
+class Array:
+    latitude: float
+    longitude: float
+    kwp: float
+    tilt_deg: float = 35.0
+    azimuth_deg: float = 180.0  # south
+    altitude_m: float = 0.0
+
+
+def clear_sky_w(array: Array, times: list[datetime]) -> list[float]:
+    """Clear-sky AC output in W at each time (UTC-aware datetimes)."""
+    import pandas as pd
+    from pvlib import irradiance, location
+
+    if not times:
+        return []
+    with warnings.catch_warnings():  # pvlib still calls pandas API that pandas now deprecates
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        return _clear_sky_w(array, times, pd, irradiance, location)
+
+
+def _clear_sky_w(array: Array, times: list[datetime], pd, irradiance, location) -> list[float]:
+    index = pd.DatetimeIndex([t.astimezone(UTC) for t in times])
+    site = location.Location(array.latitude, array.longitude, "UTC", array.altitude_m)
+    sky = site.get_clearsky(index, model="ineichen")
+    sun = site.get_solarposition(index)
+    poa = irradiance.get_total_irradiance(array.tilt_deg, array.azimuth_deg,
+                                          sun["apparent_zenith"], sun["azimuth"],
+                                          sky["dni"], sky["ghi"], sky["dhi"])["poa_global"]
+    watts = poa.fillna(0.0).clip(lower=0.0) / 1000.0 * array.kwp * 1000.0 * SYSTEM_DERATE
+    return [float(w) for w in watts]
+
+
+def weather_ratio(array: Array, measured: Iterable[tuple[datetime, float]]) -> float | None:
+    """Measured over clear-sky energy across the given samples' daylight; None without daylight."""
+    samples = [(t, w) for t, w in measured if w is not None]
+    clear = clear_sky_w(array, [t for t, _ in samples])
+    got = sum(w for (_, w), c in zip(samples, clear, strict=True) if c >= MIN_CLEAR_W)
+    possible = sum(c for c in clear if c >= MIN_CLEAR_W)
+    if possible <= 0:
+        return None
+    return min(RATIO_BOUNDS[1], max(RATIO_BOUNDS[0], got / possible))
+
+
+class PvForecast:
+    """Forecast PV for the planner: clear sky times the recent weather ratio."""
+
+    def __init__(self, array: Array, ratio: float, start: datetime, hours: int, step_min: int = 15):
+        times = [start + timedelta(minutes=step_min * k) for k in range(hours * 60 // step_min)]
+        self.start, self.step = start, timedelta(minutes=step_min)
+        self.ratio = ratio
+        self._w = [w * ratio for w in clear_sky_w(array, times)]
+
+    def at(self, ts: datetime) -> float | None:
+        k = int((ts - self.start) / self.step)
+        return self._w[k] if 0 <= k < len(self._w) else None

@@ -1,0 +1,49 @@
+"""pvlib's clear sky on the array's plane, scaled by how the real household's array did."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from energy.pv_forecast import Array, PvForecast, clear_sky_w, weather_ratio
+from energy.sim import SimulatedSite
+
+# the shared household's array: 5 kWp near Utrecht
+ARRAY = Array(52.09, 5.12, 5.0, tilt_deg=35, azimuth_deg=180)
+
+
+def test_clear_sky_is_zero_at_night_and_peaks_near_noon_in_june():
+    day = datetime(2024, 6, 21, tzinfo=UTC)
+    times = [day + timedelta(minutes=15 * k) for k in range(96)]
+    watts = clear_sky_w(ARRAY, times)
+    assert watts[0] == 0.0 and watts[95] == 0.0  # midnight UTC
+    peak = max(range(96), key=watts.__getitem__)
+    assert 10 * 4 <= peak <= 13 * 4  # solar noon near 11:40 UTC
+    assert 3000 < watts[peak] < 5000  # a 5 kWp array, derated, on a clear June day
+    winter = clear_sky_w(ARRAY, [datetime(2024, 12, 21, 11, 30, tzinfo=UTC)])[0]
+    assert winter < watts[peak]
+
+
+def test_the_weather_ratio_from_the_real_trace_corrects_the_forecast():
+    site = SimulatedSite()  # the shared household, 5 kWp as recorded
+    start = datetime(2024, 6, 10, tzinfo=UTC)
+    past = [(start + timedelta(minutes=15 * k), site.read(start + timedelta(minutes=15 * k)).pv_w)
+            for k in range(3 * 96)]
+    ratio = weather_ratio(ARRAY, past)
+    assert ratio is not None and 0.2 < ratio <= 1.2
+    forecast = PvForecast(ARRAY, ratio, start + timedelta(days=3), hours=24)
+    noon = forecast.at(start + timedelta(days=3, hours=11, minutes=30))
+    clear = clear_sky_w(ARRAY, [start + timedelta(days=3, hours=11, minutes=30)])[0]
+    assert noon == pytest.approx(clear * ratio)
+    assert forecast.at(start + timedelta(days=5)) is None  # beyond what was forecast
+    # what the trace did over the next day is of the order the forecast says
+    actual = sum(site.read(start + timedelta(days=3, minutes=15 * k)).pv_w for k in range(96))
+    predicted = sum(forecast.at(start + timedelta(days=3, minutes=15 * k)) for k in range(96))
+    assert 0.3 < predicted / actual < 3.0
+
+
+def test_no_daylight_gives_no_ratio():
+    night = datetime(2024, 12, 21, 0, tzinfo=UTC)
+    dark = [(night + timedelta(minutes=15 * k), 0.0) for k in range(8)]
+    assert weather_ratio(ARRAY, dark) is None
