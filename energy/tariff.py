@@ -12,6 +12,7 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from energy.series import Series, load_series
 from energy.types import PriceSlot
@@ -116,4 +117,42 @@ class DayAheadTariff:
                 out.append(PriceSlot(slot_start, slot_start + step, round(self._import(spot), 6),
                                      round(self._export(spot), 6)))
             ts = slot_start + step
+        return out
+
+
+@dataclass(frozen=True)
+class TouWindow:
+    weekdays: frozenset[int]  # 0 = Monday
+    start: str  # "HH:MM", local time
+    end: str
+    import_per_kwh: float
+    export_per_kwh: float
+
+
+class TimeOfUseTariff:
+    """Prices by local time of day and weekday; 15-minute slots so boundaries fall on them."""
+
+    STEP = timedelta(minutes=15)
+
+    def __init__(self, base_import: float, base_export: float, windows: list[TouWindow],
+                 tz: ZoneInfo):
+        self.base = (base_import, base_export)
+        self.windows, self.tz = windows, tz
+
+    def price_at(self, ts: datetime) -> tuple[float, float]:
+        local = ts.astimezone(self.tz)
+        hhmm = local.strftime("%H:%M")
+        for w in self.windows:  # the first matching window wins, as listed
+            if local.weekday() in w.weekdays and w.start <= hhmm < w.end:
+                return w.import_per_kwh, w.export_per_kwh
+        return self.base
+
+    def slots(self, start: datetime, end: datetime) -> list[PriceSlot]:
+        ts = start.replace(second=0, microsecond=0)
+        ts -= timedelta(minutes=ts.minute % 15)
+        out = []
+        while ts < end:
+            imp, exp = self.price_at(ts)
+            out.append(PriceSlot(ts, ts + self.STEP, imp, exp))
+            ts += self.STEP
         return out

@@ -173,9 +173,21 @@ class EnergyConfig:
 
 
 @dataclass(frozen=True)
+class TouPeriod:
+    """A time-of-use period: on these days from start to end, these prices."""
+
+    days: tuple[str, ...] = field(metadata=rng(check=_weekday))
+    start: str = field(metadata=rng(check=_hhmm))
+    end: str = field(metadata=rng(check=_hhmm))
+    import_per_kwh: float
+    export_per_kwh: float
+
+
+@dataclass(frozen=True)
 class TariffConfig:
-    # day_ahead: prices_file (CSV); awattar, entsoe: fetched from the web, refreshed hourly
-    kind: Literal["fixed", "day_ahead", "awattar", "entsoe"] = "day_ahead"
+    # day_ahead: prices_file (CSV); awattar, entsoe: fetched from the web, refreshed hourly;
+    # time_of_use: import/export_per_kwh outside the periods, each period's prices within
+    kind: Literal["fixed", "day_ahead", "awattar", "entsoe", "time_of_use"] = "day_ahead"
     import_per_kwh: float = 0.30
     export_per_kwh: float = 0.05
     prices_file: str = field(default=EMBEDDED_PREFIX + "nl_day_ahead_2024_2025.csv.gz",
@@ -187,6 +199,7 @@ class TariffConfig:
     awattar_country: Literal["de", "at"] = "de"
     entsoe_zone: str = "10YNL----------L"  # the bidding zone's EIC code
     entsoe_token_file: str = field(default="/etc/sunrig/entsoe.token", metadata=rng(path=True))
+    periods: tuple[TouPeriod, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -482,6 +495,9 @@ def _cross_checks(cfg: Config, file: str) -> None:
     if cfg.markets.akash.enabled and not cfg.markets.akash.provider_address.startswith("akash1"):
         raise ConfigError(file, "markets.akash.provider_address",
                           "must be the provider's akash1... address when Akash is enabled")
+    for i, p in enumerate(cfg.tariff.periods):
+        if p.start >= p.end:
+            raise ConfigError(file, f"tariff.periods[{i}].end", "must be later than start")
     if cfg.energy.source == "mqtt" and not cfg.energy.mqtt.mappings:
         raise ConfigError(file, "energy.mqtt.mappings", "needs at least one topic to read")
     if cfg.kube.enabled and not cfg.kube.node_name:

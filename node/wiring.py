@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from energy.modbus import ModbusHub, SunSpecSite
 from energy.mqtt import Mapping, MqttSettings, MqttSite
@@ -14,7 +15,7 @@ from energy.price_feeds import FeedTariff, awattar, entsoe
 from energy.register_maps import MAPS, RegisterMapSite
 from energy.sim import BatterySpec, SimulatedSite
 from energy.sunspec_sim import SunSpecSimServer
-from energy.tariff import DayAheadTariff, FixedTariff
+from energy.tariff import DayAheadTariff, FixedTariff, TimeOfUseTariff, TouWindow
 from energy.types import SiteReader, Tariff
 from market_adapter.akash import AkashChain, AkashMarket, AkashPrices, AkashProvider
 from market_adapter.base import Market
@@ -22,7 +23,7 @@ from market_adapter.hyperbolic import HyperbolicClient, HyperbolicMarket
 from market_adapter.sim import ORDER_SIZE_WEIGHTS, ORDER_SIZES, SimMarket, SimMarketSettings
 from node.attest import trust_from_config
 from node.clock import Clock
-from node.config import Config
+from node.config import WEEKDAYS, Config
 from node.errors import ConfigError
 from node.gpus import GpuBackend, NvmlBackend, SimulatedGpuModel, SimulatedRig
 from node.kube import KubeSplit, api_client
@@ -159,6 +160,11 @@ def tariff_for(cfg: Config) -> Tariff:
     t = cfg.tariff
     if t.kind == "fixed":
         return FixedTariff(t.import_per_kwh, t.export_per_kwh)
+    if t.kind == "time_of_use":
+        windows = [TouWindow(frozenset(WEEKDAYS.index(d) for d in p.days), p.start, p.end,
+                             p.import_per_kwh, p.export_per_kwh) for p in t.periods]
+        return TimeOfUseTariff(t.import_per_kwh, t.export_per_kwh, windows,
+                               ZoneInfo(cfg.site.timezone))
     if t.kind == "awattar":
         return FeedTariff(awattar(t.awattar_country), t.import_formula, t.export_formula,
                           "aWATTar")

@@ -159,3 +159,24 @@ def test_the_config_builds_an_mqtt_site_and_needs_a_topic(broker, tmp_path):
         pub.loop_stop()
     with pytest.raises(ConfigError, match="needs at least one topic"):
         parse_config('[energy]\nsource = "mqtt"\n', "t.toml", tmp_path)
+
+
+def test_probe_mqtt_prints_the_parsed_value(broker, capsys):
+    import threading
+
+    from node.cli import main
+
+    def publish_soon():
+        time.sleep(1.0)
+        pub = publisher(broker.port)
+        pub.publish("tele/pv/SENSOR", json.dumps({"ENERGY": {"Power": 2.5}}), retain=True)
+        time.sleep(0.3)
+        pub.loop_stop()
+    threading.Thread(target=publish_soon, daemon=True).start()
+    args = ["probe", "mqtt", f"127.0.0.1:{broker.port}", "--topic", "tele/pv/SENSOR",
+            "--json-path", "ENERGY.Power", "--scale", "1000", "--wait", "10"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) == {"topic": "tele/pv/SENSOR", "value": 2500.0}
+    assert main(["probe", "mqtt", f"127.0.0.1:{broker.port}", "--topic", "none",
+                 "--wait", "1"]) == 1
+    assert "no message on none" in capsys.readouterr().err

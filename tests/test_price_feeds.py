@@ -106,3 +106,32 @@ def test_the_config_picks_the_feed_and_reads_the_token_from_its_file(tmp_path):
         tariff_for(parse_config(text, "t", tmp_path))
     token.write_text("abc-123\n")
     assert tariff_for(parse_config(text, "t", tmp_path)).name == "ENTSO-E"
+
+
+def test_time_of_use_prices_follow_local_time_and_weekdays(tmp_path):
+    from node.config import parse_config
+    from node.errors import ConfigError
+    from node.wiring import tariff_for
+    text = '''
+[site]
+timezone = "Europe/Amsterdam"
+[tariff]
+kind = "time_of_use"
+import_per_kwh = 0.22
+export_per_kwh = 0.05
+[[tariff.periods]]
+days = ["mon", "tue", "wed", "thu", "fri"]
+start = "07:00"
+end = "23:00"
+import_per_kwh = 0.31
+export_per_kwh = 0.07
+'''
+    t = tariff_for(parse_config(text, "t", tmp_path))
+    monday = datetime(2026, 11, 23, 5, 30, tzinfo=UTC)  # 06:30 in Amsterdam
+    slots = t.slots(monday, monday + timedelta(hours=1))
+    assert [(s.start.minute, s.import_per_kwh) for s in slots] == [
+        (30, 0.22), (45, 0.22), (0, 0.31), (15, 0.31)]
+    saturday = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    assert t.slots(saturday, saturday + timedelta(minutes=15))[0].import_per_kwh == 0.22
+    with pytest.raises(ConfigError, match="later than start"):
+        parse_config(text.replace('end = "23:00"', 'end = "06:00"'), "t", tmp_path)
