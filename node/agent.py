@@ -69,7 +69,7 @@ class LiveState:
     tee_checked: datetime | None = None
     tee_message: str | None = None
     fills: FillTracker = field(default_factory=FillTracker)
-    prices_seen: tuple = ()  # the price slots the last plan was made with
+    prices_seen: dict = field(default_factory=dict)  # published prices the last plan used
     markets_down: frozenset[str] = frozenset()  # failed their last sync: planned out
 
     @property
@@ -211,9 +211,7 @@ class Agent:
         if not slots:
             raise SourceUnavailable("the tariff has no prices for the coming hours")
         self.store.put_price_slots(slots)
-        seen = tuple((s.start, s.import_per_kwh, s.export_per_kwh) for s in slots
-                     if s.end > now)
-        if self.state.plan is not None and seen != self.state.prices_seen:
+        if self.state.plan is not None and _prices_changed(self.state.prices_seen, slots):
             self.make_plan()  # new prices (tomorrow's published): re-plan now, not in 15 min
 
     # --- decisions ------------------------------------------------------------------------------
@@ -221,8 +219,9 @@ class Agent:
         now = self.clock.now()
         inputs = self._plan_inputs(now)
         plan = self.planner.plan(now, inputs)
-        self.state.prices_seen = tuple((p.start, p.import_per_kwh, p.export_per_kwh)
-                                       for p in inputs.prices)
+        self.state.prices_seen = {r["start"]: (r["import_per_kwh"], r["export_per_kwh"], r["end"])
+                                  for r in self.store.price_slots(now, now + timedelta(
+                                      hours=self.cfg.planner.horizon_hours))}
         rows = [{"start": epoch(s.start), "end": epoch(s.end), "market": m,
                  "gpus_offered": n, "floor_per_gpu_hour": s.floor_per_gpu_hour[m],
                  "local_gpus": s.local_gpus, "parked_power_cap_w": s.parked_power_cap_w,
@@ -445,6 +444,17 @@ def _cost_rows(cfg: Config) -> list[dict]:
     rows += [{"name": o.name, "kind": "opex", "amount": 0.0, "amount_per_month": o.amount_per_month,
               "date": o.since} for o in cfg.capex.opex]
     return rows
+
+
+def _prices_changed(seen: dict, slots: list) -> bool:
+    """A published price differs from what the last plan used, or an hour or more of new
+    prices came (tomorrow's day-ahead); a horizon rolling on by a slot is no change."""
+    known_until = max((v[2] for v in seen.values()), default=0.0)
+    for s in slots:
+        before = seen.get(epoch(s.start))
+        if before is not None and (before[0], before[1]) != (s.import_per_kwh, s.export_per_kwh):
+            return True
+    return bool(slots) and epoch(max(s.end for s in slots)) - known_until >= 3600.0
 
 
 def _expected(exc: Exception) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from energy.forecast import ProfileForecast
+from energy.price_forecast import extend
 from energy.pv_forecast import Array, PvForecast, weather_ratio
 from energy.types import PriceSlot, SiteSample
 from market_adapter.base import ACTIVE
@@ -78,8 +79,9 @@ def plan_inputs(cfg: Config, store: Store, terms: dict[str, MarketTerms], now: d
                 gpus: list[GpuSnapshot], site: SiteSample | None, gpu_busy_w: float,
                 reserved_at: Callable[[datetime], int]) -> PlanInputs:
     horizon = now + timedelta(hours=cfg.planner.horizon_hours)
-    prices = [PriceSlot(from_epoch(r["start"]), from_epoch(r["end"]), r["import_per_kwh"],
-                        r["export_per_kwh"]) for r in store.price_slots(now, horizon)]
+    known = _slots(store.price_slots(now, horizon))
+    history = _slots(store.price_slots(now - HISTORY, now))
+    prices = extend(known, history, horizon, store.tz)  # beyond the published day: a forecast
     rows = store.query("SELECT ts, pv_w, load_w FROM site_samples WHERE stale = 0 AND ts >= ?",
                        [epoch(now - HISTORY)])
     pv = _pv_forecast(cfg, rows, now) or ProfileForecast.from_rows(
@@ -112,6 +114,11 @@ def plan_inputs(cfg: Config, store: Store, terms: dict[str, MarketTerms], now: d
         expected_lease_hours=cfg.markets.sim.mean_lease_hours,
         pv_w_at=forecast(pv, pv_now), house_w_at=forecast(load, load_now),
         battery=_battery(cfg, site), leased_gpus_at=_leases_running(store, terms, now))
+
+
+def _slots(rows: list[dict]) -> list[PriceSlot]:
+    return [PriceSlot(from_epoch(r["start"]), from_epoch(r["end"]), r["import_per_kwh"],
+                      r["export_per_kwh"]) for r in rows]
 
 
 def site_array(cfg: Config) -> Array | None:

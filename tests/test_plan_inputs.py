@@ -107,3 +107,35 @@ def test_the_pv_forecast_follows_the_sun_and_the_weeks_weather(tmp_path):
         hours=11, minutes=30))
     assert night == 0.0 and noon > 3000  # 30 kWp in June, under the trace's weather
     agent.store.close()
+
+
+def test_prices_beyond_the_published_day_are_forecast_from_the_week(tmp_path):
+    from energy.price_forecast import extend
+    tz = AMS
+    day = datetime(2024, 6, 10, tzinfo=tz)
+    history = [PriceSlot(day + timedelta(hours=h), day + timedelta(hours=h + 1),
+                         0.40 if (day + timedelta(hours=h)).hour == 19 else 0.20, 0.05)
+               for h in range(24 * 7)]
+    known = history[-24:]
+    out = extend(known, history[:-24], known[-1].end + timedelta(hours=24), tz)
+    assert len(out) == 48 and out[:24] == known
+    evening = [s for s in out[24:] if s.start.astimezone(tz).hour == 19]
+    assert [s.import_per_kwh for s in evening] == [0.40]  # the evening peak carries over
+    assert extend([], history, day, tz) == []
+
+
+def test_the_plan_spans_its_horizon_when_only_tomorrow_is_published(tmp_path):
+    agent, clock = make_agent(tmp_path)
+    tariff = agent.parts.tariff
+
+    class UntilTomorrowMidnight:  # what a day-ahead market has published in the morning
+        def slots(self, start, end):
+            local = clock.now().astimezone(AMS)
+            midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(),
+                                        AMS)
+            return [s for s in tariff.slots(start, end) if s.start < midnight]
+    agent.parts.tariff = UntilTomorrowMidnight()
+    run_for(agent, clock, hours=0.5)
+    plan = agent.state.plan
+    assert plan.slots[-1].end - plan.slots[0].start >= timedelta(hours=47)
+    agent.store.close()
