@@ -184,7 +184,13 @@ class Agent:
         return (gpu_w + self.cfg.site.host_overhead_w) * self.cfg.site.cooling_factor
 
     def sample_site(self) -> None:
-        sample = self.parts.site.read(self.clock.now())
+        try:
+            sample = self.parts.site.read(self.clock.now())
+        except SourceUnavailable:
+            if self.state.site is not None and not self.state.site.stale:
+                # shown as stale, never as if current; nothing is stored for the gap
+                self.state.site = replace(self.state.site, stale=True)
+            raise
         self.store.add_site_sample(sample)
         self.state.site = sample  # only what is stored is shown
 

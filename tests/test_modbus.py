@@ -159,3 +159,35 @@ def test_probe_prints_the_models_and_a_sample(server, capsys):
     assert main(["probe", "modbus", "127.0.0.1:1", "--timeout", "0.5"]) == 1
     assert "cannot connect" in capsys.readouterr().err
     assert main(["probe", "modbus", "nonsense"]) == 2
+
+
+def test_the_agent_marks_the_site_stale_stores_nothing_wrong_and_recovers(tmp_path):
+    from tests.conftest import START, make_agent, run_for
+
+    agent, clock = make_agent(tmp_path)
+    srv = SunSpecSimServer(sim_site(), clock.now).start()
+    agent.parts.site = SunSpecSite(ModbusHub(timeout_s=0.5).link("127.0.0.1", srv.port))
+    run_for(agent, clock, hours=0.2)
+    assert agent.state.site is not None and not agent.state.site.stale
+    stored = agent.store.query("SELECT count(*) AS n FROM site_samples")[0]["n"]
+    srv.stop()
+    run_for(agent, clock, hours=0.2)
+    assert agent.state.site.stale and not agent.state.jobs["sample_site"].ok
+    assert agent.watchdog_ok()  # the outside world failing: no restart
+    assert agent.state.jobs["sample_gpus"].ok and agent.state.jobs["apply_roles"].ok
+    assert agent.store.query("SELECT count(*) AS n FROM site_samples")[0]["n"] == stored
+    again = SunSpecSimServer(sim_site(), clock.now, port=srv.port).start()
+    try:
+        deadline = time.monotonic() + 20
+        while not agent.state.jobs["sample_site"].ok:
+            assert time.monotonic() < deadline, "the site did not come back"
+            run_for(agent, clock, hours=0.05)
+            time.sleep(0.05)
+        assert not agent.state.site.stale
+        rows = agent.store.query("SELECT pv_w, grid_w FROM site_samples ORDER BY ts")
+        assert len(rows) > stored and all(r["grid_w"] is not None for r in rows)
+        assert agent.state.jobs["plan"].ok and agent.state.jobs["sync_markets"].ok
+    finally:
+        again.stop()
+        agent.store.close()
+    assert clock.now() > START
