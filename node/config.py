@@ -187,7 +187,8 @@ class TouPeriod:
 class TariffConfig:
     # day_ahead: prices_file (CSV); awattar, entsoe: fetched from the web, refreshed hourly;
     # time_of_use: import/export_per_kwh outside the periods, each period's prices within
-    kind: Literal["fixed", "day_ahead", "awattar", "entsoe", "time_of_use"] = "day_ahead"
+    # mqtt: a JSON list of slots on mqtt_topic
+    kind: Literal["fixed", "day_ahead", "awattar", "entsoe", "time_of_use", "mqtt"] = "day_ahead"
     import_per_kwh: float = 0.30
     export_per_kwh: float = 0.05
     prices_file: str = field(default=EMBEDDED_PREFIX + "nl_day_ahead_2024_2025.csv.gz",
@@ -200,6 +201,9 @@ class TariffConfig:
     entsoe_zone: str = "10YNL----------L"  # the bidding zone's EIC code
     entsoe_token_file: str = field(default="/etc/sunrig/entsoe.token", metadata=rng(path=True))
     periods: tuple[TouPeriod, ...] = ()
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = field(default=1883, metadata=rng(1, 65535))
+    mqtt_topic: str = "sunrig/prices"
 
 
 @dataclass(frozen=True)

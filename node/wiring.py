@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from energy.modbus import ModbusHub, SunSpecSite
 from energy.mqtt import Mapping, MqttSettings, MqttSite
+from energy.mqtt_tariff import MqttTariff
 from energy.price_feeds import FeedTariff, awattar, entsoe
 from energy.register_maps import MAPS, RegisterMapSite
 from energy.sim import BatterySpec, SimulatedSite
@@ -165,6 +166,9 @@ def tariff_for(cfg: Config) -> Tariff:
                              p.import_per_kwh, p.export_per_kwh) for p in t.periods]
         return TimeOfUseTariff(t.import_per_kwh, t.export_per_kwh, windows,
                                ZoneInfo(cfg.site.timezone))
+    if t.kind == "mqtt":
+        return MqttTariff(t.mqtt_host, t.mqtt_port, t.mqtt_topic, t.import_formula,
+                          t.export_formula).start()
     if t.kind == "awattar":
         return FeedTariff(awattar(t.awattar_country), t.import_formula, t.export_formula,
                           "aWATTar")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -180,3 +180,33 @@ def test_probe_mqtt_prints_the_parsed_value(broker, capsys):
     assert main(["probe", "mqtt", f"127.0.0.1:{broker.port}", "--topic", "none",
                  "--wait", "1"]) == 1
     assert "no message on none" in capsys.readouterr().err
+
+
+def test_prices_from_an_mqtt_topic_keep_the_last_good_list(broker):
+    from energy.mqtt_tariff import MqttTariff
+    t = MqttTariff("127.0.0.1", broker.port, "home/prices", "spot * 1.21 + 0.1", "spot",
+                   client_id=f"tariff-{time.monotonic_ns()}").start()
+    pub = publisher(broker.port)
+    start = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    try:
+        good = [{"start": "2026-11-20T12:00:00+00:00", "end": "2026-11-20T12:15:00+00:00",
+                 "spot_per_mwh": -20.0},
+                {"start": "2026-11-20T12:15:00+00:00", "end": "2026-11-20T12:30:00+00:00",
+                 "import_per_kwh": 0.31, "export_per_kwh": 0.07}]
+        wait_for(lambda: t.client.is_connected())
+        time.sleep(0.2)
+        pub.publish("home/prices", json.dumps(good))
+        wait_for(lambda: len(t.slots(start, start + timedelta(hours=1))) == 2)
+        first, second = t.slots(start, start + timedelta(hours=1))
+        assert first.export_per_kwh == -0.02  # negative, kept
+        assert first.import_per_kwh == pytest.approx(-0.02 * 1.21 + 0.1)
+        assert (second.import_per_kwh, second.export_per_kwh) == (0.31, 0.07)
+        for bad in ("not json", json.dumps({"start": 1}), json.dumps([{"start": "x"}]),
+                    json.dumps([{**good[0], "end": good[0]["start"]}]),
+                    json.dumps([{**good[1], "import_per_kwh": "NaN"}])):
+            pub.publish("home/prices", bad)
+        wait_for(lambda: t.malformed == 5)
+        assert len(t.slots(start, start + timedelta(hours=1))) == 2
+    finally:
+        t.stop()
+        pub.loop_stop()
