@@ -37,7 +37,7 @@ test: $(VENV)/.installed-test system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-bench: $(VENV)/.installed-test
+bench: $(VENV)/.installed-test system-deps
 	$(BIN)/python bench/run.py
 	$(BIN)/sunrig bench economics --scenario scenarios/owner-8gpu.toml
 	$(BIN)/sunrig bench economics --scenario scenarios/seed-study-40gpu.toml
