@@ -20,6 +20,7 @@ from node.status import agent_status
 from node.store import Store
 from node.wiring import build_parts
 from webui.app import create_app
+from webui.auth import Auth
 
 log = logging.getLogger("sunrig")
 
@@ -42,6 +43,9 @@ def open_agent(cfg: Config, clock: Clock | None = None, speed: float | None = No
     return agent
 
 
+LOCALHOST = ("127.0.0.1", "localhost", "::1")
+
+
 def serve(cfg: Config, speed: float | None = None, stop: threading.Event | None = None) -> int:
     """Start the agent and the dashboard, wait for a stop signal, shut down; returns exit code."""
     stop = stop or threading.Event()
@@ -57,7 +61,9 @@ def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> in
     try:
         agent.start()
         if cfg.webui.enabled:
-            app = create_app(lambda: agent_status(agent))
+            local = cfg.webui.host in LOCALHOST
+            app = create_app(lambda: agent_status(agent), Auth(Path(cfg.store.path).parent),
+                             open_reading=local)
             server = make_server(cfg.webui.host, cfg.webui.port, app, threaded=True)
             threading.Thread(target=server.serve_forever, name="webui", daemon=True).start()
             log.info("dashboard on http://%s:%d", cfg.webui.host, cfg.webui.port)
