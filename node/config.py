@@ -343,6 +343,20 @@ class WebuiConfig:
 
 
 @dataclass(frozen=True)
+class HomeAssistantConfig:
+    """MQTT discovery, so Home Assistant's energy dashboard shows the rig."""
+
+    enabled: bool = False
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = field(default=1883, metadata=rng(1, 65535))
+    username: str = ""
+    password_file: str = field(default="", metadata=rng(path=True))
+    discovery_prefix: str = "homeassistant"
+    node_id: str = "sunrig"
+    every_s: float = field(default=30.0, metadata=rng(1, 3600))
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     path: str = field(default="/var/lib/sunrig/sunrig.db", metadata=rng(path=True))
     raw_retention_days: float = field(default=14.0, metadata=rng(0.01))
@@ -386,6 +400,7 @@ class Config:
     kube: KubeConfig = field(default_factory=KubeConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     webui: WebuiConfig = field(default_factory=WebuiConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
 

@@ -18,9 +18,10 @@ from node.config import Config
 from node.sdnotify import notify, watchdog_period_s
 from node.status import agent_status
 from node.store import Store
-from node.wiring import build_parts
+from node.wiring import build_parts, read_secret
 from webui.app import create_app
 from webui.auth import Auth
+from webui.homeassistant import HaPublisher, HaSettings
 
 log = logging.getLogger("sunrig")
 
@@ -57,9 +58,10 @@ def serve(cfg: Config, speed: float | None = None, stop: threading.Event | None 
 
 def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> int:
     agent = open_agent(cfg, speed=speed)
-    server = None
+    server, ha = None, None
     try:
         agent.start()
+        ha = _home_assistant(cfg, agent)
         if cfg.webui.enabled:
             local = cfg.webui.host in LOCALHOST
             app = create_app(lambda: agent_status(agent), Auth(Path(cfg.store.path).parent),
@@ -76,9 +78,22 @@ def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> in
         notify("STOPPING=1")
         if server is not None:
             server.shutdown()
+        if ha is not None:
+            ha.stop()
         agent.stop()
         agent.store.close()
     return 0
+
+
+def _home_assistant(cfg: Config, agent: Agent) -> HaPublisher | None:
+    h = cfg.homeassistant
+    if not h.enabled:
+        return None
+    password = read_secret(h.password_file, "homeassistant.password_file",
+                           "the MQTT password") if h.password_file else ""
+    return HaPublisher(HaSettings(h.mqtt_host, h.mqtt_port, h.username, password,
+                                  h.discovery_prefix, h.node_id, h.every_s),
+                       lambda: agent_status(agent)).start()
 
 
 def _watch(agent: Agent, stop: threading.Event) -> None:

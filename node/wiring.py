@@ -147,7 +147,7 @@ def _modbus_site(cfg: Config, rig_power_w: Callable[[], float]
 
 def _mqtt_site(cfg: Config) -> tuple[SiteReader, Callable[[], None]]:
     q = cfg.energy.mqtt
-    password = _secret(q.password_file, "energy.mqtt.password_file",
+    password = read_secret(q.password_file, "energy.mqtt.password_file",
                        "the MQTT password") if q.password_file else ""
     site = MqttSite(MqttSettings(
         q.host, q.port, q.username, password, q.tls_ca_file, client_id="sunrig",
@@ -173,7 +173,7 @@ def tariff_for(cfg: Config) -> Tariff:
         return FeedTariff(awattar(t.awattar_country), t.import_formula, t.export_formula,
                           "aWATTar")
     if t.kind == "entsoe":
-        token = _secret(t.entsoe_token_file, "tariff.entsoe_token_file", "the ENTSO-E token")
+        token = read_secret(t.entsoe_token_file, "tariff.entsoe_token_file", "the ENTSO-E token")
         return FeedTariff(entsoe(token, t.entsoe_zone), t.import_formula, t.export_formula,
                           "ENTSO-E")
     return DayAheadTariff(t.prices_file, t.import_formula, t.export_formula, replay=t.replay)
@@ -201,7 +201,7 @@ def _markets(cfg: Config, clock: Clock, state_dir: Path, model: str
     return markets, terms
 
 
-def _secret(path: str, key: str, what: str) -> str:
+def read_secret(path: str, key: str, what: str) -> str:
     """A token kept in its own file (readable by sunrig only), not in the config."""
     try:
         text = Path(path).read_text(encoding="utf-8").strip()
@@ -214,7 +214,7 @@ def _secret(path: str, key: str, what: str) -> str:
 
 def hyperbolic_market(cfg: Config, clock: Clock) -> HyperbolicMarket:
     h = cfg.markets.hyperbolic
-    key = _secret(h.api_key_file, "markets.hyperbolic.api_key_file", "the API key")
+    key = read_secret(h.api_key_file, "markets.hyperbolic.api_key_file", "the API key")
     return HyperbolicMarket(HyperbolicClient(key, h.base_url), h.state_file, clock.now,
                             1.0 / cfg.markets.usd_per_site_currency)
 
