@@ -71,6 +71,7 @@ class LiveState:
     fills: FillTracker = field(default_factory=FillTracker)
     prices_seen: dict = field(default_factory=dict)  # published prices the last plan used
     markets_down: frozenset[str] = frozenset()  # failed their last sync: planned out
+    plan_inputs: PlanInputs | None = None
 
     @property
     def tee_ok(self) -> bool:
@@ -235,6 +236,7 @@ class Agent:
                 for s in plan.slots for m, n in s.offered.items()]
         self.store.put_plan(now, plan.planner, rows)
         self.state.plan = plan
+        self.state.plan_inputs = inputs  # the forecasts the plan was made with, for the page
 
     def _plan_inputs(self, now: datetime) -> PlanInputs:
         up = {k: v for k, v in self.parts.terms.items() if k not in self.state.markets_down}

@@ -55,7 +55,7 @@ def book_energy(store: Store, until: datetime, rig: RigEnergy) -> int:
               + rig.host_overhead_w * s["interval_s"] / 3600.0 / s["gpus_at_ts"])
         wh *= rig.cooling_factor
         exporting = _exporting_at(site, site_ts, s["ts"])
-        price = _price_at(prices, price_starts, s["ts"], exporting)
+        price = price_at(prices, price_starts, s["ts"], exporting)
         source = "unpriced" if price is None else ("pv" if exporting else "grid")
         bucket = s["ts"] // BUCKET_S * BUCKET_S
         key = (bucket, store.local_day(bucket), s["role"] or "unknown", source)
@@ -78,7 +78,7 @@ def _exporting_at(site: list[dict], site_ts: list[float], ts: float) -> bool:
     return i >= 0 and site[i]["grid_w"] < 0
 
 
-def _price_at(prices: list[dict], starts: list[float], ts: float, exporting: bool
+def price_at(prices: list[dict], starts: list[float], ts: float, exporting: bool
               ) -> float | None:
     i = bisect_right(starts, ts) - 1
     if i < 0 or ts >= prices[i]["end"]:

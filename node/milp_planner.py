@@ -35,7 +35,7 @@ from node.planner import (
     Plan,
     PlanInputs,
     PlanSlot,
-    _price_at,
+    price_at,
     slot_starts,
 )
 
@@ -101,7 +101,7 @@ class _Model:
     def build(now: datetime, inp: PlanInputs, horizon_hours: int, slot_minutes: int):
         starts, prices = [], []
         for start in slot_starts(now, horizon_hours, slot_minutes):
-            price = _price_at(inp.prices, start)
+            price = price_at(inp.prices, start)
             if price is None:
                 break
             starts.append(start)

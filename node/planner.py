@@ -183,7 +183,7 @@ class RulePlanner:
                  for k in range(len(starts) + ahead)]
         slots = []
         for k, start in enumerate(starts):
-            price = _price_at(inp.prices, start)
+            price = price_at(inp.prices, start)
             if price is None:
                 break  # no plan where prices are unknown; the agent keeps the last slot's offer
             marginal = price.export_per_kwh if (inp.exporting_now and start <= now) else (
@@ -223,7 +223,7 @@ def _breaker_room_gpus(inp: PlanInputs, local_gpus: int) -> int:
     return max(0, math.floor(room_w / (inp.gpu_busy_w * inp.cooling_factor)))
 
 
-def _price_at(prices: list[PriceSlot], ts: datetime) -> PriceSlot | None:
+def price_at(prices: list[PriceSlot], ts: datetime) -> PriceSlot | None:
     for p in prices:
         if p.covers(ts):
             return p

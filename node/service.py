@@ -16,7 +16,7 @@ from node.backup import StoreLock
 from node.clock import Clock, RealClock, SimulatedClock
 from node.config import Config
 from node.sdnotify import notify, watchdog_period_s
-from node.status import agent_status
+from node.status import agent_status, plan_view
 from node.store import Store
 from node.wiring import build_parts, read_secret
 from webui.app import create_app
@@ -65,7 +65,7 @@ def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> in
         if cfg.webui.enabled:
             local = cfg.webui.host in LOCALHOST
             app = create_app(lambda: agent_status(agent), Auth(Path(cfg.store.path).parent),
-                             open_reading=local)
+                             open_reading=local, views={"plan": lambda: plan_view(agent)})
             server = make_server(cfg.webui.host, cfg.webui.port, app, threaded=True)
             threading.Thread(target=server.serve_forever, name="webui", daemon=True).start()
             log.info("dashboard on http://%s:%d", cfg.webui.host, cfg.webui.port)

@@ -8,6 +8,7 @@ from typing import Any
 from market_adapter.base import ACTIVE
 from node.agent import Agent
 from node.ledger import day_summary, payback
+from node.planner import price_at
 from node.store import from_epoch
 
 
@@ -116,3 +117,24 @@ def _lease(r: dict) -> dict:
     return {"market": r["market"], "lease_id": r["lease_id"], "gpus": r["gpus"],
             "gpu_indexes": r["gpu_indexes"], "price_per_gpu_hour": r["price_per_gpu_hour"],
             "state": r["state"], "started": _iso(r["started"]), "ended": _iso(r["ended"])}
+
+
+def plan_view(agent: Agent) -> dict[str, Any]:
+    """The current plan slot by slot, with the prices and forecasts it was made with."""
+    plan, inp = agent.state.plan, agent.state.plan_inputs
+    if plan is None or inp is None:
+        return {"planner": None, "slots": []}
+    slots = []
+    for s in plan.slots:
+        price = price_at(inp.prices, s.start)
+        slots.append({
+            "start": _iso(s.start), "end": _iso(s.end),
+            "import_per_kwh": price.import_per_kwh if price else None,
+            "export_per_kwh": price.export_per_kwh if price else None,
+            "pv_w": round(inp.pv_w_at(s.start), 1) if inp.pv_w_at else None,
+            "house_w": round(inp.house_w_at(s.start), 1) if inp.house_w_at else None,
+            "local_gpus": s.local_gpus, "offered": dict(s.offered),
+            "floor_per_gpu_hour": dict(s.floor_per_gpu_hour),
+            "expected_margin": s.expected_margin})
+    return {"planner": plan.planner, "made": _iso(plan.created),
+            "currency": agent.cfg.site.currency, "slots": slots}

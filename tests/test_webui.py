@@ -50,3 +50,24 @@ def test_api_errors_are_json(client):
     assert r.status_code == 404 and r.get_json()["ok"] is False
     r = client.post("/api/status")
     assert r.status_code == 405 and r.get_json() == {"ok": False, "error": r.get_json()["error"]}
+
+
+def test_plan_api_and_page_show_the_next_slots(tmp_path):
+    from node.status import agent_status, plan_view
+    from tests.conftest import make_agent, run_for
+    from webui.app import create_app
+
+    agent, clock = make_agent(tmp_path)
+    run_for(agent, clock, hours=0.5)
+    c = create_app(lambda: agent_status(agent), views={"plan": lambda: plan_view(agent)}
+                   ).test_client()
+    doc = c.get("/api/plan").get_json()
+    assert doc["ok"] and doc["planner"] == "milp" and len(doc["slots"]) >= 47 * 4
+    first = doc["slots"][0]
+    assert first["import_per_kwh"] is not None and first["offered"]["sim"] >= 0
+    assert any(s["pv_w"] > 1000 for s in doc["slots"])  # June: the sun comes up
+    page = c.get("/plan")
+    assert page.status_code == 200 and b"uPlot.iife.min.js" in page.data
+    assert c.get("/static/vendor/uplot/uPlot.iife.min.js").status_code == 200
+    assert c.get("/api/nothing").status_code == 404
+    agent.store.close()

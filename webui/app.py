@@ -15,7 +15,8 @@ OPEN_PATHS = ("/login", "/setup", "/static/", "/api/session")
 
 
 def create_app(status: Callable[[], dict[str, Any]], auth: Auth | None = None,
-               open_reading: bool = True) -> Flask:
+               open_reading: bool = True,
+               views: dict[str, Callable[[], dict[str, Any]]] | None = None) -> Flask:
     """`status` returns the agent's live state (see node.status); the app only presents it.
     `auth` guards changes (and reading, unless `open_reading`: a server beyond localhost);
     without it no change is accepted at all."""
@@ -112,6 +113,18 @@ def create_app(status: Callable[[], dict[str, Any]], auth: Auth | None = None,
     @app.get("/api/status")
     def api_status():
         return jsonify({"ok": True, **status()})
+
+    views = views or {}
+
+    @app.get("/api/<name>")
+    def api_view(name: str):
+        if name not in views:
+            abort(404, f"no such API: /api/{name}")
+        return jsonify({"ok": True, **views[name]()})
+
+    @app.get("/plan")
+    def plan_page():
+        return render_template("plan.html", s=status())
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
