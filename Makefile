@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the test suite needs: systemd-analyze verifies the units.
-SYSTEM_PACKAGES := systemd mosquitto
+SYSTEM_PACKAGES := systemd mosquitto chromium chromium-driver
 
 .PHONY: run test bench lint venv system-deps clean
 

@@ -24,6 +24,7 @@ from node.store import Store, epoch, from_epoch
 
 HISTORY = timedelta(days=7)
 RATIO_HISTORY = timedelta(days=3)  # the weather ratio: recent enough to carry today's sky
+TYPICAL_RATIO = 0.6  # measured over clear-sky output, a mid-latitude year's average
 LEASE_HISTORY = timedelta(days=30)
 MIN_LEASES_FOR_MEAN = 10  # fewer closed leases than this: the configured mean lease length
 
@@ -132,16 +133,16 @@ def site_array(cfg: Config) -> Array | None:
 
 
 def _pv_forecast(cfg: Config, rows: list[dict], now: datetime) -> PvForecast | None:
-    """Clear sky on the array times the last three days' weather ratio, where the array is
-    known and those days had daylight."""
+    """Clear sky on the array times the last three days' weather ratio where the array is
+    known (a typical ratio until daylight has been measured)."""
     array = site_array(cfg)
     if array is None:
         return None
     recent = [(from_epoch(r["ts"]), r["pv_w"]) for r in rows
               if r["ts"] >= epoch(now - RATIO_HISTORY) and r["pv_w"] is not None]
     ratio = weather_ratio(array, recent[::max(1, len(recent) // 600)])  # about 600 samples
-    if ratio is None:
-        return None
+    if ratio is None:  # no daylight seen yet (a first start at night): a typical sky
+        ratio = TYPICAL_RATIO
     start = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
     return PvForecast(array, ratio, start, cfg.planner.horizon_hours + 1)
 

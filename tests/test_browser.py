@@ -1,0 +1,86 @@
+"""The dashboard in a real headless Chromium (Debian's chromium and chromium-driver, installed by
+`make test`), driven by Selenium against a real `sunrig demo` process. Screenshots of each page
+go to tests/artifacts/ for a person to look at."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.test_cli import free_port, start_demo, stop, wait_for
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--window-size=1280,1000")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    port = free_port()
+    proc = start_demo(port, tmp_path_factory.mktemp("demo"))
+    try:
+        wait_for(port, lambda s: s.get("plan") and s.get("gpus"), 90)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not exe or not driver:
+        raise RuntimeError("chromium and chromium-driver are not installed: run 'make test'")
+    options = webdriver.ChromeOptions()
+    options.binary_location = exe
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    b = webdriver.Chrome(service=Service(driver), options=options)
+    b.set_page_load_timeout(30)
+    ARTIFACTS.mkdir(exist_ok=True)
+    yield b
+    b.quit()
+
+
+def test_overview_shows_the_rig(demo, browser):
+    browser.get(demo + "/")
+    WebDriverWait(browser, 20).until(
+        lambda b: b.find_element(By.ID, "rig").text not in ("", "–"))
+    assert "W" in browser.find_element(By.ID, "rig").text
+    browser.save_screenshot(str(ARTIFACTS / "overview.png"))
+
+
+def test_plan_page_draws_its_charts_with_data(demo, browser):
+    browser.get(demo + "/plan")
+    WebDriverWait(browser, 20).until(
+        lambda b: b.execute_script("return document.body.dataset.drawn") == "yes")
+    canvases = browser.find_elements(By.CSS_SELECTOR, ".chart canvas")
+    assert len(canvases) == 2 and all(c.size["width"] > 300 for c in canvases)
+    legend = browser.find_element(By.ID, "offer-chart").text
+    assert "sim GPUs" in legend and "sim floor" in legend
+    browser.save_screenshot(str(ARTIFACTS / "plan.png"))
+
+
+def test_setting_the_password_logging_in_and_the_lockout(demo, browser):
+    browser.get(demo + "/login")
+    assert "Set password" in browser.find_element(By.ID, "submit").text
+    browser.find_element(By.ID, "password").send_keys("correct horse battery")
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, 10).until(lambda b: "/login" not in b.current_url)
+    session = browser.execute_script(
+        "return fetch('/api/session').then(r => r.json())")
+    assert session["logged_in"] and session["password_set"]
+    browser.delete_all_cookies()
+    for attempt in range(6):
+        browser.get(demo + "/login")
+        browser.find_element(By.ID, "password").send_keys(f"wrong guess {attempt}")
+        browser.find_element(By.ID, "submit").click()
+        WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "error"))
+    assert "too many failed logins" in browser.find_element(By.ID, "error").text
+    browser.save_screenshot(str(ARTIFACTS / "login-locked.png"))
