@@ -20,7 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from energy.types import SiteSample, SourceUnavailable
 from market_adapter.base import ACTIVE, Capacity, Market, MarketError
-from node import rollups
+from node import rollups, settings
 from node.clock import Clock, real_seconds
 from node.config import Config
 from node.gpus import GpuError, GpuSnapshot
@@ -314,6 +314,23 @@ class Agent:
                 backend.set_power_limit(index, target)
             except GpuError as exc:
                 log.warning("GPU %d: cannot set power limit %.0f W: %s", index, target, exc)
+
+    def change_settings(self, changes: dict) -> dict:
+        """Apply the owner's change now, keep it, log it; ConfigError names a wrong key."""
+        with self._lock:
+            before = settings.current(self.cfg)
+            new = settings.apply(self.cfg, changes)
+            settings.save(self.store, new)
+            self.cfg = new
+            after = settings.current(new)
+            changed = [f"{sec}.{k}: {before[sec][k]} -> {v}" for sec in after
+                       for k, v in after[sec].items() if before[sec][k] != v]
+            if changed:
+                self.store.add_event(self.clock.now(), "settings",
+                                     "settings changed: " + "; ".join(changed))
+        self.run_job("plan")  # the new reservation or floors count from now
+        self.run_job("apply_roles")
+        return after
 
     def split_on_kube(self) -> None:
         """Keep off the market, as pods on Kubernetes, every GPU the plan does not offer now."""

@@ -437,6 +437,16 @@ class _Ctx:
     base_dir: Path
 
 
+def build_section(cls: type, table: dict, key: str, file: str = "settings") -> Any:
+    """One config section from a table, checked as the config file is (errors name the key)."""
+    return _build(cls, table, _Ctx(file, Path.cwd()), key)
+
+
+def check_config(cfg: Config, file: str = "settings") -> None:
+    """The checks that span sections, for a config changed while running."""
+    _cross_checks(cfg, file)
+
+
 def _build(cls: type, table: Any, ctx: _Ctx, prefix: str) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(ctx.file, prefix, "must be a table")

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from werkzeug.serving import make_server
 
+from node import settings
 from node.agent import Agent
 from node.backup import StoreLock
 from node.clock import Clock, RealClock, SimulatedClock
 from node.config import Config
+from node.errors import ConfigError
 from node.sdnotify import notify, watchdog_period_s
 from node.status import agent_status, plan_view
 from node.store import Store
@@ -39,7 +41,7 @@ def open_agent(cfg: Config, clock: Clock | None = None, speed: float | None = No
     holder: list[Agent] = []
     parts = build_parts(cfg, clock, Path(cfg.store.path).parent,
                         rig_power_w=lambda: holder[0].rig_power_w() if holder else 0.0)
-    agent = Agent(cfg, clock, store, parts)
+    agent = Agent(settings.load(store, cfg), clock, store, parts)
     holder.append(agent)
     return agent
 
@@ -65,7 +67,10 @@ def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> in
         if cfg.webui.enabled:
             local = cfg.webui.host in LOCALHOST
             app = create_app(lambda: agent_status(agent), Auth(Path(cfg.store.path).parent),
-                             open_reading=local, views={"plan": lambda: plan_view(agent)})
+                             open_reading=local, views={
+                                 "plan": lambda: plan_view(agent),
+                                 "settings": lambda: settings.current(agent.cfg)},
+                             actions={"settings": lambda body: _change(agent, body)})
             server = make_server(cfg.webui.host, cfg.webui.port, app, threaded=True)
             threading.Thread(target=server.serve_forever, name="webui", daemon=True).start()
             log.info("dashboard on http://%s:%d", cfg.webui.host, cfg.webui.port)
@@ -83,6 +88,13 @@ def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> in
         agent.stop()
         agent.store.close()
     return 0
+
+
+def _change(agent: Agent, body: dict) -> dict:
+    try:
+        return {"ok": True, **agent.change_settings(body)}
+    except ConfigError as exc:
+        return {"ok": False, "error": exc.problem, "field": exc.key}
 
 
 def _home_assistant(cfg: Config, agent: Agent) -> HaPublisher | None:

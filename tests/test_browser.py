@@ -67,6 +67,46 @@ def test_plan_page_draws_its_charts_with_data(demo, browser):
     browser.save_screenshot(str(ARTIFACTS / "plan.png"))
 
 
+def test_a_setting_changed_in_the_page_persists_across_a_restart(browser, tmp_path):
+    data = tmp_path / "demo"
+    port = free_port()
+    proc = start_demo(port, data)
+    try:
+        wait_for(port, lambda s: s.get("plan"), 90)
+        url = f"http://127.0.0.1:{port}"
+        browser.delete_all_cookies()
+        browser.get(url + "/login?next=/settings")
+        browser.find_element(By.ID, "password").send_keys("owner password 1")
+        browser.find_element(By.ID, "submit").click()
+        WebDriverWait(browser, 10).until(
+            lambda b: b.execute_script("return document.body.dataset.loaded") == "yes")
+        field = browser.find_element(By.ID, "local.reserved_gpus")
+        field.clear()
+        field.send_keys("99")
+        browser.find_element(By.ID, "save").click()
+        error = browser.find_element(By.CSS_SELECTOR, '.error[data-for="local.reserved_gpus"]')
+        WebDriverWait(browser, 10).until(lambda b: error.text)
+        assert "at most 64" in error.text  # beside its field
+        field.clear()
+        field.send_keys("3")
+        browser.find_element(By.ID, "save").click()
+        WebDriverWait(browser, 10).until(
+            lambda b: "Saved" in b.find_element(By.ID, "saved").text)
+        browser.save_screenshot(str(ARTIFACTS / "settings.png"))
+    finally:
+        stop(proc)
+    port = free_port()
+    proc = start_demo(port, data)
+    try:
+        wait_for(port, lambda s: s.get("plan"), 90)
+        browser.get(f"http://127.0.0.1:{port}/settings")
+        WebDriverWait(browser, 10).until(
+            lambda b: b.execute_script("return document.body.dataset.loaded") == "yes")
+        assert browser.find_element(By.ID, "local.reserved_gpus").get_attribute("value") == "3"
+    finally:
+        stop(proc)
+
+
 def test_setting_the_password_logging_in_and_the_lockout(demo, browser):
     browser.get(demo + "/login")
     assert "Set password" in browser.find_element(By.ID, "submit").text

@@ -16,7 +16,8 @@ OPEN_PATHS = ("/login", "/setup", "/static/", "/api/session")
 
 def create_app(status: Callable[[], dict[str, Any]], auth: Auth | None = None,
                open_reading: bool = True,
-               views: dict[str, Callable[[], dict[str, Any]]] | None = None) -> Flask:
+               views: dict[str, Callable[[], dict[str, Any]]] | None = None,
+               actions: dict[str, Callable[[dict], dict[str, Any]]] | None = None) -> Flask:
     """`status` returns the agent's live state (see node.status); the app only presents it.
     `auth` guards changes (and reading, unless `open_reading`: a server beyond localhost);
     without it no change is accepted at all."""
@@ -122,9 +123,25 @@ def create_app(status: Callable[[], dict[str, Any]], auth: Auth | None = None,
             abort(404, f"no such API: /api/{name}")
         return jsonify({"ok": True, **views[name]()})
 
+    actions = actions or {}
+
+    @app.post("/api/<name>")
+    def api_action(name: str):
+        if name not in actions:
+            abort(404, f"no such API: /api/{name}")
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            abort(400, "send a JSON object")
+        result = actions[name](body)
+        return jsonify(result), (200 if result.get("ok") else 400)
+
     @app.get("/plan")
     def plan_page():
         return render_template("plan.html", s=status())
+
+    @app.get("/settings")
+    def settings_page():
+        return render_template("settings.html", s=status())
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -1,0 +1,74 @@
+"""Settings changed while running: checked like the config file, effective at once, logged,
+kept across a restart; refused without the login."""
+
+from __future__ import annotations
+
+import pytest
+
+from node import settings
+from node.errors import ConfigError
+from node.service import open_agent
+from tests.conftest import START, demo_cfg, make_agent, run_for
+
+
+def test_a_change_takes_effect_is_logged_and_survives_a_restart(tmp_path):
+    agent, clock = make_agent(tmp_path)
+    run_for(agent, clock, hours=0.2)
+    out = agent.change_settings({"local": {"reserved_gpus": 3},
+                                 "planner": {"margin_per_gpu_hour": 0.4}})
+    assert out["local"]["reserved_gpus"] == 3
+    assert agent.state.plan.slots[0].local_gpus == 3  # re-planned at once
+    events = [e["message"] for e in agent.store.events(20)]
+    assert any("local.reserved_gpus: 1 -> 3" in m and "margin_per_gpu_hour: 0.1 -> 0.4" in m
+               for m in events)
+    agent.store.close()
+    from node.clock import SimulatedClock
+    again = open_agent(demo_cfg(tmp_path), clock=SimulatedClock(START, speed=0))
+    assert again.cfg.local.reserved_gpus == 3 and again.cfg.planner.margin_per_gpu_hour == 0.4
+    again.store.close()
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"local": {"reserved_gpus": 99}}, "local.reserved_gpus"),
+    ({"local": {"schedule": [{"days": ["mon"], "start": "18:00", "end": "08:00", "gpus": 2}]}},
+     "local.schedule[0].end"),
+    ({"local": {"schedule": [{"days": ["funday"], "start": "08:00", "end": "18:00",
+                              "gpus": 2}]}}, "local.schedule[0].days"),
+    ({"planner": {"margin_per_gpu_hour": -1}}, "planner.margin_per_gpu_hour"),
+    ({"planner": {"horizon_hours": 12}}, "planner.horizon_hours"),
+    ({"tariff": {}}, "tariff"),
+])
+def test_a_wrong_value_names_its_key_and_changes_nothing(tmp_path, changes, key):
+    cfg = demo_cfg(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        settings.apply(cfg, changes)
+    assert err.value.key.startswith(key)
+
+
+def test_the_api_needs_the_login_and_answers_errors_beside_the_field(tmp_path):
+    from node.service import _change
+    from node.status import agent_status
+    from webui.app import create_app
+    from webui.auth import Auth
+
+    agent, clock = make_agent(tmp_path)
+    run_for(agent, clock, hours=0.1)
+    auth = Auth(tmp_path)
+    auth.set_password("correct horse battery")
+    c = create_app(lambda: agent_status(agent), auth,
+                   views={"settings": lambda: settings.current(agent.cfg)},
+                   actions={"settings": lambda body: _change(agent, body)}).test_client()
+    assert c.get("/api/settings").get_json()["local"]["reserved_gpus"] == 1
+    assert c.post("/api/settings", json={"local": {"reserved_gpus": 2}}).status_code == 401
+    token = c.get("/api/session").get_json()["csrf_token"]
+    c.post("/login", json={"password": "correct horse battery"},
+           headers={"X-CSRF-Token": token})
+    token = c.get("/api/session").get_json()["csrf_token"]
+    bad = c.post("/api/settings", json={"local": {"reserved_gpus": -2}},
+                 headers={"X-CSRF-Token": token})
+    assert bad.status_code == 400 and bad.get_json()["field"] == "local.reserved_gpus"
+    ok = c.post("/api/settings", json={"local": {"reserved_gpus": 2}},
+                headers={"X-CSRF-Token": token})
+    assert ok.status_code == 200 and agent.cfg.local.reserved_gpus == 2
+    assert c.get("/settings").status_code == 200
+    agent.store.close()
