@@ -125,15 +125,17 @@ def create_app(status: Callable[[], dict[str, Any]], auth: Auth | None = None,
 
     actions = actions or {}
 
-    @app.post("/api/<name>")
     def api_action(name: str):
-        if name not in actions:
-            abort(404, f"no such API: /api/{name}")
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             abort(400, "send a JSON object")
         result = actions[name](body)
         return jsonify(result), (200 if result.get("ok") else 400)
+
+    if actions:  # only the names that exist: POST elsewhere stays "method not allowed"
+        names = ", ".join(f'"{n}"' for n in actions)
+        app.add_url_rule(f"/api/<any({names}):name>", "api_action", api_action,
+                         methods=["POST"])
 
     @app.get("/plan")
     def plan_page():
