@@ -18,7 +18,7 @@ from node.clock import Clock, RealClock, SimulatedClock
 from node.config import Config
 from node.errors import ConfigError
 from node.sdnotify import notify, watchdog_period_s
-from node.status import agent_status, plan_view
+from node.status import agent_status, history_view, payback_view, plan_view
 from node.store import Store
 from node.wiring import build_parts, read_secret
 from webui.app import create_app
@@ -67,9 +67,7 @@ def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> in
         if cfg.webui.enabled:
             local = cfg.webui.host in LOCALHOST
             app = create_app(lambda: agent_status(agent), Auth(Path(cfg.store.path).parent),
-                             open_reading=local, views={
-                                 "plan": lambda: plan_view(agent),
-                                 "settings": lambda: settings.current(agent.cfg)},
+                             open_reading=local, views=views_for(agent),
                              actions={"settings": lambda body: _change(agent, body)})
             server = make_server(cfg.webui.host, cfg.webui.port, app, threaded=True)
             threading.Thread(target=server.serve_forever, name="webui", daemon=True).start()
@@ -88,6 +86,14 @@ def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> in
         agent.stop()
         agent.store.close()
     return 0
+
+
+def views_for(agent: Agent) -> dict:
+    """The dashboard's read-only JSON views, each given the request's query arguments."""
+    return {"plan": lambda args: plan_view(agent),
+            "settings": lambda args: settings.current(agent.cfg),
+            "history": lambda args: history_view(agent, args),
+            "payback": lambda args: payback_view(agent)}
 
 
 def _change(agent: Agent, body: dict) -> dict:

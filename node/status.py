@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from market_adapter.base import ACTIVE
@@ -138,3 +138,58 @@ def plan_view(agent: Agent) -> dict[str, Any]:
             "expected_margin": s.expected_margin})
     return {"planner": plan.planner, "made": _iso(plan.created),
             "currency": agent.cfg.site.currency, "slots": slots}
+
+
+def history_view(agent: Agent, args: dict[str, str]) -> dict[str, Any]:
+    """Per day between `from` and `to` (ISO dates, default the last 30 days): revenue per
+    market, energy cost, the rig's kWh by source, and net."""
+    store = agent.store
+    today = agent.clock.now().astimezone(store.tz).date()
+    try:
+        last = date.fromisoformat(args.get("to") or today.isoformat())
+        first = date.fromisoformat(args.get("from") or (last - timedelta(days=29)).isoformat())
+    except ValueError:
+        raise ValueError("from and to must be dates like 2026-11-22") from None
+    if first > last or (last - first).days > 3660:
+        raise ValueError("from must be before to, and at most ten years apart")
+    days: dict[str, dict[str, Any]] = {}
+    for r in store.daily_range(first, last):
+        d = days.setdefault(r["day"], {"day": r["day"], "revenue": 0.0, "energy_cost": 0.0,
+                                        "revenue_by_market": {}, "kwh_by_source": {}})
+        if r["category"] == "revenue":
+            d["revenue"] += r["amount"]
+            d["revenue_by_market"][r["name"]] = round(
+                d["revenue_by_market"].get(r["name"], 0.0) + r["amount"], 4)
+        else:
+            d["energy_cost"] += r["amount"]
+            d["kwh_by_source"][r["source"]] = round(
+                d["kwh_by_source"].get(r["source"], 0.0) + r["energy_wh"] / 1000.0, 3)
+    rows = []
+    for d in sorted(days.values(), key=lambda d: d["day"]):
+        d["revenue"], d["energy_cost"] = round(d["revenue"], 4), round(d["energy_cost"], 4)
+        d["net"] = round(d["revenue"] - d["energy_cost"], 4)
+        rows.append(d)
+    return {"from": first.isoformat(), "to": last.isoformat(),
+            "currency": agent.cfg.site.currency, "days": rows}
+
+
+def payback_view(agent: Agent) -> dict[str, Any]:
+    """Cumulative net cash flow day by day against the CapEx, and the cost items."""
+    store = agent.store
+    today = agent.clock.now().astimezone(store.tz).date()
+    items = store.cost_items()
+    started = min((date.fromisoformat(i["date"]) for i in items), default=today)
+    cumulative, total = [], 0.0
+    per_day: dict[str, float] = {}
+    for r in store.daily_range(started, today):
+        sign = 1.0 if r["category"] == "revenue" else -1.0
+        per_day[r["day"]] = per_day.get(r["day"], 0.0) + sign * r["amount"]
+    for day in sorted(per_day):
+        total += per_day[day]
+        cumulative.append({"day": day, "net": round(total, 2)})
+    pb = payback(store, today)
+    return {"currency": agent.cfg.site.currency, "capex": pb.capex,
+            "net_to_date": pb.net_to_date, "net_per_day_30d": pb.net_per_day_30d,
+            "paid_back_pct": pb.paid_back_pct,
+            "projected_date": pb.projected_date.isoformat() if pb.projected_date else None,
+            "items": items, "cumulative": cumulative}

@@ -67,6 +67,15 @@ def test_plan_page_draws_its_charts_with_data(demo, browser):
     browser.save_screenshot(str(ARTIFACTS / "plan.png"))
 
 
+@pytest.mark.parametrize("page", ["history", "payback"])
+def test_history_and_payback_pages_draw(demo, browser, page):
+    browser.get(f"{demo}/{page}")
+    WebDriverWait(browser, 20).until(
+        lambda b: b.execute_script("return document.body.dataset.drawn") == "yes")
+    assert browser.find_elements(By.CSS_SELECTOR, ".chart canvas")
+    browser.save_screenshot(str(ARTIFACTS / f"{page}.png"))
+
+
 def test_a_setting_changed_in_the_page_persists_across_a_restart(browser, tmp_path):
     data = tmp_path / "demo"
     port = free_port()

@@ -56,7 +56,7 @@ def test_the_api_needs_the_login_and_answers_errors_beside_the_field(tmp_path):
     auth = Auth(tmp_path)
     auth.set_password("correct horse battery")
     c = create_app(lambda: agent_status(agent), auth,
-                   views={"settings": lambda: settings.current(agent.cfg)},
+                   views={"settings": lambda args: settings.current(agent.cfg)},
                    actions={"settings": lambda body: _change(agent, body)}).test_client()
     assert c.get("/api/settings").get_json()["local"]["reserved_gpus"] == 1
     assert c.post("/api/settings", json={"local": {"reserved_gpus": 2}}).status_code == 401

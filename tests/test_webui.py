@@ -59,7 +59,7 @@ def test_plan_api_and_page_show_the_next_slots(tmp_path):
 
     agent, clock = make_agent(tmp_path)
     run_for(agent, clock, hours=0.5)
-    c = create_app(lambda: agent_status(agent), views={"plan": lambda: plan_view(agent)}
+    c = create_app(lambda: agent_status(agent), views={"plan": lambda args: plan_view(agent)}
                    ).test_client()
     doc = c.get("/api/plan").get_json()
     assert doc["ok"] and doc["planner"] == "milp" and len(doc["slots"]) >= 47 * 4
@@ -70,4 +70,36 @@ def test_plan_api_and_page_show_the_next_slots(tmp_path):
     assert page.status_code == 200 and b"uPlot.iife.min.js" in page.data
     assert c.get("/static/vendor/uplot/uPlot.iife.min.js").status_code == 200
     assert c.get("/api/nothing").status_code == 404
+    agent.store.close()
+
+
+def test_history_and_payback_views_and_the_csv(tmp_path):
+    import csv
+    import io
+    from datetime import UTC, datetime
+
+    from node.service import views_for
+    from node.status import agent_status
+    from tests.conftest import make_agent, run_for
+    from webui.app import create_app
+    # after the demo's CapEx date, so the payback counts these days
+    agent, clock = make_agent(tmp_path, start=datetime(2026, 6, 10, 19, tzinfo=UTC),
+                              orders_per_hour=6.0, ask_price_per_gpu_hour=1.8)
+    run_for(agent, clock, hours=8)  # across local midnight: two days
+    c = create_app(lambda: agent_status(agent), views=views_for(agent)).test_client()
+    h = c.get("/api/history").get_json()
+    assert h["ok"] and len(h["days"]) == 2
+    day = h["days"][0]
+    assert day["energy_cost"] > 0 and set(day["kwh_by_source"]) <= {"pv", "battery", "grid"}
+    assert day["net"] == round(day["revenue"] - day["energy_cost"], 4)
+    rows = list(csv.reader(io.StringIO(c.get(f"/api/history.csv?from={h['from']}").get_data(
+        as_text=True))))
+    assert rows[0][:4] == ["day", "revenue", "energy_cost", "net"] and len(rows) == 3
+    assert c.get("/api/history?from=yesterday").status_code == 400
+    assert c.get("/api/history?from=2026-02-01&to=2026-01-01").status_code == 400
+    p = c.get("/api/payback").get_json()
+    assert p["capex"] > 0 and p["items"] and p["cumulative"][-1]["net"] == pytest.approx(
+        sum(d["net"] for d in h["days"]), abs=0.05)
+    for page in ("/history", "/payback"):
+        assert c.get(page).status_code == 200
     agent.store.close()

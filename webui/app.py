@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +18,7 @@ OPEN_PATHS = ("/login", "/setup", "/static/", "/api/session")
 
 def create_app(status: Callable[[], dict[str, Any]], auth: Auth | None = None,
                open_reading: bool = True,
-               views: dict[str, Callable[[], dict[str, Any]]] | None = None,
+               views: dict[str, Callable[[dict], dict[str, Any]]] | None = None,
                actions: dict[str, Callable[[dict], dict[str, Any]]] | None = None) -> Flask:
     """`status` returns the agent's live state (see node.status); the app only presents it.
     `auth` guards changes (and reading, unless `open_reading`: a server beyond localhost);
@@ -117,11 +119,42 @@ def create_app(status: Callable[[], dict[str, Any]], auth: Auth | None = None,
 
     views = views or {}
 
-    @app.get("/api/<name>")
-    def api_view(name: str):
+    def view(name: str) -> dict[str, Any]:
         if name not in views:
             abort(404, f"no such API: /api/{name}")
-        return jsonify({"ok": True, **views[name]()})
+        try:
+            return views[name](request.args.to_dict())
+        except ValueError as exc:  # a bad query: say what was wrong
+            abort(400, str(exc))
+
+    @app.get("/api/history.csv")
+    def history_csv():
+        doc = view("history")
+        out = io.StringIO()
+        w = csv.writer(out)
+        sources = sorted({s for d in doc["days"] for s in d["kwh_by_source"]})
+        markets = sorted({m for d in doc["days"] for m in d["revenue_by_market"]})
+        w.writerow(["day", "revenue", "energy_cost", "net", *[f"revenue_{m}" for m in markets],
+                    *[f"kwh_{s}" for s in sources]])
+        for d in doc["days"]:
+            w.writerow([d["day"], d["revenue"], d["energy_cost"], d["net"],
+                        *[d["revenue_by_market"].get(m, 0) for m in markets],
+                        *[d["kwh_by_source"].get(s, 0) for s in sources]])
+        name = f"sunrig-history-{doc['from']}-{doc['to']}.csv"
+        return Response(out.getvalue(), content_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @app.get("/api/<name>")
+    def api_view(name: str):
+        return jsonify({"ok": True, **view(name)})
+
+    @app.get("/history")
+    def history_page():
+        return render_template("history.html", s=status())
+
+    @app.get("/payback")
+    def payback_page():
+        return render_template("payback.html", s=status())
 
     actions = actions or {}
 
