@@ -9,6 +9,8 @@
 - planner: MILP solve time for 48 h x 15 min with 8 GPUs and a battery, and its memory;
 - site I/O: one SunSpec poll (5 models) against the simulated site on a real pymodbus server, and
   MQTT messages per second parsed from a real mosquitto, with the CPU each costs;
+- dashboard API: p95 latency of each /api endpoint over a store holding a generated year of
+  1-minute site and GPU samples, daily ledger and prices, and that store's size on disk;
 - Akash bid-price script: wall time of one order priced by a fresh process, as the provider
   runs it (the wrapper's `python -m market_adapter.akash_bid`, and `sunrig akash price-script`).
 The economics benchmark is `sunrig bench economics` (the Makefile runs it per scenario).
@@ -250,7 +252,87 @@ def bench_mqtt(messages: int = 20000) -> None:
           f"us per message")
 
 
+def bench_api_year() -> None:
+    import math
+    import os
+    from datetime import timedelta
+
+    from node.service import views_for
+    from tests.conftest import START
+    with tempfile.TemporaryDirectory() as tmp:
+        # a year ending after the demo's CapEx date, so the payback has a year to add up
+        agent, clock = make_agent(Path(tmp), start=START + timedelta(days=730))
+        run_for(agent, clock, hours=0.25)  # first, so no clean-up thins the year out
+        _fill_year(agent.store, clock.now() - timedelta(days=365), clock.now())
+        app = create_app(lambda: agent_status(agent), views=views_for(agent)).test_client()
+        agent.store.query("PRAGMA wal_checkpoint(TRUNCATE)")
+        size_mib = sum(os.path.getsize(f) for f in (agent.store.path, agent.store.path + "-wal")
+                       if os.path.exists(f)) / 2**20
+        day = clock.now().date()
+        paths = ["/api/status", "/api/plan", "/api/payback", "/api/settings",
+                 "/api/history", f"/api/history?from={day - timedelta(days=364)}&to={day}",
+                 f"/api/history.csv?from={day - timedelta(days=364)}&to={day}", "/metrics"]
+        print(f"dashboard API over a year of 1-minute data (store {size_mib:,.0f} MiB):")
+        for path in paths:
+            times = []
+            for _ in range(40):
+                t0 = time.perf_counter()
+                r = app.get(path)
+                times.append(time.perf_counter() - t0)
+                assert r.status_code == 200, (path, r.status_code)
+            times.sort()
+            p95 = times[math.ceil(0.95 * len(times)) - 1]
+            print(f"  {path:60} p95 {p95 * 1000:7.1f} ms  median "
+                  f"{statistics.median(times) * 1000:6.1f} ms")
+        agent.store.close()
+
+
+def _fill_year(store, first, last) -> None:
+    """A year of 1-minute site and GPU samples, daily ledger rows and hourly prices."""
+    import math
+    import random
+    from datetime import timedelta
+    rng = random.Random(1)
+    minutes = int((last - first).total_seconds() // 60)
+    t0 = first.timestamp()
+    with store.transaction() as db:
+        site, gpus = [], []
+        for k in range(minutes):
+            ts = t0 + 60 * k
+            sun = max(0.0, math.sin((k % 1440) / 1440 * 2 * math.pi - math.pi / 2))
+            site.append((ts, 20000 * sun, 800 + 300 * rng.random(), -5000 * sun + 4000, 0.0,
+                         50.0))
+            for g in range(8):
+                gpus.append((ts, g, f"GPU-{g}", "market", 90 + 560 * rng.random(), None,
+                             50.0, 0, 50.0, 60.0, 1.0))
+            if len(gpus) >= 400_000:
+                _insert(db, site, gpus)
+                site, gpus = [], []
+        _insert(db, site, gpus)
+        day = first.date()
+        while day <= last.date():
+            d = day.isoformat()
+            db.execute("INSERT OR IGNORE INTO ledger_daily VALUES (?, 'revenue', 'sim', '', 0, ?)",
+                       [d, 250 + 50 * rng.random()])
+            for source in ("pv", "battery", "grid"):
+                db.execute("INSERT OR IGNORE INTO ledger_daily VALUES (?, 'energy', 'market', ?, "
+                           "?, ?)", [d, source, 40000 * rng.random(), 5 * rng.random()])
+            day += timedelta(days=1)
+        db.conn.executemany("INSERT OR IGNORE INTO price_slots VALUES (?,?,?,?)",
+                       [(t0 + 3600 * h, t0 + 3600 * (h + 1), 0.2 + 0.1 * rng.random(), 0.05)
+                        for h in range(minutes // 60)])
+
+
+def _insert(db, site: list, gpus: list) -> None:
+    db.conn.executemany("INSERT OR IGNORE INTO site_samples (ts, pv_w, load_w, grid_w, "
+                        "battery_w, soc_pct) VALUES (?,?,?,?,?,?)", site)
+    db.conn.executemany("INSERT OR IGNORE INTO gpu_samples (ts, gpu_index, uuid, role, "
+                        "power_w, energy_wh, util_pct, memory_used_bytes, temp_c, interval_s, "
+                        "interval_energy_wh) VALUES (?,?,?,?,?,?,?,?,?,?,?)", gpus)
+
+
 if __name__ == "__main__":
+    bench_api_year()
     bench_site_io()
     bench_price_script()
     bench_planner()
