@@ -43,6 +43,7 @@ def agent_status(agent: Agent) -> dict[str, Any]:
                   "energy_kwh": round(summary.energy_wh / 1000.0, 3),
                   "revenue_by_market": summary.revenue_by_market,
                   "energy_cost_by_role": summary.cost_by_role},
+        "earnings": _earnings(store, now.astimezone(store.tz).date()),
         "payback": {"capex": pb.capex, "net_to_date": pb.net_to_date,
                     "net_per_day_30d": pb.net_per_day_30d, "paid_back_pct": pb.paid_back_pct,
                     "projected_date": pb.projected_date.isoformat() if pb.projected_date
@@ -193,3 +194,14 @@ def payback_view(agent: Agent) -> dict[str, Any]:
             "paid_back_pct": pb.paid_back_pct,
             "projected_date": pb.projected_date.isoformat() if pb.projected_date else None,
             "items": items, "cumulative": cumulative}
+
+
+def _earnings(store, today: date) -> dict[str, dict[str, float]]:
+    """Revenue per market today, over the last 30 days and in all."""
+    rows = store.query("SELECT name, sum(CASE WHEN day = ? THEN amount ELSE 0 END) AS today, "
+                       "sum(CASE WHEN day >= ? THEN amount ELSE 0 END) AS d30, "
+                       "sum(amount) AS lifetime FROM ledger_daily WHERE category = 'revenue' "
+                       "GROUP BY name", [today.isoformat(),
+                                         (today - timedelta(days=29)).isoformat()])
+    return {r["name"]: {"today": round(r["today"], 2), "last_30_days": round(r["d30"], 2),
+                        "lifetime": round(r["lifetime"], 2)} for r in rows}

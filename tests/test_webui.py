@@ -103,3 +103,14 @@ def test_history_and_payback_views_and_the_csv(tmp_path):
     for page in ("/history", "/payback"):
         assert c.get(page).status_code == 200
     agent.store.close()
+
+
+def test_status_has_earnings_per_market_today_30_days_and_lifetime(tmp_path):
+    from node.status import agent_status
+    from tests.conftest import make_agent, run_for
+
+    agent, clock = make_agent(tmp_path, orders_per_hour=6.0, ask_price_per_gpu_hour=1.8)
+    run_for(agent, clock, hours=6)
+    e = agent_status(agent)["earnings"]["sim"]
+    assert e["today"] > 0 and e["today"] <= e["last_30_days"] <= e["lifetime"]
+    agent.store.close()

@@ -38,6 +38,9 @@ function render(s) {
   text("price-import", s.price ? s.price.import_per_kwh.toFixed(3) + " " + cur + "/kWh" : "unknown");
   text("price-export", s.price ? "feed-in " + s.price.export_per_kwh.toFixed(3) : "");
   text("revenue", money(s.today.revenue, cur));
+  const earnings = document.querySelector("#earnings tbody");
+  earnings.replaceChildren(...Object.entries(s.earnings || {}).map(([m, e]) =>
+    row([m, money(e.today, cur), money(e.last_30_days, cur), money(e.lifetime, cur)])));
   text("cost", money(s.today.energy_cost, cur));
   text("kwh", s.today.energy_kwh.toFixed(1) + " kWh");
   text("net", money(s.today.net, cur));
