@@ -38,7 +38,7 @@ from node.roles import (
     reserved_local_gpus,
 )
 from node.store import Store, epoch
-from node.wiring import Parts
+from node.wiring import Parts, tariff_for
 from tee.attest import attest
 from tee.evidence import CcState, TeeError, Verdict
 
@@ -319,15 +319,20 @@ class Agent:
         """Apply the owner's change now, keep it, log it; ConfigError names a wrong key."""
         with self._lock:
             before = settings.current(self.cfg)
+            before_tariff = self.cfg.tariff
             new = settings.apply(self.cfg, changes)
             settings.save(self.store, new)
             self.cfg = new
+            self.store.sync_cost_items(_cost_rows(new))  # CapEx and OpEx as the owner set them
+            if new.tariff != before_tariff:
+                self.parts.tariff = tariff_for(new)
             after = settings.current(new)
             changed = [f"{sec}.{k}: {before[sec][k]} -> {v}" for sec in after
                        for k, v in after[sec].items() if before[sec][k] != v]
             if changed:
                 self.store.add_event(self.clock.now(), "settings",
                                      "settings changed: " + "; ".join(changed))
+        self.run_job("prices")  # a new tariff's prices, before the plan uses them
         self.run_job("plan")  # the new reservation or floors count from now
         self.run_job("apply_roles")
         return after

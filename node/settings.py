@@ -13,21 +13,42 @@ import logging
 from dataclasses import asdict, replace
 from typing import Any
 
-from node.config import Config, LocalConfig, PlannerConfig, build_section, check_config
+from node.config import (
+    CapexConfig,
+    Config,
+    LocalConfig,
+    PlannerConfig,
+    TariffConfig,
+    build_section,
+    check_config,
+)
 from node.errors import ConfigError
 from node.store import Store
 
-EDITABLE: dict[str, type] = {"local": LocalConfig, "planner": PlannerConfig}
+EDITABLE: dict[str, type] = {"local": LocalConfig, "planner": PlannerConfig,
+                             "capex": CapexConfig, "tariff": TariffConfig}
 PLANNER_KEYS = ("wear_per_gpu_hour", "margin_per_gpu_hour", "min_floor_per_gpu_hour")
+TARIFF_KEYS = ("kind", "import_per_kwh", "export_per_kwh", "import_formula", "export_formula",
+               "periods")
+LISTS = {"local": ("schedule",), "capex": ("items", "opex"), "tariff": ("periods",)}
 META_KEY = "settings"
 log = logging.getLogger("sunrig.settings")
 
 
 def current(cfg: Config) -> dict[str, Any]:
-    local = asdict(cfg.local)
-    local["schedule"] = [dict(w) for w in local["schedule"]]
-    planner = {k: getattr(cfg.planner, k) for k in PLANNER_KEYS}
-    return {"local": local, "planner": planner}
+    out = {name: _table(cfg, name) for name in EDITABLE}
+    out["planner"] = {k: out["planner"][k] for k in PLANNER_KEYS}
+    out["tariff"] = {k: out["tariff"][k] for k in TARIFF_KEYS}
+    return out
+
+
+def _table(cfg: Config, name: str) -> dict[str, Any]:
+    """A section as JSON-ready data: lists of tables as lists of dicts, tuples as lists."""
+    table = asdict(getattr(cfg, name))
+    for key in LISTS.get(name, ()):
+        table[key] = [{k: list(v) if isinstance(v, tuple) else v for k, v in dict(w).items()}
+                      for w in table[key]]
+    return table
 
 
 def apply(cfg: Config, changes: dict[str, Any]) -> Config:
@@ -41,16 +62,11 @@ def apply(cfg: Config, changes: dict[str, Any]) -> Config:
                               f"{', '.join(EDITABLE)}")
         if not isinstance(table, dict):
             raise ConfigError("settings", name, "must be an object")
-        if name == "planner" and set(table) - set(PLANNER_KEYS):
-            bad = sorted(set(table) - set(PLANNER_KEYS))[0]
-            raise ConfigError("settings", f"planner.{bad}", "cannot be changed while running")
-        base = asdict(getattr(cfg, name))
-        if name == "local":
-            base["schedule"] = [dict(w) for w in base["schedule"]]
-        merged = {**base, **table}
-        if name == "local":  # lists come as JSON arrays; the config wants them as TOML does
-            merged["schedule"] = [{**w, "days": list(w.get("days", []))} if isinstance(w, dict)
-                                  else w for w in merged.get("schedule") or []]
+        allowed = {"planner": PLANNER_KEYS, "tariff": TARIFF_KEYS}.get(name)
+        if allowed and set(table) - set(allowed):
+            bad = sorted(set(table) - set(allowed))[0]
+            raise ConfigError("settings", f"{name}.{bad}", "cannot be changed while running")
+        merged = {**_table(cfg, name), **table}
         sections[name] = build_section(EDITABLE[name], merged, name)
     new = replace(cfg, **sections)
     check_config(new)

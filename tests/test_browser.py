@@ -50,7 +50,7 @@ def browser():
 
 def test_overview_shows_the_rig(demo, browser):
     browser.get(demo + "/")
-    WebDriverWait(browser, 20).until(
+    WebDriverWait(browser, 30).until(
         lambda b: b.find_element(By.ID, "rig").text not in ("", "–"))
     assert "W" in browser.find_element(By.ID, "rig").text
     browser.save_screenshot(str(ARTIFACTS / "overview.png"))
@@ -58,7 +58,7 @@ def test_overview_shows_the_rig(demo, browser):
 
 def test_plan_page_draws_its_charts_with_data(demo, browser):
     browser.get(demo + "/plan")
-    WebDriverWait(browser, 20).until(
+    WebDriverWait(browser, 30).until(
         lambda b: b.execute_script("return document.body.dataset.drawn") == "yes")
     canvases = browser.find_elements(By.CSS_SELECTOR, ".chart canvas")
     assert len(canvases) == 2 and all(c.size["width"] > 300 for c in canvases)
@@ -70,7 +70,7 @@ def test_plan_page_draws_its_charts_with_data(demo, browser):
 @pytest.mark.parametrize("page", ["history", "payback"])
 def test_history_and_payback_pages_draw(demo, browser, page):
     browser.get(f"{demo}/{page}")
-    WebDriverWait(browser, 20).until(
+    WebDriverWait(browser, 30).until(
         lambda b: b.execute_script("return document.body.dataset.drawn") == "yes")
     assert browser.find_elements(By.CSS_SELECTOR, ".chart canvas")
     browser.save_screenshot(str(ARTIFACTS / f"{page}.png"))
@@ -87,19 +87,19 @@ def test_a_setting_changed_in_the_page_persists_across_a_restart(browser, tmp_pa
         browser.get(url + "/login?next=/settings")
         browser.find_element(By.ID, "password").send_keys("owner password 1")
         browser.find_element(By.ID, "submit").click()
-        WebDriverWait(browser, 10).until(
+        WebDriverWait(browser, 30).until(
             lambda b: b.execute_script("return document.body.dataset.loaded") == "yes")
         field = browser.find_element(By.ID, "local.reserved_gpus")
         field.clear()
         field.send_keys("99")
         browser.find_element(By.ID, "save").click()
         error = browser.find_element(By.CSS_SELECTOR, '.error[data-for="local.reserved_gpus"]')
-        WebDriverWait(browser, 10).until(lambda b: error.text)
+        WebDriverWait(browser, 30).until(lambda b: error.text)
         assert "at most 64" in error.text  # beside its field
         field.clear()
         field.send_keys("3")
         browser.find_element(By.ID, "save").click()
-        WebDriverWait(browser, 10).until(
+        WebDriverWait(browser, 30).until(
             lambda b: "Saved" in b.find_element(By.ID, "saved").text)
         browser.save_screenshot(str(ARTIFACTS / "settings.png"))
     finally:
@@ -109,7 +109,7 @@ def test_a_setting_changed_in_the_page_persists_across_a_restart(browser, tmp_pa
     try:
         wait_for(port, lambda s: s.get("plan"), 90)
         browser.get(f"http://127.0.0.1:{port}/settings")
-        WebDriverWait(browser, 10).until(
+        WebDriverWait(browser, 30).until(
             lambda b: b.execute_script("return document.body.dataset.loaded") == "yes")
         assert browser.find_element(By.ID, "local.reserved_gpus").get_attribute("value") == "3"
     finally:
@@ -121,7 +121,7 @@ def test_setting_the_password_logging_in_and_the_lockout(demo, browser):
     assert "Set password" in browser.find_element(By.ID, "submit").text
     browser.find_element(By.ID, "password").send_keys("correct horse battery")
     browser.find_element(By.ID, "submit").click()
-    WebDriverWait(browser, 10).until(lambda b: "/login" not in b.current_url)
+    WebDriverWait(browser, 30).until(lambda b: "/login" not in b.current_url)
     session = browser.execute_script(
         "return fetch('/api/session').then(r => r.json())")
     assert session["logged_in"] and session["password_set"]
@@ -130,6 +130,6 @@ def test_setting_the_password_logging_in_and_the_lockout(demo, browser):
         browser.get(demo + "/login")
         browser.find_element(By.ID, "password").send_keys(f"wrong guess {attempt}")
         browser.find_element(By.ID, "submit").click()
-        WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "error"))
+        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "error"))
     assert "too many failed logins" in browser.find_element(By.ID, "error").text
     browser.save_screenshot(str(ARTIFACTS / "login-locked.png"))

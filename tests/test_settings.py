@@ -36,7 +36,11 @@ def test_a_change_takes_effect_is_logged_and_survives_a_restart(tmp_path):
                               "gpus": 2}]}}, "local.schedule[0].days"),
     ({"planner": {"margin_per_gpu_hour": -1}}, "planner.margin_per_gpu_hour"),
     ({"planner": {"horizon_hours": 12}}, "planner.horizon_hours"),
-    ({"tariff": {}}, "tariff"),
+    ({"markets": {}}, "markets"),
+    ({"tariff": {"prices_file": "x.csv"}}, "tariff.prices_file"),
+    ({"tariff": {"kind": "nuclear"}}, "tariff.kind"),
+    ({"capex": {"items": [{"name": "HGX", "amount": -5, "date": "2026-01-01"}]}},
+     "capex.items[0].amount"),
 ])
 def test_a_wrong_value_names_its_key_and_changes_nothing(tmp_path, changes, key):
     cfg = demo_cfg(tmp_path)
@@ -71,4 +75,20 @@ def test_the_api_needs_the_login_and_answers_errors_beside_the_field(tmp_path):
                 headers={"X-CSRF-Token": token})
     assert ok.status_code == 200 and agent.cfg.local.reserved_gpus == 2
     assert c.get("/settings").status_code == 200
+    agent.store.close()
+
+
+def test_capex_and_tariff_changes_reach_the_books_and_the_prices(tmp_path):
+    agent, clock = make_agent(tmp_path)
+    run_for(agent, clock, hours=0.2)
+    agent.change_settings({
+        "capex": {"items": [{"name": "HGX 8x H200", "amount": 400000, "date": "2024-01-01"},
+                            {"name": "Battery", "amount": 9000, "date": "2024-03-01"}],
+                  "opex": [{"name": "Fibre", "amount_per_month": 80, "since": "2024-01-01"}]},
+        "tariff": {"kind": "fixed", "import_per_kwh": 0.5, "export_per_kwh": 0.01}})
+    items = {i["name"]: i for i in agent.store.cost_items()}
+    assert items["Battery"]["amount"] == 9000 and items["Fibre"]["amount_per_month"] == 80
+    price = agent.store.price_at(clock.now())
+    assert price["import_per_kwh"] == 0.5  # the new tariff, priced at once
+    assert settings.current(agent.cfg)["tariff"]["kind"] == "fixed"
     agent.store.close()

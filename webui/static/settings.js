@@ -18,9 +18,25 @@ function parseSchedule(text) {
 }
 
 function showError(field, message) {
-  for (const el of document.querySelectorAll(".error")) {
-    el.textContent = el.dataset.for === field ? message : "";
+  for (const el of document.querySelectorAll(".error")) {  // "capex.items[1].date" -> items
+    el.textContent = field && field.startsWith(el.dataset.for) ? message : "";
   }
+}
+
+const TARIFF = ["kind", "import_per_kwh", "export_per_kwh", "import_formula", "export_formula"];
+
+function itemsText(items, amountKey, dateKey) {
+  return items.map((i) => `${i.name}; ${i[amountKey]}; ${i[dateKey]}`).join("\n");
+}
+
+function parseItems(text, amountKey, dateKey, field) {
+  return text.split("\n").map((l) => l.trim()).filter((l) => l).map((line) => {
+    const parts = line.split(";").map((p) => p.trim());
+    if (parts.length !== 3 || parts[1] === "" || isNaN(Number(parts[1]))) {
+      throw { field, message: `"${line}" is not like "name; amount; 2026-01-15"` };
+    }
+    return { name: parts[0], [amountKey]: Number(parts[1]), [dateKey]: parts[2] };
+  });
 }
 
 async function load() {
@@ -28,6 +44,9 @@ async function load() {
   $("local.reserved_gpus").value = s.local.reserved_gpus;
   $("local.schedule").value = scheduleText(s.local.schedule);
   for (const k of PLANNER) $(`planner.${k}`).value = s.planner[k];
+  $("capex.items").value = itemsText(s.capex.items, "amount", "date");
+  $("capex.opex").value = itemsText(s.capex.opex, "amount_per_month", "since");
+  for (const k of TARIFF) $(`tariff.${k}`).value = s.tariff[k];
   document.body.dataset.loaded = "yes";
 }
 
@@ -36,8 +55,17 @@ async function save(event) {
   let schedule;
   try { schedule = parseSchedule($("local.schedule").value); }
   catch (e) { showError("local.schedule", e.message); return; }
+  let capex;
+  try {
+    capex = { items: parseItems($("capex.items").value, "amount", "date", "capex.items"),
+              opex: parseItems($("capex.opex").value, "amount_per_month", "since", "capex.opex") };
+  } catch (e) { showError(e.field, e.message); return; }
+  const tariff = Object.fromEntries(TARIFF.map((k) => [k, $(`tariff.${k}`).value]));
+  tariff.import_per_kwh = Number(tariff.import_per_kwh);
+  tariff.export_per_kwh = Number(tariff.export_per_kwh);
   const body = { local: { reserved_gpus: Number($("local.reserved_gpus").value), schedule },
-                 planner: Object.fromEntries(PLANNER.map((k) => [k, Number($(`planner.${k}`).value)])) };
+                 planner: Object.fromEntries(PLANNER.map((k) => [k, Number($(`planner.${k}`).value)])),
+                 capex, tariff };
   const session = await (await fetch("/api/session")).json();
   if (!session.logged_in) { location.href = "/login?next=/settings"; return; }
   const r = await fetch("/api/settings", { method: "POST", body: JSON.stringify(body),
