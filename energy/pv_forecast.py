@@ -37,8 +37,7 @@ def clear_sky_w(array: Array, times: list[datetime]) -> list[float]:
     if not times:
         return []
     with warnings.catch_warnings():  # pvlib still calls pandas API that pandas now deprecates
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore")
         return _clear_sky_w(array, times, pd, irradiance, location)
 
 

@@ -13,12 +13,25 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.test_cli import free_port, start_demo, stop, wait_for
+from tests.test_cli import free_port, start_demo, wait_for
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",
                   "--window-size=1280,1000")
+
+
+def stop(proc) -> None:
+    """SIGTERM, and a clear failure with the demo's last output if it does not stop."""
+    proc.terminate()
+    try:
+        proc.communicate(timeout=60)
+    except Exception:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError("the demo did not stop within 60 s of SIGTERM; its last output:\n"
+                             + (out or "")[-3000:]) from None
+    assert proc.returncode == 0
 
 
 @pytest.fixture(scope="module")
