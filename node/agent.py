@@ -319,13 +319,17 @@ class Agent:
         """Apply the owner's change now, keep it, log it; ConfigError names a wrong key."""
         with self._lock:
             before = settings.current(self.cfg)
-            before_tariff = self.cfg.tariff
             new = settings.apply(self.cfg, changes)
+            # build a new tariff before anything is kept: a token file it cannot read is the
+            # owner's error to see now, not a config that fails at the next start
+            tariff = tariff_for(new) if new.tariff != self.cfg.tariff else None
             settings.save(self.store, new)
             self.cfg = new
             self.store.sync_cost_items(_cost_rows(new))  # CapEx and OpEx as the owner set them
-            if new.tariff != before_tariff:
-                self.parts.tariff = tariff_for(new)
+            if tariff is not None:
+                old, self.parts.tariff = self.parts.tariff, tariff
+                if hasattr(old, "stop"):  # a feed with its own connection (MQTT prices)
+                    old.stop()
             after = settings.current(new)
             changed = [f"{sec}.{k}: {before[sec][k]} -> {v}" for sec in after
                        for k, v in after[sec].items() if before[sec][k] != v]

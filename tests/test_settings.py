@@ -92,3 +92,14 @@ def test_capex_and_tariff_changes_reach_the_books_and_the_prices(tmp_path):
     assert price["import_per_kwh"] == 0.5  # the new tariff, priced at once
     assert settings.current(agent.cfg)["tariff"]["kind"] == "fixed"
     agent.store.close()
+
+
+def test_a_tariff_that_cannot_be_built_is_refused_and_nothing_is_kept(tmp_path):
+    agent, clock = make_agent(tmp_path)
+    run_for(agent, clock, hours=0.1)
+    tariff = agent.parts.tariff
+    with pytest.raises(ConfigError, match="ENTSO-E token"):
+        agent.change_settings({"tariff": {"kind": "entsoe"}})
+    assert agent.cfg.tariff.kind == "day_ahead" and agent.parts.tariff is tariff
+    assert agent.store.get_meta(settings.META_KEY) is None
+    agent.store.close()
