@@ -148,14 +148,6 @@ def create_app(status: Callable[[], dict[str, Any]], auth: Auth | None = None,
     def api_view(name: str):
         return jsonify({"ok": True, **view(name)})
 
-    @app.get("/history")
-    def history_page():
-        return render_template("history.html", s=status())
-
-    @app.get("/payback")
-    def payback_page():
-        return render_template("payback.html", s=status())
-
     actions = actions or {}
 
     def api_action(name: str):
@@ -170,13 +162,11 @@ def create_app(status: Callable[[], dict[str, Any]], auth: Auth | None = None,
         app.add_url_rule(f"/api/<any({names}):name>", "api_action", api_action,
                          methods=["POST"])
 
-    @app.get("/plan")
-    def plan_page():
-        return render_template("plan.html", s=status())
+    def page(name: str):
+        return lambda: render_template(f"{name}.html", s=status())
 
-    @app.get("/settings")
-    def settings_page():
-        return render_template("settings.html", s=status())
+    for name in ("plan", "history", "payback", "settings"):
+        app.add_url_rule(f"/{name}", f"{name}_page", page(name))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
