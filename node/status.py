@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from energy.flows import power_flows
 from market_adapter.base import ACTIVE
 from node.agent import Agent
 from node.ledger import day_summary, payback
@@ -72,8 +73,11 @@ def _site(agent: Agent) -> dict | None:
     s = agent.state.site
     if s is None:
         return None
+    flows = [] if s.stale else power_flows(s.pv_w, s.load_w, agent.rig_power_w(), s.battery_w,
+                                           s.grid_w)
     return {"ts": _iso(s.ts), "pv_w": s.pv_w, "load_w": s.load_w, "grid_w": s.grid_w,
-            "battery_w": s.battery_w, "soc_pct": s.soc_pct, "stale": s.stale}
+            "battery_w": s.battery_w, "soc_pct": s.soc_pct, "stale": s.stale,
+            "flows": [{"from": f.source, "to": f.sink, "power_w": f.power_w} for f in flows]}
 
 
 def _price(agent: Agent, now: datetime) -> dict | None:

@@ -25,6 +25,9 @@ def test_api_status_shows_gpus_site_price_and_leases(client):
     assert {g["role"] for g in s["gpus"]} <= {"local", "market", "parked"}
     assert sum(s["roles"].values()) == 8
     assert s["site"]["pv_w"] > 0 and s["site"]["load_w"] > 0
+    flows = s["site"]["flows"]
+    assert 0 < sum(f["power_w"] for f in flows if f["to"] == "rig") <= s["rig_power_w"] + 1
+    assert sum(f["power_w"] for f in flows if f["from"] == "pv") <= s["site"]["pv_w"] + 1
     assert s["price"]["import_per_kwh"] > s["price"]["export_per_kwh"]
     assert s["leases"] and all(len(le["gpu_indexes"]) == le["gpus"] for le in s["leases"])
     leased = {i for le in s["leases"] for i in le["gpu_indexes"]}

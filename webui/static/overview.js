@@ -23,6 +23,51 @@ function row(cells) {
   return tr;
 }
 
+// The flows as a two-column diagram: where power comes from (left) and where it goes (right),
+// each band as wide as its share of the largest flow.
+const SVG = "http://www.w3.org/2000/svg";
+const FLOW_SOURCES = { pv: ["Solar", 45], battery: ["Battery", 135], grid: ["Grid", 225] };
+const FLOW_SINKS = { house: ["House", 30], rig: ["Rig", 100], battery: ["Battery", 170], grid: ["Grid", 240] };
+const FLOW_COLOURS = { pv: "#f5b82e", battery: "#b07cff", grid: "#8b96a1" };
+
+function svgEl(name, attrs, content) {
+  const el = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (content !== undefined) el.textContent = content;
+  return el;
+}
+
+function drawFlows(site) {
+  const svg = document.getElementById("flows");
+  const flows = (site && !site.stale && site.flows) || [];
+  document.getElementById("no-flows").hidden = Boolean(site && !site.stale);
+  const parts = [];
+  const biggest = Math.max(1, ...flows.map((f) => f.power_w));
+  const labelYs = [];
+  for (const f of flows) {
+    const y0 = FLOW_SOURCES[f.from][1], y1 = FLOW_SINKS[f.to][1];
+    const width = 2 + 16 * f.power_w / biggest;
+    parts.push(svgEl("path", { d: `M150 ${y0} C320 ${y0}, 320 ${y1}, 490 ${y1}`, fill: "none",
+      stroke: FLOW_COLOURS[f.from], "stroke-width": width, "stroke-opacity": 0.7,
+      class: "flow", "data-from": f.from, "data-to": f.to },
+    undefined));
+    let y = (y0 + y1) / 2 - 4;
+    while (labelYs.some((u) => Math.abs(u - y) < 13)) y += 14;  // labels must not overlap
+    labelYs.push(y);
+    parts.push(svgEl("text", { x: 320, y, "text-anchor": "middle", class: "flow-label" },
+      kw(f.power_w)));
+  }
+  const node = (x, anchor, [label, y], side, key) => {
+    const total = flows.filter((f) => f[side] === key).reduce((a, f) => a + f.power_w, 0);
+    parts.push(svgEl("text", { x, y: y - 2, "text-anchor": anchor, class: "flow-node" }, label));
+    parts.push(svgEl("text", { x, y: y + 15, "text-anchor": anchor, class: "flow-total" },
+      total ? kw(total) : "–"));
+  };
+  for (const [key, spec] of Object.entries(FLOW_SOURCES)) node(140, "end", spec, "from", key);
+  for (const [key, spec] of Object.entries(FLOW_SINKS)) node(500, "start", spec, "to", key);
+  svg.replaceChildren(...parts);
+}
+
 function render(s) {
   const cur = s.currency;
   text("clock", localTime(s.ts) + (s.clock_speed !== 1 ? `  ·  simulated ×${s.clock_speed}` : ""));
@@ -32,6 +77,7 @@ function render(s) {
   text("rig", kw(s.rig_power_w));
   text("grid", kw(site.grid_w === undefined || site.grid_w === null ? null : Math.abs(site.grid_w)));
   text("grid-dir", flow(site.grid_w, "importing", "exporting"));
+  drawFlows(s.site);
   text("battery", kw(site.battery_w === undefined || site.battery_w === null ? null : Math.abs(site.battery_w)));
   text("soc", site.soc_pct === null || site.soc_pct === undefined ? "no battery"
     : [flow(site.battery_w, "charging", "discharging"), site.soc_pct.toFixed(0) + " %"].filter(Boolean).join(" · "));
