@@ -29,6 +29,7 @@ from node.ledger import RigEnergy, book_energy, book_payouts
 from node.milp_planner import MilpPlanner
 from node.plan_inputs import FillTracker, learned_terms, plan_inputs
 from node.planner import Plan, PlanInputs, RulePlanner
+from node.projection import YearProjection
 from node.roles import (
     LOCAL,
     Assignment,
@@ -91,6 +92,7 @@ class Agent:
         self.state = LiveState()
         self._lock = threading.RLock()
         self._scheduler: BackgroundScheduler | None = None
+        self.projection = YearProjection(store)
         store.sync_cost_items(_cost_rows(cfg))  # the config is the source of CapEx and OpEx
         a = cfg.agent
         self.jobs: dict[str, tuple[Callable[[], None], float]] = {
@@ -104,6 +106,7 @@ class Agent:
             "maintenance": (self.maintenance, a.maintenance_every_s),
             "attest": (self.attest_tee, cfg.tee.attest_every_s),
             "kube_split": (self.split_on_kube, a.apply_every_s),
+            "project_payback": (self.project_payback, a.plan_every_s),
         }
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -123,6 +126,7 @@ class Agent:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)  # let running jobs finish their transaction
             self._scheduler = None
+        self.projection.stop()
         self.run_job("ledger")  # leave nothing sampled unbooked
         self.store.add_event(self.clock.now(), "agent", "agent stopped")
         self.parts.close()
@@ -314,6 +318,10 @@ class Agent:
                 backend.set_power_limit(index, target)
             except GpuError as exc:
                 log.warning("GPU %d: cannot set power limit %.0f W: %s", index, target, exc)
+
+    def project_payback(self) -> None:
+        """Start or collect the year simulation behind the payback page's second projection."""
+        self.projection.poll(self.cfg, self.clock.now())
 
     def change_settings(self, changes: dict) -> dict:
         """Apply the owner's change now, keep it, log it; ConfigError names a wrong key."""

@@ -384,6 +384,8 @@ class SimulationConfig:
     slot_minutes: Literal[15, 30, 60] = 60
     hindsight_block_days: int = field(default=7, metadata=rng(1, 28))  # solved at once
     hindsight_lookahead_hours: int = field(default=12, metadata=rng(0, 168))
+    # the agent runs this period's simulation in the background for the payback page
+    project_payback: bool = False
 
 
 @dataclass(frozen=True)

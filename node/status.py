@@ -10,6 +10,7 @@ from market_adapter.base import ACTIVE
 from node.agent import Agent
 from node.ledger import day_summary, payback
 from node.planner import price_at
+from node.projection import projected_date
 from node.store import from_epoch
 
 
@@ -48,7 +49,8 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "payback": {"capex": pb.capex, "net_to_date": pb.net_to_date,
                     "net_per_day_30d": pb.net_per_day_30d, "paid_back_pct": pb.paid_back_pct,
                     "projected_date": pb.projected_date.isoformat() if pb.projected_date
-                    else None},
+                    else None,
+                    "simulation": _year_projection(agent, pb, now.astimezone(store.tz).date())},
         "jobs": {name: {"ok": h.ok, "last_ok": _iso(h.last_ok), "last_error": h.last_error,
                         "failures": h.failures} for name, h in agent.state.jobs.items()},
         "tee": _tee(agent),
@@ -197,7 +199,18 @@ def payback_view(agent: Agent) -> dict[str, Any]:
             "net_to_date": pb.net_to_date, "net_per_day_30d": pb.net_per_day_30d,
             "paid_back_pct": pb.paid_back_pct,
             "projected_date": pb.projected_date.isoformat() if pb.projected_date else None,
+            "simulation": _year_projection(agent, pb, today),
             "items": items, "cumulative": cumulative}
+
+
+def _year_projection(agent: Agent, pb, today: date) -> dict[str, Any]:
+    """The payback date at the pace of the simulated year, and how that year went."""
+    stored = agent.projection.stored()
+    when = projected_date(stored, pb.capex - pb.net_to_date, today)
+    result = {k: v for k, v in (stored or {}).items() if k != "fingerprint"}
+    return {"enabled": agent.cfg.simulation.project_payback,
+            "running": agent.projection.running,
+            "projected_date": when.isoformat() if when else None, "result": result or None}
 
 
 def _earnings(store, today: date) -> dict[str, dict[str, float]]:

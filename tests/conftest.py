@@ -38,8 +38,10 @@ def store(tmp_path: Path) -> Store:
 def demo_cfg(tmp_path: Path, **market) -> Config:
     base = default_config()
     sim = replace(base.markets.sim, **market) if market else base.markets.sim
+    # the year simulation for the payback page has tests of its own
     return replace(base, store=replace(base.store, path=str(tmp_path / "sunrig.db")),
-                   markets=replace(base.markets, sim=sim))
+                   markets=replace(base.markets, sim=sim),
+                   simulation=replace(base.simulation, project_payback=False))
 
 
 def make_agent(tmp_path: Path, start: datetime = START, **market) -> tuple[Agent, SimulatedClock]:

@@ -4,8 +4,11 @@
 function timeChart(el, series, data, height = 260) {
   el.textContent = "";
   const scales = [...new Set(series.map((s) => s.scale))];
-  const axes = [{}, { scale: scales[0] }];
-  if (scales.length > 1) axes.push({ scale: scales[1], side: 1 });
+  // room for labels such as 500,000 beside the plot
+  const yAxis = (scale, side) => ({ scale, side, size: 72,
+    values: (u, vals) => vals.map((v) => v.toLocaleString()) });
+  const axes = [{}, yAxis(scales[0], 3)];
+  if (scales.length > 1) axes.push(yAxis(scales[1], 1));
   return new uPlot({ width: Math.max(320, el.clientWidth - 8), height, series: [{}, ...series],
     scales: { x: { time: true } }, axes }, data, el);
 }

@@ -91,7 +91,9 @@ function render(s) {
   text("kwh", s.today.energy_kwh.toFixed(1) + " kWh");
   text("net", money(s.today.net, cur));
   text("payback", s.payback.capex > 0 ? s.payback.paid_back_pct.toFixed(1) + " %" : "no CapEx set");
-  text("payback-date", s.payback.projected_date ? "projected " + s.payback.projected_date : "");
+  const sim = s.payback.simulation || {};
+  text("payback-date", [s.payback.projected_date && "projected " + s.payback.projected_date,
+    sim.projected_date && "year simulation " + sim.projected_date].filter(Boolean).join(" · "));
   if (s.plan) {
     const offered = Object.values(s.plan.offered).reduce((a, b) => a + b, 0);
     text("plan", `${offered} offered · ${s.plan.local_gpus} local`);
