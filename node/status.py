@@ -45,7 +45,8 @@ def agent_status(agent: Agent) -> dict[str, Any]:
                   "energy_kwh": round(summary.energy_wh / 1000.0, 3),
                   "revenue_by_market": summary.revenue_by_market,
                   "energy_cost_by_role": summary.cost_by_role},
-        "earnings": _earnings(store, now.astimezone(store.tz).date()),
+        "earnings": _totals(store, "revenue", now.astimezone(store.tz).date()),
+        "energy_cost_by_role": _totals(store, "energy", now.astimezone(store.tz).date()),
         "payback": {"capex": pb.capex, "net_to_date": pb.net_to_date,
                     "net_per_day_30d": pb.net_per_day_30d, "paid_back_pct": pb.paid_back_pct,
                     "projected_date": pb.projected_date.isoformat() if pb.projected_date
@@ -213,12 +214,23 @@ def _year_projection(agent: Agent, pb, today: date) -> dict[str, Any]:
             "projected_date": when.isoformat() if when else None, "result": result or None}
 
 
-def _earnings(store, today: date) -> dict[str, dict[str, float]]:
-    """Revenue per market today, over the last 30 days and in all."""
-    rows = store.query("SELECT name, sum(CASE WHEN day = ? THEN amount ELSE 0 END) AS today, "
-                       "sum(CASE WHEN day >= ? THEN amount ELSE 0 END) AS d30, "
-                       "sum(amount) AS lifetime FROM ledger_daily WHERE category = 'revenue' "
-                       "GROUP BY name", [today.isoformat(),
-                                         (today - timedelta(days=29)).isoformat()])
-    return {r["name"]: {"today": round(r["today"], 2), "last_30_days": round(r["d30"], 2),
-                        "lifetime": round(r["lifetime"], 2)} for r in rows}
+def _totals(store, category: str, today: date) -> dict[str, dict[str, float]]:
+    """Per ledger name (a market's revenue, a role's energy cost): amount and kWh today, over
+    the last 30 days and in all."""
+    rows = store.query(
+        "SELECT name, sum(CASE WHEN day = :today THEN amount ELSE 0 END) AS today, "
+        "sum(CASE WHEN day >= :d30 THEN amount ELSE 0 END) AS d30, sum(amount) AS lifetime, "
+        "sum(CASE WHEN day = :today THEN energy_wh ELSE 0 END) AS wh_today, "
+        "sum(CASE WHEN day >= :d30 THEN energy_wh ELSE 0 END) AS wh_d30, "
+        "sum(energy_wh) AS wh_lifetime FROM ledger_daily WHERE category = :category "
+        "GROUP BY name ORDER BY name",
+        {"today": today.isoformat(), "d30": (today - timedelta(days=29)).isoformat(),
+         "category": category})
+    periods = {"today": "today", "last_30_days": "d30", "lifetime": "lifetime"}
+    out = {}
+    for r in rows:
+        out[r["name"]] = {name: round(r[col], 2) for name, col in periods.items()}
+        if category == "energy":
+            out[r["name"]] |= {f"kwh_{name}": round(r[f"wh_{col}"] / 1000.0, 2)
+                               for name, col in periods.items()}
+    return out

@@ -67,6 +67,8 @@ def test_overview_shows_the_rig(demo, browser):
     WebDriverWait(browser, 30).until(
         lambda b: b.find_element(By.ID, "rig").text not in ("", "–"))
     assert "W" in browser.find_element(By.ID, "rig").text
+    WebDriverWait(browser, 30).until(  # the rig's GPUs draw power: its energy is booked
+        lambda b: b.find_elements(By.CSS_SELECTOR, "#costs tbody tr"))
     # the rig always draws power, so the flow diagram has a band into it from some source
     bands = browser.find_elements(By.CSS_SELECTOR, '#flows path.flow[data-to="rig"]')
     assert bands and all(b.get_attribute("data-from") in ("pv", "battery", "grid")
@@ -95,6 +97,8 @@ def open_charts(browser, url: str) -> None:
 
 def test_history_page_draws(demo, browser):
     open_charts(browser, f"{demo}/history")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#days tbody tr")
+    assert rows and "EUR" in rows[0].text  # today's money, as numbers too
     browser.save_screenshot(str(ARTIFACTS / "history.png"))
 
 

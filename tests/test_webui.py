@@ -108,12 +108,20 @@ def test_history_and_payback_views_and_the_csv(tmp_path):
     agent.store.close()
 
 
-def test_status_has_earnings_per_market_today_30_days_and_lifetime(tmp_path):
+def test_status_has_earnings_per_market_and_costs_per_role_today_30_days_and_lifetime(
+        tmp_path):
     from node.status import agent_status
     from tests.conftest import make_agent, run_for
 
     agent, clock = make_agent(tmp_path, orders_per_hour=6.0, ask_price_per_gpu_hour=1.8)
     run_for(agent, clock, hours=6)
-    e = agent_status(agent)["earnings"]["sim"]
+    status = agent_status(agent)
+    e = status["earnings"]["sim"]
     assert e["today"] > 0 and e["today"] <= e["last_30_days"] <= e["lifetime"]
+    costs = status["energy_cost_by_role"]
+    assert {"local", "market"} <= set(costs)
+    assert sum(c["today"] for c in costs.values()) == pytest.approx(
+        status["today"]["energy_cost"], abs=0.05)
+    assert all(0 < c["kwh_today"] <= c["kwh_last_30_days"] <= c["kwh_lifetime"]
+               for c in costs.values())
     agent.store.close()

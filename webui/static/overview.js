@@ -88,6 +88,11 @@ function render(s) {
   earnings.replaceChildren(...Object.entries(s.earnings || {}).map(([m, e]) =>
     row([m, money(e.today, cur), money(e.last_30_days, cur), money(e.lifetime, cur)])));
   text("cost", money(s.today.energy_cost, cur));
+  const costs = document.querySelector("#costs tbody");
+  const withKwh = (v, wh) => money(v, cur) + " · " + wh.toFixed(1) + " kWh";
+  costs.replaceChildren(...Object.entries(s.energy_cost_by_role || {}).map(([role, c]) =>
+    row([role.replace("_", " "), withKwh(c.today, c.kwh_today),
+      withKwh(c.last_30_days, c.kwh_last_30_days), withKwh(c.lifetime, c.kwh_lifetime)])));
   text("kwh", s.today.energy_kwh.toFixed(1) + " kWh");
   text("net", money(s.today.net, cur));
   text("payback", s.payback.capex > 0 ? s.payback.paid_back_pct.toFixed(1) + " %" : "no CapEx set");
