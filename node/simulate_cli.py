@@ -12,7 +12,9 @@ from pathlib import Path
 
 from node.config import Config, default_config, load_config
 from node.economics import Result, load_site, simulate
+from node.online_bound import online_bound
 from node.policies import POLICIES
+from node.wiring import sim_terms
 
 BENCH_ORDER = ("planner", "always_sell", "solar_only", "cheapest_hours", "never_sell",
                "hindsight")
@@ -109,6 +111,19 @@ def print_table(cfg: Config, results: dict[str, Result], seconds: float) -> None
     print(f"planner / best simple policy: {planner / best_simple:.3f}   "
           f"planner / hindsight: {planner / hindsight:.3f}   ({cur}; hindsight within "
           f"{results['hindsight'].solver_gap:.2%} of its optimum)")
+    bound = online_revenue_bound(cfg)
+    print(f"online bound: no policy that posts its floor before the orders come can earn more "
+          f"than {bound:,.0f} {cur} of revenue; planner {results['planner'].revenue / bound:.3f} "
+          f"of it, hindsight {results['hindsight'].revenue / bound:.3f}")
+
+
+def online_revenue_bound(cfg: Config) -> float:
+    """The online optimum's revenue over the period, on every GPU the owner ever leaves free."""
+    g = cfg.gpus.simulated
+    site = load_site(cfg)
+    capacity = g.count - int(site.local_gpus.min())
+    per_hour = online_bound(sim_terms(cfg), capacity).revenue_per_hour
+    return per_hour * site.steps * 0.25
 
 
 def _print_result(cfg: Config, r: Result) -> None:
