@@ -10,6 +10,7 @@ on. The result is kept in the store, so a restart does not run it again.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -50,7 +51,8 @@ def simulate_year(cfg: Config) -> dict[str, Any]:
 
 
 def _child(cfg: Config, conn) -> None:
-    os.nice(19)  # only the CPU nothing else wants
+    with contextlib.suppress(OSError):  # a sandbox may forbid it: then at normal priority
+        os.nice(19)  # only the CPU nothing else wants
     _die_with_parent()
     try:
         conn.send({"ok": True, **simulate_year(cfg)})
