@@ -273,8 +273,7 @@ class Agent:
                     continue
                 free = result.free_offered.get(name, 0)
                 floor = self._offer(market, free, slot.floor_per_gpu_hour[name])
-                leased = sum(h.gpus for h in holds if h.market == name)
-                self.state.fills.offered(name, now, floor, free + leased)
+                self.state.fills.offered(name, now, floor, free)
 
     def _note_reservation(self, now: datetime, result) -> None:
         """Say once when leases keep the owner from the GPUs reserved, and once when resolved."""

@@ -106,6 +106,10 @@ class ReservationWindow:
 class LocalConfig:
     reserved_gpus: int = field(default=1, metadata=rng(0, 64))
     schedule: tuple[ReservationWindow, ...] = ()
+    # strict: the plan keeps every reserved GPU free for the owner's own models (a lease is
+    # never planned to run into a reserved window); soft: it may, when selling earns more than
+    # renting the GPU elsewhere at the market's price would cost
+    reservation: Literal["soft", "strict"] = "strict"
 
 
 @dataclass(frozen=True)

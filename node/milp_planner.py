@@ -93,9 +93,10 @@ class _Model:
 
     # variable layout: per slot t and market m: GPUs in the market role o (besides old leases),
     # leases started s, revenue r, new leases still running L; then per slot: import, export,
-    # charge, discharge, soc, flap u, and the market role's whole GPUs (integer, the sum of o;
-    # only the sum is integer, so markets alike do not make the search symmetric)
-    FLOWS = ("imp", "exp", "ch", "dis", "soc", "u", "role")
+    # charge, discharge, soc, flap u, the market role's whole GPUs (integer, the sum of o;
+    # only the sum is integer, so markets alike do not make the search symmetric), and the
+    # reserved GPUs that leases started in the plan are expected to still hold (short)
+    FLOWS = ("imp", "exp", "ch", "dis", "soc", "u", "role", "short")
 
     @staticmethod
     def build(now: datetime, inp: PlanInputs, horizon_hours: int, slot_minutes: int):
@@ -136,8 +137,8 @@ class _Model:
         lo, hi = np.zeros(n), np.full(n, np.inf)
         rows: list[tuple[list[tuple[int, float]], float, float]] = []
         bat = inp.battery
-        gpu_kw = inp.gpu_busy_w * inp.cooling_factor / 1000.0
         extra_w = (inp.gpu_busy_w - b["idle_w"]) * inp.cooling_factor
+        gpu_kw = extra_w / 1000.0  # a lease's draw beyond an idle GPU
         for t in range(self.T):
             v = lambda name, m=0, t=t: self.var(t, name, m)  # noqa: E731
             for m, name in enumerate(self.markets):
@@ -165,9 +166,17 @@ class _Model:
                     c[v("leased", m)] += decay * terms.mean_lease_hours * (
                         gpu_kw * b["mean_import"] + inp.wear_per_gpu_hour)
             # the market role (whole GPUs) holds the expected new leases and fits the room
-            # beside the owner's GPUs and old leases, even if every GPU in it were leased
+            # beside the owner's GPUs and old leases, even if every GPU in it were leased; a
+            # soft reservation lets leases run on into GPUs the owner reserves later, at the
+            # price of renting those elsewhere
             for m in range(n_m):
-                rows.append(([(v("leased", m), 1.0), (v("o", m), -1.0)], -np.inf, 0.0))
+                rows.append(([(v("leased", m), 1.0), (v("o", m), -1.0), (v("short"), -1.0)],
+                             -np.inf, 0.0))
+            if inp.shortfall_per_gpu_hour is None:
+                hi[v("short")] = 0.0
+            else:
+                hi[v("short")] = b["reserved_later"][t]
+                c[v("short")] = inp.shortfall_per_gpu_hour * h
             integrality[v("role")], hi[v("role")] = 1, b["room"][t]
             rows.append(([(v("o", m), 1.0) for m in range(n_m)] + [(v("role"), -1.0)], 0.0, 0.0))
             c[v("imp")] = b["import"][t] * h / 1000.0
@@ -189,10 +198,13 @@ class _Model:
                          + [(v("leased", m), -extra_w) for m in range(n_m)],
                          b["fixed_w"][t], b["fixed_w"][t]))
             c[v("u")] = FLAP_COST
-            if t > 0:  # u >= |role[t] - role[t-1]|
+            if t > 0:
+                # u >= |change in GPUs held back|: the room shrinking as the owner's GPUs come
+                # is no flapping, and must not make the plan hold GPUs back before it
+                d = b["room"][t] - b["room"][t - 1]
                 change = [(v("role"), 1.0), (self.var(t - 1, "role"), -1.0)]
-                rows.append(([(v("u"), 1.0)] + [(i, -x) for i, x in change], 0.0, np.inf))
-                rows.append(([(v("u"), 1.0)] + change, 0.0, np.inf))
+                rows.append(([(v("u"), 1.0)] + [(i, -x) for i, x in change], -d, np.inf))
+                rows.append(([(v("u"), 1.0)] + change, d, np.inf))
         self.c, self.integrality, self.bounds = c, integrality, Bounds(lo, hi)
         self.constraints = [rows_constraint(rows, n)]
 
@@ -210,10 +222,12 @@ class _Model:
             for m, name in enumerate(self.markets):
                 terms = self.inp.markets[name]
                 started = x[self.var(t, "s", m)]
-                floor = self.base["floor"][t][name]
-                if started > 1e-6:  # selling here: the floor that earns most over the leases
-                    floor = max(floor, terms.best_floor(self.base["lease_cost"][t][name],
-                                                        self.base["cap"][t]))
+                # the floor that earns most over the leases, whether the plan aims for new
+                # ones here or not: a GPU that is free anyway (expected leases rounded up)
+                # must not sell at the ask
+                floor = max(self.base["floor"][t][name], terms.best_floor(
+                    self.base["lease_cost"][t][name] - self.inp.wear_per_gpu_hour,
+                    self.base["cap"][t]))
                 floors[name] = round(max(floor, terms.ask_price_per_gpu_hour), 4)
                 # aiming for no new lease here: hold only what is leased, offer nothing free
                 want[name] = x[self.var(t, "o", m)] if started > 1e-3 else math.ceil(
@@ -330,9 +344,10 @@ def _constants(inp: PlanInputs, starts: list[datetime], prices: list, hours: flo
         fixed.append(house[t] - pv[t] + rig_w)
     imports = [p.import_per_kwh for p in prices]
     exports = [min(p.export_per_kwh, p.import_per_kwh) for p in prices]
-    gpu_kw = (inp.gpu_busy_w + inp.host_overhead_w / max(n, 1)) * inp.cooling_factor / 1000.0
-    gpu_cost = []
+    # a lease adds what a busy GPU draws beyond an idle one; the host runs either way
     extra_w = (inp.gpu_busy_w - idle_w) * inp.cooling_factor
+    gpu_kw = extra_w / 1000.0
+    gpu_cost = []
     for t in range(len(starts)):
         # one more busy GPU runs on PV that would be exported, or on imported energy
         surplus_w = -fixed[t]  # PV left after house and the rig as it stands
@@ -345,7 +360,11 @@ def _constants(inp: PlanInputs, starts: list[datetime], prices: list, hours: flo
                for m, cost in costs.items()} for costs in lease_cost]
     cap = [int(r) + sum(math.ceil(v - 1e-9) for v in o.values()) for r, o in zip(room, old,
                                                                                 strict=True)]
+    # GPUs the owner reserves at t beyond the fewest reserved since the plan began: only those
+    # can a lease started earlier in the plan still hold
+    reserved_later = [local[t] - min(local[:t + 1]) for t in range(len(starts))]
     return {"local": local, "old": old, "room": room, "cap": cap, "fixed_w": fixed,
+            "reserved_later": reserved_later,
             "idle_w": idle_w, "import": imports, "export": exports, "floor": floors,
             "lease_cost": lease_cost, "gpu_cost": gpu_cost,
             "mean_import": sum(imports) / len(imports)}

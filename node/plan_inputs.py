@@ -19,7 +19,13 @@ from energy.types import PriceSlot, SiteSample
 from market_adapter.base import ACTIVE
 from node.config import BatteryConfig, Config
 from node.gpus import GpuSnapshot
-from node.planner import BatteryState, FillCalibration, MarketTerms, PlanInputs
+from node.planner import (
+    BatteryState,
+    FillCalibration,
+    MarketTerms,
+    PlanInputs,
+    shortfall_price,
+)
 from node.store import Store, epoch, from_epoch
 
 HISTORY = timedelta(days=7)
@@ -36,8 +42,8 @@ class FillTracker:
     fills: dict[str, FillCalibration] = field(default_factory=dict)
     standing: dict[str, tuple[datetime, float, int]] = field(default_factory=dict)
 
-    def offered(self, market: str, now: datetime, floor_site: float, capacity: int) -> None:
-        self.standing[market] = (now, floor_site, capacity)
+    def offered(self, market: str, now: datetime, floor_site: float, free_gpus: int) -> None:
+        self.standing[market] = (now, floor_site, free_gpus)
 
     def synced(self, market: str, now: datetime, terms: MarketTerms, started_gpus: int) -> None:
         """Compare the GPUs leased since the offer with what the model expected of it."""
@@ -45,8 +51,8 @@ class FillTracker:
         if since is None or now <= since[0]:
             return
         hours = (now - since[0]).total_seconds() / 3600.0
-        expected = terms.carried_gpus(since[1], since[2]) / terms.mean_lease_hours * hours
-        self.fills.setdefault(market, FillCalibration()).record(expected, started_gpus)
+        expected = terms.expected_gpus_started(since[1], since[2], hours)
+        self.fills.setdefault(market, FillCalibration()).record(expected, started_gpus, hours)
         self.standing[market] = (now, since[1], since[2])
 
     def factor(self, market: str) -> float:
@@ -114,7 +120,8 @@ def plan_inputs(cfg: Config, store: Store, terms: dict[str, MarketTerms], now: d
         min_floor_per_gpu_hour=cfg.planner.min_floor_per_gpu_hour,
         expected_lease_hours=cfg.markets.sim.mean_lease_hours,
         pv_w_at=forecast(pv, pv_now), house_w_at=forecast(load, load_now),
-        battery=_battery(cfg, site), leased_gpus_at=_leases_running(store, terms, now))
+        battery=_battery(cfg, site), leased_gpus_at=_leases_running(store, terms, now),
+        shortfall_per_gpu_hour=shortfall_price(cfg.local.reservation, terms))
 
 
 def _slots(rows: list[dict]) -> list[PriceSlot]:

@@ -78,14 +78,39 @@ class MarketTerms:
             return 0.0
         return _carried(self, self.share_paying(price_per_gpu_hour), capacity)
 
+    def expected_gpus_started(self, floor_per_gpu_hour: float, free_gpus: int,
+                              hours: float) -> float:
+        """GPUs the orders arriving over a short time take from `free_gpus` offered at this
+        floor: the orders that fit and pay. Unlike the long-run fill it holds in any state of
+        the rig, so comparing it with what the market did calibrates the demand model without
+        the bias of only looking while GPUs are free."""
+        sizes = self.order_sizes or ((max(1, round(self.mean_gpus_per_order)), 1.0),)
+        total = sum(w for _, w in sizes) or 1.0
+        fitting = sum(k * w for k, w in sizes if k <= free_gpus) / total
+        return self.orders_per_hour * hours * self.share_paying(floor_per_gpu_hour) * fitting
+
     def best_floor(self, cost_per_gpu_hour: float, capacity: int) -> float:
         """The floor that earns most over time with `capacity` GPUs offered: the margin over the
         cost times the GPUs it keeps leased. A high floor sells fewer GPU-hours; a low one sells
         them cheap."""
-        top = self.expected_price_per_gpu_hour * math.exp(3 * self.price_spread)
-        low = self.ask_price_per_gpu_hour
-        grid = [low + (top - low) * k / 80 for k in range(81)] if top > low else [low]
-        return max(grid, key=lambda p: (p - cost_per_gpu_hour) * self.carried_gpus(p, capacity))
+        return _best_floor(self, round(cost_per_gpu_hour, 4), capacity)
+
+
+@lru_cache(maxsize=65536)
+def _best_floor(terms: MarketTerms, cost: float, capacity: int) -> float:
+    """A coarse ladder, then a fine one around its best step: a cost that moves by a cent
+    moves the floor too."""
+    def earns(p: float) -> float:
+        return (p - cost) * terms.carried_gpus(p, capacity)
+
+    top = terms.expected_price_per_gpu_hour * math.exp(3 * terms.price_spread)
+    low = terms.ask_price_per_gpu_hour
+    if top <= low:
+        return low
+    step = (top - low) / 80
+    coarse = max((low + step * k for k in range(81)), key=earns)
+    fine = (coarse + step * k / 20 for k in range(-20, 21))
+    return max((p for p in fine if low <= p <= top), key=earns)
 
 
 @lru_cache(maxsize=65536)
@@ -106,19 +131,23 @@ def _carried(terms: MarketTerms, share: float, capacity: int) -> float:
 
 class FillCalibration:
     """How much of the demand model's promise the market kept: GPUs leased over GPUs the model
-    expected for the offers posted, with old evidence fading (a week's half-life).
+    expected for the offers posted, with old evidence fading (four weeks' half-life by default:
+    lease sizes vary, so a week of orders says little, and markets change slowly).
 
     A market busier or quieter than configured shows here; the planner scales the demand by
     this factor.
     """
 
-    def __init__(self, prior: float = 1.0, weight: float = 20.0, half_life_steps: float = 672):
+    def __init__(self, prior: float = 1.0, weight: float = 20.0,
+                 half_life_hours: float = 28 * 24.0):
         self.expected, self.started = weight, weight * prior
-        self.fade = 0.5 ** (1.0 / half_life_steps)
+        self.half_life_hours = half_life_hours
 
-    def record(self, expected_gpus: float, started_gpus: float) -> None:
-        self.expected = self.expected * self.fade + expected_gpus
-        self.started = self.started * self.fade + started_gpus
+    def record(self, expected_gpus: float, started_gpus: float, hours: float) -> None:
+        """What `hours` of offers were expected to lease, and what they did."""
+        fade = 0.5 ** (max(0.0, hours) / self.half_life_hours)
+        self.expected = self.expected * fade + expected_gpus
+        self.started = self.started * fade + started_gpus
 
     @property
     def factor(self) -> float:
@@ -158,6 +187,15 @@ class PlanInputs:
     battery: BatteryState | None = None
     # GPUs held by leases that run now, expected to be still leased at a time (per market)
     leased_gpus_at: Callable[[str, datetime], float] | None = None
+    # what a reserved GPU-hour that a lease still holds costs the owner; None: never plan one
+    shortfall_per_gpu_hour: float | None = None
+
+
+def shortfall_price(reservation: str, markets: Mapping[str, MarketTerms]) -> float | None:
+    """A soft reservation is worth what renting a GPU on the dearest market would cost."""
+    if reservation != "soft" or not markets:
+        return None
+    return max(t.expected_price_per_gpu_hour for t in markets.values())
 
 
 def slot_starts(now: datetime, horizon_hours: int, slot_minutes: int) -> list[datetime]:

@@ -32,6 +32,7 @@ from node.planner import (
     MarketTerms,
     Plan,
     PlanInputs,
+    shortfall_price,
 )
 from node.wiring import sim_terms
 
@@ -79,11 +80,10 @@ def planner_policy(cfg: Config, site: Site) -> Policy:
     def decide(st: State) -> Decision:
         now = site.starts[st.step]
         if st.step > 0 and st.offered_last_step > 0:
-            # learn how the market's fill compares with the model's: GPUs leased per step at
-            # that floor with that many GPUs in the market role
-            cap = st.leased_gpus - st.started_last_step + st.offered_last_step
-            fills.record(terms.carried_gpus(st.floor_last_step, cap) / terms.mean_lease_hours
-                         * STEP_H, st.started_last_step)
+            # learn how the market's fill compares with the model's: GPUs leased in the last
+            # step against what its orders should have taken from the GPUs free then
+            fills.record(terms.expected_gpus_started(st.floor_last_step, st.offered_last_step,
+                                                     STEP_H), st.started_last_step, STEP_H)
         if st.step % every == 0 or current["plan"] is None:
             seen = replace(terms, orders_per_hour=terms.orders_per_hour * fills.factor)
             current["plan"] = planner.plan(now, _inputs(cfg, site, st, seen, _published_until(
@@ -147,7 +147,8 @@ def _inputs(cfg: Config, site: Site, st: State, terms: MarketTerms, known_until:
             bat.capacity_kwh * 1000, st.battery_soc_wh, bat.capacity_kwh * bat.min_soc_pct * 10,
             bat.max_charge_w, bat.max_discharge_w),
         leased_gpus_at=lambda m, ts: st.leased_gpus * math.exp(
-            -max(0.0, (ts - now).total_seconds()) / 3600.0 / decay_h))
+            -max(0.0, (ts - now).total_seconds()) / 3600.0 / decay_h),
+        shortfall_per_gpu_hour=shortfall_price(cfg.local.reservation, {"sim": terms}))
 
 
 def _profile(series: np.ndarray, k0: int, days: int = 7) -> np.ndarray:

@@ -64,6 +64,42 @@ def test_gpus_are_kept_back_before_the_owner_reserves_them():
     assert by_hour[16] == 0 and by_hour[10] < 7
 
 
+def test_a_soft_reservation_sells_into_it_when_that_pays_and_a_strict_one_never():
+    # the owner takes every GPU from 16:00: a lease taken before then may still run; a soft
+    # reservation prices that at renting the GPU elsewhere, a strict one keeps them all free
+    reserve = lambda ts: 8 if ts.hour >= 16 else 1  # noqa: E731
+
+    def offered_before_four(shortfall):
+        plan = MilpPlanner(24, 60).plan(NOW, inputs(local_gpus_at=reserve,
+                                                    shortfall_per_gpu_hour=shortfall))
+        assert all(sum(s.offered.values()) + s.local_gpus <= 8 for s in plan.slots)
+        return sum(s.offered["sim"] for s in plan.slots[:6])  # 10:00 to 16:00
+
+    assert offered_before_four(None) == 0
+    assert offered_before_four(2.0) == 6 * 7  # a lease earns more than the rent it may cost
+    assert offered_before_four(50.0) == 0  # renting elsewhere costs more than any lease earns
+
+
+def test_room_shrinking_for_the_owner_is_no_flapping_to_avoid():
+    # two more GPUs for the owner from 13:00, too soon for leases to fill 5 of the 7: every
+    # free GPU is offered until then, not held back to keep the offer steady
+    plan = MilpPlanner(24, 60).plan(NOW, inputs(local_gpus_at=lambda ts: 3 if 13 <= ts.hour < 18
+                                                else 1))
+    assert [s.offered["sim"] for s in plan.slots[:5]] == [7, 7, 7, 5, 5]
+
+
+def test_a_gpu_free_in_a_slot_without_new_leases_aimed_for_still_asks_the_best_floor():
+    # leases run now and the owner takes every GPU from 16:00: no new lease is worth aiming for,
+    # yet a GPU that the rounding leaves free must not go at the market's ask
+    plan = MilpPlanner(24, 60).plan(NOW, inputs(local_gpus_at=lambda ts: 8 if ts.hour >= 16
+                                                else 1, leased_gpus_at=lambda m, ts: 3.0 * (
+                                                    0.88 ** ((ts - NOW).total_seconds() / 3600))))
+    best = TERMS.best_floor(0.0, 7)
+    before = plan.slots[:6]  # 10:00 to 16:00, where GPUs are free
+    assert any(s.offered["sim"] > 3 for s in before)
+    assert all(s.floor_per_gpu_hour["sim"] >= best - 0.05 for s in before)
+
+
 def test_running_leases_are_never_taken_back():
     plan = MilpPlanner(24, 60).plan(NOW, inputs(
         leased_gpus_at=lambda m, ts: 5.0, markets={"sim": MarketTerms(2.1, 1.84, 0.0)},
@@ -98,10 +134,20 @@ def test_the_loss_system_fills_less_at_dearer_floors_and_never_beyond_capacity()
                 >= (p - 0.3) * TERMS.carried_gpus(p, 7) - 1e-6)
 
 
+def test_expected_starts_count_only_orders_that_fit_and_pay():
+    sizes = MarketTerms(2.0, 1.0, orders_per_hour=4.0, price_spread=0.25,
+                        order_sizes=((1, 0.5), (4, 0.5)))
+    half = sizes.share_paying(2.0)
+    assert math.isclose(half, 0.5)
+    assert math.isclose(sizes.expected_gpus_started(2.0, 8, 0.25), 4.0 * 0.25 * 0.5 * 2.5)
+    assert math.isclose(sizes.expected_gpus_started(2.0, 3, 0.25), 4.0 * 0.25 * 0.5 * 0.5)
+    assert sizes.expected_gpus_started(2.0, 0, 0.25) == 0.0
+
+
 def test_fill_calibration_learns_what_the_market_keeps():
-    fills = FillCalibration(prior=0.5, weight=10)
-    for _ in range(2000):
-        fills.record(1.0, 0.3)
+    fills = FillCalibration(prior=0.5, weight=10, half_life_hours=24)
+    for _ in range(2000):  # quarter hours: three weeks, many half-lives
+        fills.record(1.0, 0.3, 0.25)
     assert abs(fills.factor - 0.3) < 0.02
 
 

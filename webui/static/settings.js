@@ -43,6 +43,7 @@ async function load() {
   const s = await (await fetch("/api/settings")).json();
   $("local.reserved_gpus").value = s.local.reserved_gpus;
   $("local.schedule").value = scheduleText(s.local.schedule);
+  $("local.reservation").value = s.local.reservation;
   for (const k of PLANNER) $(`planner.${k}`).value = s.planner[k];
   $("capex.items").value = itemsText(s.capex.items, "amount", "date");
   $("capex.opex").value = itemsText(s.capex.opex, "amount_per_month", "since");
@@ -63,7 +64,8 @@ async function save(event) {
   const tariff = Object.fromEntries(TARIFF.map((k) => [k, $(`tariff.${k}`).value]));
   tariff.import_per_kwh = Number(tariff.import_per_kwh);
   tariff.export_per_kwh = Number(tariff.export_per_kwh);
-  const body = { local: { reserved_gpus: Number($("local.reserved_gpus").value), schedule },
+  const body = { local: { reserved_gpus: Number($("local.reserved_gpus").value), schedule,
+                          reservation: $("local.reservation").value },
                  planner: Object.fromEntries(PLANNER.map((k) => [k, Number($(`planner.${k}`).value)])),
                  capex, tariff };
   const session = await (await fetch("/api/session")).json();
