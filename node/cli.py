@@ -175,10 +175,23 @@ def format_status(s: dict) -> str:
     t = s["today"]
     lines.append(f"today: revenue {t['revenue']:.2f} {cur}, energy {t['energy_cost']:.2f} {cur}, "
                  f"net {t['net']:.2f} {cur}")
+    lines.append(_payback_line(s["payback"], cur))
     if not s["healthy"]:
         failing = [n for n, j in s["jobs"].items() if not j["ok"]]
         lines.append(f"failing jobs: {', '.join(failing)}")
     return "\n".join(lines)
+
+
+def _payback_line(p: dict, cur: str) -> str:
+    if not p["capex"]:
+        return "payback: no CapEx set"
+    sim = (p.get("simulation") or {}).get("projected_date")
+    dates = [f"{p['projected_date']} at the last 30 days' pace" if p["projected_date"] else
+             "not at the last 30 days' pace"]
+    if sim:
+        dates.append(f"{sim} at the simulated year's pace")
+    return (f"payback: {p['paid_back_pct']:.1f} % of {p['capex']:,.0f} {cur}; "
+            + ", ".join(dates))
 
 
 def _w(value: float | None) -> str:

@@ -77,6 +77,7 @@ def test_demo_serves_leases_stops_on_signals_and_resumes(tmp_path):
     text = subprocess.run([*SUNRIG, "status", "--url", f"http://127.0.0.1:{port}"],
                           capture_output=True, text=True, timeout=30)
     assert text.returncode == 0 and "gpus:" in text.stdout and "leases:" in text.stdout
+    assert "payback: " in text.stdout and "484,000 EUR" in text.stdout
     out = stop(proc, signal.SIGTERM)
     assert proc.returncode == 0, out
     assert "Traceback" not in out
