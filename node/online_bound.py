@@ -34,6 +34,45 @@ class OnlineBound:
     floor_by_state: dict[tuple[int, ...], float]
 
 
+@dataclass(frozen=True)
+class _Chain:
+    """The market as a Markov chain over the leases running, one row per state."""
+
+    terms: MarketTerms
+    sizes: tuple[int, ...]  # order sizes that fit the rig, smallest first
+    weights: np.ndarray  # their shares of all orders (larger orders are lost)
+    counts: np.ndarray  # leases running per size
+    up: list[np.ndarray]  # per size: the state after such a lease starts, -1 if it cannot
+    down: list[np.ndarray]  # per size: the state after one such lease ends
+
+    @classmethod
+    def build(cls, terms: MarketTerms, capacity: int, sizes: tuple[int, ...],
+              weights: np.ndarray) -> _Chain:
+        states = [s for s in itertools.product(*(range(capacity // k + 1) for k in sizes))
+                  if np.dot(s, sizes) <= capacity]
+        index = {s: i for i, s in enumerate(states)}
+        moves = range(len(sizes))
+        return cls(terms, sizes, weights, np.array(states),
+                   [np.array([index.get(_moved(s, j, +1), -1) for s in states]) for j in moves],
+                   [np.array([index.get(_moved(s, j, -1), 0) for s in states]) for j in moves])
+
+    @property
+    def busy(self) -> np.ndarray:
+        return self.counts @ np.array(self.sizes)
+
+    @property
+    def leases(self) -> np.ndarray:
+        return self.counts.sum(axis=1)
+
+    @property
+    def arrivals(self) -> float:
+        return self.terms.orders_per_hour
+
+    @property
+    def ending(self) -> float:  # per lease and hour
+        return 1.0 / self.terms.mean_lease_hours
+
+
 def online_bound(terms: MarketTerms, capacity: int, cost_per_gpu_hour: float = 0.0,
                  floors: int = 161, tolerance: float = 1e-9,
                  max_iterations: int = 100_000) -> OnlineBound:
@@ -41,72 +80,66 @@ def online_bound(terms: MarketTerms, capacity: int, cost_per_gpu_hour: float = 0
     sizes, weights = _sizes(terms, capacity)
     if capacity <= 0 or not sizes or terms.orders_per_hour <= 0:
         return OnlineBound(max(capacity, 0), 0.0, 0.0, 0.0, {})
-    states = [s for s in itertools.product(*(range(capacity // k + 1) for k in sizes))
-              if np.dot(s, sizes) <= capacity]
-    index = {s: i for i, s in enumerate(states)}
-    arr = np.array(states)
-    busy = arr @ np.array(sizes)
-    leases = arr.sum(axis=1)
-    up = [np.array([index.get(_moved(s, j, +1), -1) for s in states]) for j in range(len(sizes))]
-    down = [np.array([index.get(_moved(s, j, -1), 0) for s in states]) for j in range(len(sizes))]
+    chain = _Chain.build(terms, capacity, sizes, weights)
     grid = _floor_grid(terms, cost_per_gpu_hour, floors)
     share = np.array([terms.share_paying(f) for f in grid])
-    lam, mu, hours = terms.orders_per_hour, 1.0 / terms.mean_lease_hours, terms.mean_lease_hours
-    rate = lam + mu * leases.max()  # uniformisation: the fastest any state changes
-
-    def step(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One Bellman update; returns the new values and each state's best floor index."""
-        # orders larger than the rig: lost, the state stays
-        value = np.repeat(((1.0 - weights.sum()) * h)[:, None], len(grid), axis=1)
-        for j, k in enumerate(sizes):
-            fits = up[j] >= 0
-            gain = (grid - cost_per_gpu_hour) * k * hours  # expected, paid over the lease
-            taken = gain[None, :] + np.where(fits, h[up[j]], 0.0)[:, None]
-            value += weights[j] * np.where(fits[:, None], share * taken
-                                           + (1 - share) * h[:, None], h[:, None])
-        best = value.argmax(axis=1)
-        leaving = sum(arr[:, j] * mu * h[down[j]] for j in range(len(sizes)))
-        new = (lam * value[np.arange(len(states)), best] + leaving
-               + (rate - lam - leases * mu) * h) / rate
-        return new, best
-
-    h = np.zeros(len(states))
-    for _ in range(max_iterations):
-        new, best = step(h)
+    gain = grid - cost_per_gpu_hour
+    rate = chain.arrivals + chain.ending * chain.leases.max()  # uniformisation
+    h = np.zeros(len(chain.counts))
+    for _ in range(max_iterations):  # relative value iteration
+        new, best = _bellman(chain, gain, share, rate, h)
         new -= new[0]
         if np.max(np.abs(new - h)) < tolerance:
             break
         h = new
-    margin = (step(h)[0][0] - h[0]) * rate
+    margin = (_bellman(chain, gain, share, rate, h)[0][0] - h[0]) * rate
     policy = grid[best]
-    revenue, leased = _stationary(states, arr, leases, sizes, weights, up, down, share[best],
-                                  policy, lam, mu, hours)
-    floors_by_state = {s: float(policy[i]) for i, s in enumerate(states) if busy[i] < capacity}
-    return OnlineBound(capacity, float(margin), revenue, leased, floors_by_state)
+    revenue, leased = _stationary(chain, policy)
+    states = [tuple(int(n) for n in row) for row in chain.counts]
+    free = chain.busy < capacity
+    return OnlineBound(capacity, float(margin), revenue, leased,
+                       {s: float(policy[i]) for i, s in enumerate(states) if free[i]})
 
 
-def _stationary(states, arr, leases, sizes, weights, up, down, share, policy, lam, mu, hours
-                ) -> tuple[float, float]:
+def _bellman(chain: _Chain, margin: np.ndarray, share: np.ndarray, rate: float, h: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """One update of the uniformised chain, over floors with this margin per GPU-hour and this
+    share of tenants paying: the new values and each state's best floor."""
+    hours = chain.terms.mean_lease_hours
+    value = np.repeat(((1.0 - chain.weights.sum()) * h)[:, None], len(share), axis=1)
+    for j, k in enumerate(chain.sizes):
+        fits = chain.up[j] >= 0
+        gain = margin * k * hours  # expected, paid over the lease
+        taken = gain[None, :] + np.where(fits, h[chain.up[j]], 0.0)[:, None]
+        value += chain.weights[j] * np.where(fits[:, None], share * taken
+                                             + (1 - share) * h[:, None], h[:, None])
+    best = value.argmax(axis=1)
+    leaving = sum(chain.counts[:, j] * chain.ending * h[chain.down[j]]
+                  for j in range(len(chain.sizes)))
+    stay = (rate - chain.arrivals - chain.leases * chain.ending) * h
+    new = (chain.arrivals * value[np.arange(len(h)), best] + leaving + stay) / rate
+    return new, best
+
+
+def _stationary(chain: _Chain, policy: np.ndarray) -> tuple[float, float]:
     """Revenue per hour and GPUs leased under the chosen floors, from the chain's stationary
     distribution (the margin alone does not say how it splits into price and volume)."""
-    n = len(states)
+    n = len(chain.counts)
+    share = np.array([chain.terms.share_paying(f) for f in policy])
     q = np.zeros((n, n))
-    for j in range(len(sizes)):
-        fits = up[j] >= 0
-        rows = np.nonzero(fits)[0]
-        q[rows, up[j][rows]] += lam * weights[j] * share[rows]
-        has = arr[:, j] > 0
-        rows = np.nonzero(has)[0]
-        q[rows, down[j][rows]] += arr[rows, j] * mu
+    started = np.zeros(n)  # GPUs leased per hour, by state
+    for j, k in enumerate(chain.sizes):
+        rows = np.nonzero(chain.up[j] >= 0)[0]
+        q[rows, chain.up[j][rows]] += chain.arrivals * chain.weights[j] * share[rows]
+        started[rows] += chain.arrivals * chain.weights[j] * share[rows] * k
+        rows = np.nonzero(chain.counts[:, j] > 0)[0]
+        q[rows, chain.down[j][rows]] += chain.counts[rows, j] * chain.ending
     q[np.arange(n), np.arange(n)] = -q.sum(axis=1)
-    a = np.vstack([q.T, np.ones(n)])
     b = np.zeros(n + 1)
     b[-1] = 1.0
-    pi = np.linalg.lstsq(a, b, rcond=None)[0]
-    started = sum(lam * weights[j] * share * (up[j] >= 0) * k for j, k in enumerate(sizes))
-    revenue = float(np.sum(pi * started * policy) * hours)
-    leased = float(pi @ (arr @ np.array(sizes)))
-    return revenue, leased
+    pi = np.linalg.lstsq(np.vstack([q.T, np.ones(n)]), b, rcond=None)[0]
+    revenue = float(np.sum(pi * started * policy) * chain.terms.mean_lease_hours)
+    return revenue, float(pi @ chain.busy)
 
 
 def _sizes(terms: MarketTerms, capacity: int) -> tuple[tuple[int, ...], np.ndarray]:
