@@ -80,20 +80,36 @@ class MarketTerms:
 
     def expected_gpus_started(self, floor_per_gpu_hour: float, free_gpus: int,
                               hours: float) -> float:
-        """GPUs the orders arriving over a short time take from `free_gpus` offered at this
-        floor: the orders that fit and pay. Unlike the long-run fill it holds in any state of
-        the rig, so comparing it with what the market did calibrates the demand model without
-        the bias of only looking while GPUs are free."""
-        sizes = self.order_sizes or ((max(1, round(self.mean_gpus_per_order)), 1.0),)
-        total = sum(w for _, w in sizes) or 1.0
-        fitting = sum(k * w for k, w in sizes if k <= free_gpus) / total
-        return self.orders_per_hour * hours * self.share_paying(floor_per_gpu_hour) * fitting
+        """GPUs the orders arriving over `hours` take from `free_gpus` offered at this floor,
+        one after another, each when it fits what the earlier ones left and its tenant pays.
+        Unlike the long-run fill it holds in any state of the rig, so comparing it with what
+        the market did calibrates the demand model without the bias of only looking while
+        GPUs are free."""
+        return _expected_started(self, round(self.share_paying(floor_per_gpu_hour), 9),
+                                 max(0, free_gpus), round(self.orders_per_hour * hours, 9))
 
     def best_floor(self, cost_per_gpu_hour: float, capacity: int) -> float:
         """The floor that earns most over time with `capacity` GPUs offered: the margin over the
         cost times the GPUs it keeps leased. A high floor sells fewer GPU-hours; a low one sells
         them cheap."""
         return _best_floor(self, round(cost_per_gpu_hour, 4), capacity)
+
+
+@lru_cache(maxsize=65536)
+def _expected_started(terms: MarketTerms, share: float, free: int, arrivals: float) -> float:
+    """Poisson(`arrivals`) orders meet `free` GPUs in turn: the expected GPUs they take."""
+    sizes = terms.order_sizes or ((max(1, round(terms.mean_gpus_per_order)), 1.0),)
+    total = sum(w for _, w in sizes) or 1.0
+    taken = [0.0] * (free + 1)  # expected GPUs taken by the orders still to come, by free
+    expected, p_n, n = 0.0, math.exp(-arrivals), 0
+    while n < 200 and (n <= arrivals or p_n > 1e-12):
+        expected += p_n * taken[free]
+        n += 1
+        p_n *= arrivals / n
+        taken = [sum(w / total * (share * (k + taken[f - k]) + (1 - share) * taken[f])
+                     if k <= f else w / total * taken[f] for k, w in sizes)
+                 for f in range(free + 1)]
+    return expected
 
 
 @lru_cache(maxsize=65536)

@@ -139,8 +139,12 @@ def test_expected_starts_count_only_orders_that_fit_and_pay():
                         order_sizes=((1, 0.5), (4, 0.5)))
     half = sizes.share_paying(2.0)
     assert math.isclose(half, 0.5)
-    assert math.isclose(sizes.expected_gpus_started(2.0, 8, 0.25), 4.0 * 0.25 * 0.5 * 2.5)
-    assert math.isclose(sizes.expected_gpus_started(2.0, 3, 0.25), 4.0 * 0.25 * 0.5 * 0.5)
+    # room for every order: one order an hour's quarter, half of them pay, 2.5 GPUs each
+    assert math.isclose(sizes.expected_gpus_started(2.0, 100, 0.25), 4.0 * 0.25 * 0.5 * 2.5)
+    # eight free: a third 4-GPU order in the same quarter hour finds no room
+    assert 1.2 < sizes.expected_gpus_started(2.0, 8, 0.25) < 1.25
+    # three free: only the 1-GPU orders fit, and seldom do four come at once
+    assert 0.24 < sizes.expected_gpus_started(2.0, 3, 0.25) < 4.0 * 0.25 * 0.5 * 0.5
     assert sizes.expected_gpus_started(2.0, 0, 0.25) == 0.0
 
 
