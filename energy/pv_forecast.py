@@ -14,6 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+# pvlib still calls pandas API that pandas now deprecates. Filtered once for pvlib's own modules:
+# catch_warnings() around each call is not thread-safe, and the agent's jobs run in threads.
+warnings.filterwarnings("ignore", message=r".*deprecated.*", module=r"pvlib(\.|$)")
+
 SYSTEM_DERATE = 0.85  # inverter, wiring, temperature: what a well-built array keeps
 MIN_CLEAR_W = 50.0  # below this the ratio is mostly noise (dawn, dusk)
 RATIO_BOUNDS = (0.0, 1.2)
@@ -36,9 +40,7 @@ def clear_sky_w(array: Array, times: list[datetime]) -> list[float]:
 
     if not times:
         return []
-    with warnings.catch_warnings():  # pvlib still calls pandas API that pandas now deprecates
-        warnings.simplefilter("ignore")
-        return _clear_sky_w(array, times, pd, irradiance, location)
+    return _clear_sky_w(array, times, pd, irradiance, location)
 
 
 def _clear_sky_w(array: Array, times: list[datetime], pd, irradiance, location) -> list[float]:
