@@ -177,14 +177,16 @@ def payback(store: Store, today: date) -> Payback:
     window_start = max(started, today - timedelta(days=29))
     days = (today - window_start).days + 1
     per_day = net_between(window_start, today) / days
-    remaining = capex - net
-    projected = None
-    if remaining <= 0:
-        projected = today
-    elif per_day > 0:
-        projected = today + timedelta(days=int(remaining / per_day) + 1)
+    projected = date_at_pace(today, capex - net, per_day)
     pct = 100.0 if capex <= 0 else max(0.0, min(100.0, 100.0 * net / capex))
     return Payback(round(capex, 2), round(net, 2), round(per_day, 2), round(pct, 2), projected)
+
+
+def date_at_pace(today: date, remaining: float, per_day: float) -> date | None:
+    """When `remaining` is paid back at `per_day`; today if it is already, None if never."""
+    if remaining <= 0:
+        return today
+    return today + timedelta(days=int(remaining / per_day) + 1) if per_day > 0 else None
 
 
 def _opex_between(items: list[dict], first: date, last: date) -> float:

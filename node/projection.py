@@ -18,10 +18,11 @@ import logging
 import multiprocessing
 import os
 import signal
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from node.config import Config
+from node.ledger import date_at_pace
 from node.store import Store
 
 log = logging.getLogger("sunrig.projection")
@@ -154,7 +155,4 @@ def projected_date(stored: dict[str, Any] | None, remaining: float, today: date)
     """When the rest of the CapEx is paid back at the simulated year's pace."""
     if not stored or not stored.get("ok"):
         return None
-    if remaining <= 0:
-        return today
-    per_day = stored["net_per_day"]
-    return today + timedelta(days=int(remaining / per_day) + 1) if per_day > 0 else None
+    return date_at_pace(today, remaining, stored["net_per_day"])

@@ -118,12 +118,13 @@ def print_table(cfg: Config, results: dict[str, Result], seconds: float) -> None
 
 
 def online_revenue_bound(cfg: Config) -> float:
-    """The online optimum's revenue over the period, on every GPU the owner ever leaves free."""
-    g = cfg.gpus.simulated
-    site = load_site(cfg)
-    capacity = g.count - int(site.local_gpus.min())
+    """The online optimum's revenue over the period, on every GPU the owner ever leaves free
+    (the fewest GPUs any reservation window or the default keeps: read off the config, no need
+    to load the year)."""
+    fewest = min([cfg.local.reserved_gpus, *(w.gpus for w in cfg.local.schedule)])
+    capacity = max(0, cfg.gpus.simulated.count - fewest)
     per_hour = online_bound(sim_terms(cfg), capacity).revenue_per_hour
-    return per_hour * site.steps * 0.25
+    return per_hour * cfg.simulation.days * 24
 
 
 def _print_result(cfg: Config, r: Result) -> None:
