@@ -25,8 +25,32 @@ class Flow:
 
 def power_flows(pv_w: float | None, house_w: float | None, rig_w: float | None,
                 battery_w: float | None, grid_w: float | None) -> list[Flow]:
-    """Flows of at least 1 W. Battery positive while charging, grid positive while importing;
-    a value the site does not report counts as 0 W."""
+    """Flows of at least 1 W, as the dashboard draws them. Battery positive while charging, grid
+    positive while importing; a value the site does not report counts as 0 W."""
+    flows = _fill(pv_w, house_w, rig_w, battery_w, grid_w)
+    return [Flow(f.source, f.sink, round(f.power_w, 1)) for f in flows if f.power_w >= 1.0]
+
+
+def supply_of(sink: str, pv_w: float | None, house_w: float | None, rig_w: float | None,
+              battery_w: float | None, grid_w: float | None) -> dict[str, float]:
+    """Where one sink's power comes from right now, by source (pv, battery, grid), in watts.
+
+    The same fill as `power_flows`, unrounded, so the books and the dashboard never disagree.
+    For the rig, what no reading places (meters a few watts off, or no site reading at all) is
+    the grid's: the grid connection is where an unmetered draw is settled, and its import price
+    is what that draw costs. For other sinks only the placed power is returned.
+    """
+    out = dict.fromkeys(SOURCES, 0.0)
+    for f in _fill(pv_w, house_w, rig_w, battery_w, grid_w):
+        if f.sink == sink:
+            out[f.source] += f.power_w
+    if sink == "rig":
+        out["grid"] += max(0.0, _val(rig_w) - sum(out.values()))
+    return out
+
+
+def _fill(pv_w: float | None, house_w: float | None, rig_w: float | None,
+          battery_w: float | None, grid_w: float | None) -> list[Flow]:
     supply = {"pv": _pos(pv_w), "battery": _pos(-_val(battery_w)), "grid": _pos(grid_w)}
     demand = {"house": _pos(house_w), "rig": _pos(rig_w), "battery": _pos(battery_w),
               "grid": _pos(-_val(grid_w))}
@@ -37,7 +61,7 @@ def power_flows(pv_w: float | None, house_w: float | None, rig_w: float | None,
     for source in SOURCES:
         for sinks in order[source]:
             flows += _share(source, sinks, supply, demand)
-    return [f for f in flows if f.power_w >= 1.0]
+    return flows
 
 
 def _share(source: str, sinks: tuple[str, ...], supply: dict[str, float],
@@ -52,12 +76,14 @@ def _share(source: str, sinks: tuple[str, ...], supply: dict[str, float],
     for sink in sinks:
         part = given * demand[sink] / wanted
         demand[sink] -= part
-        out.append(Flow(source, sink, round(part, 1)))
+        out.append(Flow(source, sink, part))
     return out
 
 
 def _val(w: float | None) -> float:
-    return 0.0 if w is None else float(w)
+    if w is None or w != w:  # a missing reading, or NaN from a broken meter, places nothing
+        return 0.0
+    return float(w)
 
 
 def _pos(w: float | None) -> float:

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from energy.flows import supply_of
 from energy.series import SeriesError
 from energy.sim import SimulatedSite
 from market_adapter.sim import Order, SimMarket, SimMarketSettings, order_takes_offer
@@ -223,7 +224,7 @@ def simulate(cfg: Config, site: Site, policy: Policy, name: str) -> Result:
         total = sum(energy_w.values()) or 1.0
         for role, w in energy_w.items():
             result.cost_by_role[role] += cost * w / total
-        _book_sources(result.kwh_by_source, rig_w, load, dis_w, imp_w)
+        _book_sources(result.kwh_by_source, pv, load, rig_w, dis_w, imp_w, exp_w)
         result.leased_gpu_hours += leased_h
         result.sellable_gpu_hours += (g.count - int(site.local_gpus[k])) * STEP_H
     result.capex = sum(i.amount for i in cfg.capex.items)
@@ -254,17 +255,13 @@ def _battery_step(pv_w: float, demand_w: float, soc_wh: float, bat, cap_wh: floa
     return net_w - discharge_w, 0.0, discharge_w, soc_wh - discharge_w * STEP_H
 
 
-def _book_sources(kwh: dict[str, float], rig_w: float, load_w: float, discharge_w: float,
-                  import_w: float) -> None:
-    """The rig's share of where the site's consumption came from this step."""
-    consumed = load_w + rig_w
-    if consumed <= 0:
-        return
-    share = rig_w / consumed * STEP_H / 1000.0
-    served_pv = max(0.0, consumed - discharge_w - import_w)
-    kwh["pv"] += served_pv * share
-    kwh["battery"] += discharge_w * share
-    kwh["grid"] += import_w * share
+def _book_sources(kwh: dict[str, float], pv_w: float, load_w: float, rig_w: float,
+                  discharge_w: float, import_w: float, export_w: float) -> None:
+    """The rig's energy this step by source, with the split the ledger and dashboard use."""
+    charge_w = max(0.0, pv_w + discharge_w + import_w - load_w - rig_w - export_w)
+    supply = supply_of("rig", pv_w, load_w, rig_w, charge_w - discharge_w, import_w - export_w)
+    for source, w in supply.items():
+        kwh[source] += w * STEP_H / 1000.0
 
 
 def floor_of(cfg: Config) -> float:

@@ -1,12 +1,24 @@
-"""The books: revenue per lease, energy cost per role, and the CapEx payback.
+"""The books: revenue per lease, energy cost per role and source, and the CapEx payback.
 
-Energy is priced at the marginal price of the moment: the feed-in price while the site exports
-(the rig then runs on solar that would otherwise be sold), the import price otherwise. Each GPU
-sample carries the energy its GPU used since the previous sample; host overhead is shared across
-the GPUs sampled together, and the whole is multiplied by the cooling factor.
+Each GPU sample carries the energy its GPU used since the previous sample; host overhead is
+shared across the GPUs sampled together, and the whole is multiplied by the cooling factor.
+
+Energy is booked by where it really came from at that moment: the site's reading then is split
+over house, rig, battery and grid by `energy.flows` (the same fill the dashboard's flow diagram
+draws), and the rig's energy goes to pv, battery and grid in the shares that fill gives the rig.
+Each source is priced at what it costs the owner:
+- solar at the feed-in price the owner could have earned for it instead;
+- grid at the import price;
+- battery at the average cost of the energy stored in it: every kWh metered into the battery is
+  valued at the price of what charged it (solar at feed-in, grid at import), and energy taken
+  out leaves at the average. Conversion losses are not priced. Energy that left the battery
+  before the books saw it charged is priced at the feed-in price of the moment, as solar, since
+  a self-consuming battery is charged from surplus PV.
+Energy with no known price is booked as "unpriced" at no cost.
 
 Every booking moves a watermark in the same transaction as the rows it books, so booking again,
-or after a crash, never counts anything twice.
+or after a crash, never counts anything twice; the battery's account moves in that transaction
+too.
 """
 
 from __future__ import annotations
@@ -17,7 +29,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from itertools import groupby
 
+from energy.flows import supply_of
 from market_adapter.base import Payout
 from node.store import Store, epoch
 
@@ -25,6 +39,8 @@ log = logging.getLogger("sunrig.ledger")
 
 ENERGY_WATERMARK = "energy_booked_until"
 BUCKET_S = 900
+SITE_READING_MAX_AGE_S = 3600.0  # an older site reading says nothing about the rig's supply
+BATTERY_STEP_MAX_S = 900.0  # a gap in sampling does not stretch one battery reading over hours
 
 
 @dataclass(frozen=True)
@@ -33,57 +49,127 @@ class RigEnergy:
     cooling_factor: float
 
 
+@dataclass
+class BatteryAccount:
+    """What the energy now in the battery cost the owner, in the site currency."""
+
+    stored_wh: float = 0.0
+    cost: float = 0.0
+
+    def price_per_kwh(self, unknown_per_kwh: float) -> float:
+        """The average cost of a stored kWh; `unknown_per_kwh` while nothing was seen charged."""
+        return self.cost / self.stored_wh * 1000.0 if self.stored_wh >= 1.0 else unknown_per_kwh
+
+    def charge(self, energy_wh: float, price_per_kwh: float) -> None:
+        self.stored_wh += energy_wh
+        self.cost += energy_wh / 1000.0 * price_per_kwh
+
+    def discharge(self, energy_wh: float) -> None:
+        if self.stored_wh <= 0:
+            return
+        left = max(0.0, self.stored_wh - energy_wh)
+        self.cost *= left / self.stored_wh
+        self.stored_wh = left
+
+
 def book_energy(store: Store, until: datetime, rig: RigEnergy) -> int:
     """Book GPU energy sampled up to `until`; returns how many samples were booked."""
     since = float(store.get_meta(ENERGY_WATERMARK, "-1"))
     until_s = epoch(until)
     samples = store.query(
-        "SELECT ts, role, interval_s, interval_energy_wh, "
-        "count(*) OVER (PARTITION BY ts) AS gpus_at_ts FROM gpu_samples "
+        "SELECT ts, role, interval_s, interval_energy_wh FROM gpu_samples "
         "WHERE ts > ? AND ts <= ? AND interval_s IS NOT NULL ORDER BY ts", [since, until_s])
     if not samples:
         return 0
-    site = store.query("SELECT ts, grid_w FROM site_samples WHERE ts > ? AND ts <= ? "
-                       "AND grid_w IS NOT NULL ORDER BY ts", [since - 3600, until_s])
+    site = store.query("SELECT ts, pv_w, load_w, grid_w, battery_w FROM site_samples "
+                       "WHERE ts > ? AND ts <= ? AND grid_w IS NOT NULL ORDER BY ts",
+                       [since - SITE_READING_MAX_AGE_S, until_s])
     prices = store.query('SELECT * FROM price_slots WHERE "end" > ? AND start <= ? ORDER BY start',
                          [since - 86400, until_s])
-    site_ts = [r["ts"] for r in site]
-    price_starts = [r["start"] for r in prices]
-    totals: dict[tuple[float, str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for s in samples:
-        wh = ((s["interval_energy_wh"] or 0.0)
-              + rig.host_overhead_w * s["interval_s"] / 3600.0 / s["gpus_at_ts"])
-        wh *= rig.cooling_factor
-        exporting = _exporting_at(site, site_ts, s["ts"])
-        price = price_at(prices, price_starts, s["ts"], exporting)
-        source = "unpriced" if price is None else ("pv" if exporting else "grid")
-        bucket = s["ts"] // BUCKET_S * BUCKET_S
-        key = (bucket, store.local_day(bucket), s["role"] or "unknown", source)
-        totals[key][0] += wh
-        totals[key][1] += wh / 1000.0 * (price or 0.0)
+    books = _EnergyBooks(store, site, prices, store.battery_account())
+    for ts, group in groupby(samples, key=lambda r: r["ts"]):
+        books.book_at(ts, list(group), rig)
     with store.transaction() as db:
-        for (bucket, day, role, source), (wh, cost) in totals.items():
+        for (bucket, day, role, source), (wh, cost) in books.totals.items():
             db.execute(
                 "INSERT INTO energy_bookings VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(bucket, role, source) DO UPDATE SET "
                 "energy_wh = energy_wh + excluded.energy_wh, cost = cost + excluded.cost",
                 [bucket, day, role, source, wh, cost])
-        _recompute_days(db, {k[1] for k in totals})
+        _recompute_days(db, {k[1] for k in books.totals})
+        store.set_battery_account(db, books.battery.stored_wh, books.battery.cost)
         store.set_meta(db, ENERGY_WATERMARK, repr(samples[-1]["ts"]))
     return len(samples)
 
 
-def _exporting_at(site: list[dict], site_ts: list[float], ts: float) -> bool:
-    i = bisect_right(site_ts, ts) - 1
-    return i >= 0 and site[i]["grid_w"] < 0
+class _EnergyBooks:
+    """One booking pass: the rig's energy by role and source, and the battery's account."""
+
+    def __init__(self, store: Store, site: list[dict], prices: list[dict],
+                 battery: tuple[float, float]):
+        self.store, self.site, self.prices = store, site, prices
+        self.site_ts = [r["ts"] for r in site]
+        self.price_starts = [r["start"] for r in prices]
+        self.battery = BatteryAccount(*battery)
+        self.totals: dict[tuple[float, str, str, str], list[float]] = defaultdict(
+            lambda: [0.0, 0.0])
+
+    def book_at(self, ts: float, group: list[dict], rig: RigEnergy) -> None:
+        """The GPUs sampled together at `ts`, each over its own interval before it."""
+        energy_wh = [((s["interval_energy_wh"] or 0.0)
+                      + rig.host_overhead_w * s["interval_s"] / 3600.0 / len(group))
+                     * rig.cooling_factor for s in group]
+        interval_h = max(s["interval_s"] for s in group) / 3600.0
+        reading = self._reading_at(ts)
+        rig_w = sum(energy_wh) / interval_h if interval_h > 0 else 0.0
+        supply_w = supply_of("rig", *_flows_args(reading, rig_w))
+        slot = self._slot_at(ts)
+        price = None if slot is None else {
+            "pv": slot["export_per_kwh"], "grid": slot["import_per_kwh"],
+            "battery": self.battery.price_per_kwh(slot["export_per_kwh"])}
+        bucket = ts // BUCKET_S * BUCKET_S
+        day = self.store.local_day(bucket)
+        for s, wh in zip(group, energy_wh, strict=True):
+            for source, share in _shares(supply_w).items():
+                key = (bucket, day, s["role"] or "unknown", "unpriced" if price is None else source)
+                self.totals[key][0] += wh * share
+                self.totals[key][1] += wh * share / 1000.0 * (price[source] if price else 0.0)
+        if reading is not None and slot is not None:
+            self._account_battery(reading, rig_w, min(interval_h, BATTERY_STEP_MAX_S / 3600.0),
+                                  slot)
+
+    def _account_battery(self, reading: dict, rig_w: float, hours: float, slot: dict) -> None:
+        """The battery's metered charge at the price of what charged it; its discharge out."""
+        into = supply_of("battery", *_flows_args(reading, rig_w))
+        self.battery.discharge(max(0.0, -(reading["battery_w"] or 0.0)) * hours)
+        self.battery.charge(into["pv"] * hours, slot["export_per_kwh"])
+        self.battery.charge(into["grid"] * hours, slot["import_per_kwh"])
+
+    def _reading_at(self, ts: float) -> dict | None:
+        i = bisect_right(self.site_ts, ts) - 1
+        if i < 0 or ts - self.site_ts[i] > SITE_READING_MAX_AGE_S:
+            return None
+        return self.site[i]
+
+    def _slot_at(self, ts: float) -> dict | None:
+        i = bisect_right(self.price_starts, ts) - 1
+        if i < 0 or ts >= self.prices[i]["end"]:
+            return None
+        return self.prices[i]
 
 
-def price_at(prices: list[dict], starts: list[float], ts: float, exporting: bool
-              ) -> float | None:
-    i = bisect_right(starts, ts) - 1
-    if i < 0 or ts >= prices[i]["end"]:
-        return None
-    return prices[i]["export_per_kwh"] if exporting else prices[i]["import_per_kwh"]
+def _flows_args(reading: dict | None, rig_w: float) -> tuple:
+    if reading is None:  # no site reading: the rig is settled at the grid connection
+        return None, None, rig_w, None, rig_w
+    return (reading["pv_w"], reading["load_w"], rig_w, reading["battery_w"], reading["grid_w"])
+
+
+def _shares(supply_w: dict[str, float]) -> dict[str, float]:
+    """Each source's share of the rig's supply; all grid when the rig drew nothing."""
+    total = sum(supply_w.values())
+    if total <= 0:
+        return {"grid": 1.0}
+    return {source: w / total for source, w in supply_w.items() if w > 0}
 
 
 def book_payouts(store: Store, payouts: Iterable[Payout], currency_rate: float) -> int:

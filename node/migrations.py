@@ -80,3 +80,12 @@ def m001_initial(db: Database) -> None:
     db.execute("CREATE INDEX idx_leases_state ON leases (state)")
     db.execute("CREATE INDEX idx_payouts_day ON payouts (day)")
     db.execute("CREATE INDEX idx_events_ts ON events (ts)")
+
+
+@migrations(name="002_battery_account")
+def m002_battery_account(db: Database) -> None:
+    """The battery as a source of the rig's energy: what the energy stored in it cost. Bookings
+    made before keep their source (pv or grid); from now on the battery is a source of its own."""
+    db.execute("""
+        CREATE TABLE battery_account (
+            id INTEGER PRIMARY KEY CHECK (id = 1), stored_wh REAL NOT NULL, cost REAL NOT NULL)""")

@@ -77,6 +77,16 @@ class Store:
         db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])
 
+    def battery_account(self) -> tuple[float, float]:
+        """The energy the books see stored in the battery (Wh) and what it cost."""
+        rows = self.query("SELECT stored_wh, cost FROM battery_account WHERE id = 1")
+        return (rows[0]["stored_wh"], rows[0]["cost"]) if rows else (0.0, 0.0)
+
+    def set_battery_account(self, db: Database, stored_wh: float, cost: float) -> None:
+        """Set inside the booking's transaction, with the watermark it moves with."""
+        db.execute("INSERT INTO battery_account VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                   "stored_wh = excluded.stored_wh, cost = excluded.cost", [stored_wh, cost])
+
     # samples
     def add_site_sample(self, sample: Any) -> None:
         row = {"ts": epoch(sample.ts), "pv_w": sample.pv_w, "load_w": sample.load_w,

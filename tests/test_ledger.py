@@ -11,12 +11,13 @@ T0 = datetime(2024, 6, 12, 10, 0, tzinfo=UTC)
 RIG = RigEnergy(host_overhead_w=200.0, cooling_factor=1.5)
 
 
-def seed(store, grid_w: float, minutes: int = 30, start=T0):
+def seed(store, grid_w: float, minutes: int = 30, start=T0, pv_w: float = 5000.0,
+         battery_w: float | None = None):
     store.put_price_slots([PriceSlot(start - timedelta(hours=1), start + timedelta(hours=2),
                                      import_per_kwh=0.30, export_per_kwh=0.05)])
     for k in range(minutes + 1):
         ts = start + timedelta(minutes=k)
-        store.add_site_sample(SiteSample(ts, 5000.0, 500.0, grid_w, None, None))
+        store.add_site_sample(SiteSample(ts, pv_w, 500.0, grid_w, battery_w, None))
         store.add_gpu_samples([
             {"ts": epoch(ts), "gpu_index": 0, "role": "market", "power_w": 600.0,
              "interval_s": 60.0 if k else None, "interval_energy_wh": 10.0 if k else None},
@@ -25,7 +26,7 @@ def seed(store, grid_w: float, minutes: int = 30, start=T0):
 
 
 def test_energy_is_booked_per_role_at_the_import_price_while_importing(store):
-    seed(store, grid_w=2000.0)
+    seed(store, grid_w=2000.0, pv_w=0.0)
     assert book_energy(store, T0 + timedelta(minutes=30), RIG) == 60
     s = day_summary(store, "2024-06-12")
     # per minute: market 10 Wh + 100 W host share for 1 min (1.667 Wh), times 1.5 cooling
@@ -47,7 +48,7 @@ def test_energy_used_while_exporting_costs_the_feed_in_price(store):
 
 
 def test_booking_again_books_nothing_twice(store):
-    seed(store, grid_w=2000.0)
+    seed(store, grid_w=2000.0, pv_w=0.0)
     book_energy(store, T0 + timedelta(minutes=10), RIG)
     book_energy(store, T0 + timedelta(minutes=30), RIG)
     split = day_summary(store, "2024-06-12")

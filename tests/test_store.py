@@ -12,7 +12,7 @@ def test_migrations_apply_once_and_wal_is_on(tmp_path):
     Store(path).close()
     s = Store(path)
     applied = s.query("SELECT name FROM _sqlite_migrations")
-    assert [r["name"] for r in applied] == ["001_initial"]
+    assert [r["name"] for r in applied] == ["001_initial", "002_battery_account"]
     assert s.query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
     s.close()
 

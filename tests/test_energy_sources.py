@@ -1,0 +1,176 @@
+"""The rig's energy booked by its real source (pv, battery, grid) and priced at what each cost."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from energy.flows import SOURCES, power_flows, supply_of
+from energy.types import PriceSlot, SiteSample
+from node.ledger import RigEnergy, book_energy, day_summary
+from node.store import Store, epoch
+
+T0 = datetime(2024, 6, 12, 10, 0, tzinfo=UTC)
+NO_OVERHEAD = RigEnergy(host_overhead_w=0.0, cooling_factor=1.0)
+IMPORT, FEED_IN = 0.30, 0.05
+
+
+def prices(store, hours: int = 6):
+    store.put_price_slots([PriceSlot(T0 - timedelta(hours=1), T0 + timedelta(hours=hours),
+                                     import_per_kwh=IMPORT, export_per_kwh=FEED_IN)])
+
+
+def run(store, minutes: int, pv_w: float, house_w: float, battery_w: float | None,
+        rig_w: float = 1200.0, start: datetime = T0) -> datetime:
+    """One GPU drawing `rig_w` for `minutes`, the site reading balanced through the grid."""
+    grid_w = house_w + rig_w + (battery_w or 0.0) - pv_w
+    for k in range(0 if start == T0 else 1, minutes + 1):  # a later run goes on from the last
+        ts = start + timedelta(minutes=k)
+        store.add_site_sample(SiteSample(ts, pv_w, house_w, grid_w, battery_w, 50.0))
+        store.add_gpu_samples([{"ts": epoch(ts), "gpu_index": 0, "role": "market",
+                                "power_w": rig_w, "interval_s": 60.0 if k else None,
+                                "interval_energy_wh": rig_w / 60.0 if k else None}])
+    return start + timedelta(minutes=minutes)
+
+
+def by_source(store) -> dict[str, float]:
+    rows = store.query("SELECT source, sum(energy_wh) AS wh, sum(cost) AS cost "
+                       "FROM energy_bookings GROUP BY source")
+    return {r["source"]: (round(r["wh"], 3), round(r["cost"], 6)) for r in rows}
+
+
+def test_solar_soaked_up_by_the_battery_is_still_solar_for_the_rig(store):
+    # noon: 5 kW of PV, the battery takes the surplus, the grid sits at 0 W
+    prices(store)
+    end = run(store, 30, pv_w=5000.0, house_w=500.0, battery_w=3300.0)
+    book_energy(store, end, NO_OVERHEAD)
+    assert by_source(store) == {"pv": (600.0, pytest.approx(600 / 1000 * FEED_IN))}
+
+
+def test_battery_energy_costs_what_charged_it(store):
+    prices(store)
+    # an hour charging 3 kW from the grid at night, then an hour on the battery alone
+    end = run(store, 60, pv_w=0.0, house_w=300.0, battery_w=3000.0)
+    book_energy(store, end, NO_OVERHEAD)
+    end = run(store, 60, pv_w=0.0, house_w=300.0, battery_w=-1500.0, start=end)
+    book_energy(store, end, NO_OVERHEAD)
+    books = by_source(store)
+    assert books["grid"] == (1200.0, pytest.approx(1.2 * IMPORT))
+    assert books["battery"][0] == pytest.approx(1200.0)  # its share: 1200 of the 1500 W
+    assert books["battery"][1] == pytest.approx(books["battery"][0] / 1000 * IMPORT)
+
+
+def test_battery_charged_half_by_solar_half_by_grid_costs_the_average(store):
+    prices(store)
+    end = run(store, 60, pv_w=0.0, house_w=0.0, battery_w=2000.0, rig_w=0.001)
+    end = run(store, 60, pv_w=2000.0, house_w=0.0, battery_w=2000.0, rig_w=0.001, start=end)
+    book_energy(store, end, NO_OVERHEAD)
+    stored_wh, cost = store.battery_account()
+    assert stored_wh == pytest.approx(4000.0, rel=1e-3)
+    assert cost / stored_wh * 1000 == pytest.approx((IMPORT + FEED_IN) / 2, rel=1e-3)
+    end = run(store, 30, pv_w=0.0, house_w=0.0, battery_w=-1200.0, start=end)
+    before = store.query("SELECT sum(cost) AS c FROM energy_bookings WHERE source = 'battery'")
+    book_energy(store, end, NO_OVERHEAD)
+    wh, cost = by_source(store)["battery"]
+    assert wh == pytest.approx(600.0) and not before[0]["c"]
+    assert cost == pytest.approx(0.6 * (IMPORT + FEED_IN) / 2, rel=1e-3)
+    assert store.battery_account()[0] == pytest.approx(4000.0 - 600.0, rel=1e-3)
+
+
+def test_battery_energy_seen_leaving_before_any_charge_is_priced_as_solar(store):
+    prices(store)
+    end = run(store, 30, pv_w=0.0, house_w=0.0, battery_w=-1200.0)
+    book_energy(store, end, NO_OVERHEAD)
+    assert by_source(store) == {"battery": (600.0, pytest.approx(0.6 * FEED_IN))}
+
+
+def test_booking_twice_moves_the_battery_account_once(store):
+    prices(store)
+    end = run(store, 60, pv_w=0.0, house_w=300.0, battery_w=3000.0)
+    book_energy(store, end, NO_OVERHEAD)
+    account = store.battery_account()
+    assert book_energy(store, end, NO_OVERHEAD) == 0
+    assert store.battery_account() == account
+
+
+def test_a_store_of_the_previous_version_keeps_its_old_sources(tmp_path):
+    path = tmp_path / "old.db"
+    s = Store(path, "UTC")
+    s.db.execute("DROP TABLE battery_account")
+    s.db.execute("DELETE FROM _sqlite_migrations WHERE name = '002_battery_account'")
+    s.db.execute("INSERT INTO energy_bookings VALUES "
+                 "(0, '1970-01-01', 'market', 'grid', 500, 0.15)")
+    s.db.conn.commit()
+    s.close()
+    s = Store(path, "UTC")  # migrates
+    prices(s)
+    end = run(s, 30, pv_w=0.0, house_w=0.0, battery_w=-1200.0)
+    book_energy(s, end, NO_OVERHEAD)
+    old = s.query("SELECT source, energy_wh FROM energy_bookings WHERE bucket = 0")
+    assert old == [{"source": "grid", "energy_wh": 500.0}]
+    assert "battery" in by_source(s)
+    s.close()
+
+
+def test_history_shows_the_battery_as_a_source(store):
+    prices(store)
+    end = run(store, 30, pv_w=0.0, house_w=0.0, battery_w=-1200.0)
+    book_energy(store, end, NO_OVERHEAD)
+    rows = store.daily(store.local_day(T0))
+    assert {r["source"] for r in rows if r["category"] == "energy"} == {"battery"}
+    assert day_summary(store, store.local_day(T0)).energy_wh == pytest.approx(600.0)
+
+
+# --- properties -----------------------------------------------------------------------------
+watts = st.floats(0, 40000, allow_nan=False)
+signed = st.floats(-20000, 20000, allow_nan=False)
+meter_error = st.floats(-5, 5, allow_nan=False)
+
+
+@given(pv=watts, house=watts, rig=watts, battery=signed, error=meter_error)
+def test_the_rigs_supply_sums_to_its_draw_and_no_source_gives_more_than_it_had(
+        pv, house, rig, battery, error):
+    grid = house + rig + battery - pv + error  # the grid balances the site, a few watts off
+    supply = supply_of("rig", pv, house, rig, battery, grid)
+    assert set(supply) == set(SOURCES)
+    assert all(w >= 0 for w in supply.values())
+    assert sum(supply.values()) == pytest.approx(rig, abs=1e-6)
+    assert supply["pv"] <= pv + 1e-6
+    assert supply["battery"] <= max(0.0, -battery) + 1e-6
+    assert supply["grid"] <= max(0.0, grid) + abs(error) + 1e-6  # only the meters' error is new
+
+
+@given(st.tuples(*[st.one_of(st.none(), st.floats(-50000, 50000, allow_nan=False))] * 5))
+def test_the_rigs_supply_on_any_reading_is_the_drawn_flows_plus_the_unplaced_rest(reading):
+    pv, house, rig, battery, grid = reading
+    supply = supply_of("rig", pv, house, rig, battery, grid)
+    assert sum(supply.values()) == pytest.approx(max(0.0, rig or 0.0), abs=1e-6)
+    drawn = {f.source: f.power_w for f in power_flows(*reading) if f.sink == "rig"}
+    for source in ("pv", "battery"):
+        assert supply[source] == pytest.approx(drawn.get(source, 0.0), abs=1.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(watts, watts, st.floats(0, 8000, allow_nan=False), signed,
+                          meter_error), min_size=1, max_size=6))
+def test_the_books_split_every_wh_of_the_rig_and_invent_none(tmp_path_factory, steps):
+    store = Store(tmp_path_factory.mktemp("p") / "s.db", "UTC")
+    prices(store, hours=12)
+    expected_wh, had = 0.0, {"pv": 0.0, "battery": 0.0}
+    for k, (pv, house, rig, battery, error) in enumerate(steps):
+        ts = T0 + timedelta(minutes=10 * k)
+        grid = house + rig + battery - pv + error
+        store.add_site_sample(SiteSample(ts, pv, house, grid, battery, None))
+        store.add_gpu_samples([{"ts": epoch(ts) + 1, "gpu_index": 0, "role": "market",
+                                "interval_s": 600.0, "interval_energy_wh": rig / 6}])
+        expected_wh += rig / 6
+        had["pv"] += pv / 6
+        had["battery"] += max(0.0, -battery) / 6
+    book_energy(store, T0 + timedelta(hours=2), NO_OVERHEAD)
+    booked = {r["source"]: r["wh"] for r in store.query(
+        "SELECT source, sum(energy_wh) AS wh FROM energy_bookings GROUP BY source")}
+    assert sum(booked.values()) == pytest.approx(expected_wh, abs=1e-6)
+    for source, limit in had.items():
+        assert booked.get(source, 0.0) <= limit + 1e-6
+    store.close()
