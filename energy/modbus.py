@@ -4,12 +4,14 @@ Many inverters accept one Modbus client only, so every device behind a host:port
 pymodbus client behind a lock, each with its own unit id. A failed connection waits before the
 next try, 20 ms doubling to 10 s, so a dead inverter is not hammered; a failed read makes the
 source unavailable (the agent stores nothing for it: stale, never a wrong value), is logged once
-when it starts and once when it recovers, and never holds up other sources.
+when it starts and once when it recovers, and never holds up other sources. Whatever a device
+answers ends as a missing value or an unavailable source, never as an error of sunrig's own.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from energy import sunspec
+from energy.plausible import DEFAULT_LIMITS, Plausibility, SiteLimits
 from energy.types import SiteSample, SourceUnavailable
 
 log = logging.getLogger("sunrig.modbus")
@@ -43,6 +46,11 @@ class ModbusLink:
         self._next_try = 0.0
 
     def read(self, unit: int, address: int, count: int) -> list[int]:
+        if not (1 <= count <= sunspec.MAX_READ and address >= 0
+                and address + count - 1 <= sunspec.MAX_ADDRESS):
+            # addresses come from the device's own map: one that points nowhere is its fault
+            raise SourceUnavailable(f"modbus {self.host}:{self.port} unit {unit}: no read of "
+                                    f"{count} registers at {address} exists")
         with self.lock:
             now = time.monotonic()
             if not self.client.connected:
@@ -54,7 +62,8 @@ class ModbusLink:
                     raise SourceUnavailable(f"modbus {self.host}:{self.port}: cannot connect")
             try:
                 rr = self.client.read_holding_registers(address, count=count, device_id=unit)
-            except (ModbusException, OSError) as exc:
+            except (ModbusException, OSError, ValueError, struct.error) as exc:
+                # a frame the client cannot make sense of: start over on a fresh connection
                 self.client.close()
                 self._back_off(now)
                 raise SourceUnavailable(f"modbus {self.host}:{self.port} unit {unit}: read of "
@@ -104,9 +113,11 @@ class SunSpecSite:
 
     def __init__(self, link: ModbusLink, units: tuple[int, ...] = (1,),
                  meter_import_positive: bool = True, battery_charge_positive: bool = True,
-                 rig_power_w: Callable[[], float] = lambda: 0.0):
+                 rig_power_w: Callable[[], float] = lambda: 0.0,
+                 limits: SiteLimits = DEFAULT_LIMITS):
         self.link, self.units = link, units
         self.rig_power_w = rig_power_w  # the meter sees the rig; the house load is the rest
+        self.plausible = Plausibility(f"modbus {link.host}:{link.port}", limits)
         self.meter_sign = 1.0 if meter_import_positive else -1.0
         self.battery_sign = 1.0 if battery_charge_positive else -1.0
         self._maps: dict[int, list[sunspec.ModelAt]] = {}
@@ -137,6 +148,11 @@ class SunSpecSite:
                     out[model.model_id] = sunspec.decode(model.model_id, regs)
         return out
 
+    @property
+    def implausible(self) -> dict[str, int]:
+        """Values turned away as implausible, by field, since the reader was built."""
+        return self.plausible.counts
+
     def read(self, ts: datetime) -> SiteSample:
         try:
             pts = self.points()
@@ -151,18 +167,24 @@ class SunSpecSite:
         return self._sample(ts, pts)
 
     def _sample(self, ts: datetime, pts: dict[int, dict]) -> SiteSample:
+        check = self.plausible
         inverter = next((pts[m] for m in (103, 102, 101, 113, 112, 111) if m in pts), {})
         meter = next((pts[m] for m in (203, 204, 202, 201) if m in pts), {})
-        ac_w = inverter.get("W")
-        pv_w = pts[160]["DCW"] if 160 in pts else ac_w
-        grid_w = meter.get("W")
-        grid_w = None if grid_w is None else grid_w * self.meter_sign
-        soc = (pts.get(802) or {}).get("SoC")
+        ac_w = check("inverter_w", inverter.get("W"))
+        # with MPPT strings the array's own DC power; a hybrid's AC side also carries the
+        # battery, so it is PV only where the inverter says nothing about its strings
+        pv_w = check("pv_w", pts[160].get("DCW") if 160 in pts else ac_w)
+        grid_w = check("grid_w", _signed(meter.get("W"), self.meter_sign))
+        battery = pts.get(802) or {}
+        soc = battery.get("SoC")
         if soc is None:
             soc = (pts.get(124) or {}).get("ChaState")
-        battery_w = (pts.get(802) or {}).get("W")
-        battery_w = None if battery_w is None else battery_w * self.battery_sign
+        battery_w = check("battery_w", _signed(battery.get("W"), self.battery_sign))
         load_w = (None if ac_w is None or grid_w is None
-                  else max(0.0, ac_w + grid_w - self.rig_power_w()))
+                  else check("load_w", max(0.0, ac_w + grid_w - self.rig_power_w())))
         stale = pv_w is None or grid_w is None
-        return SiteSample(ts, pv_w, load_w, grid_w, battery_w, soc, stale)
+        return SiteSample(ts, pv_w, load_w, grid_w, battery_w, check("soc_pct", soc), stale)
+
+
+def _signed(value: float | None, sign: float) -> float | None:
+    return None if value is None else value * sign

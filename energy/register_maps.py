@@ -12,8 +12,9 @@ the vendors' public register documentation:
   and export 30867, battery charge 31393 and discharge 31395, SoC 30845;
 - SolarEdge (meter on the inverter, unit 1): meter power 40206 with scale factor 40210 (+
   exporting), battery power 62836 and state of energy 62852 as float32 with the low word first.
-A value at its type's not-implemented pattern (0x8000, 0xFFFF, 0x80000000, 0xFFFFFFFF, NaN) makes
-the field missing, never zero.
+A value at its type's not-implemented pattern (0x8000, 0xFFFF, 0x80000000, 0xFFFFFFFF, NaN), with
+a scale factor outside -10..10, or outside what the site allows (energy/plausible.py) makes the
+field missing, never zero.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from energy.modbus import ModbusLink
+from energy.plausible import DEFAULT_LIMITS, Plausibility, SiteLimits
+from energy.sunspec import scale_factor
 from energy.types import SiteSample
 
 SIZES = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
@@ -88,19 +91,28 @@ class RegisterMapSite:
     """A SiteReader for a device map; the house load is the energy balance less the rig."""
 
     def __init__(self, link: ModbusLink, device: DeviceMap, unit: int | None = None,
-                 rig_power_w: Callable[[], float] = lambda: 0.0):
+                 rig_power_w: Callable[[], float] = lambda: 0.0,
+                 limits: SiteLimits = DEFAULT_LIMITS):
         self.link, self.device = link, device
         self.unit = device.unit if unit is None else unit
         self.rig_power_w = rig_power_w
+        self.plausible = Plausibility(f"{device.name} at {link.host}:{link.port}", limits)
+
+    @property
+    def implausible(self) -> dict[str, int]:
+        """Values turned away as implausible, by field, since the reader was built."""
+        return self.plausible.counts
 
     def read(self, ts: datetime) -> SiteSample:
-        v = {name: self._field(regs) for name, regs in self.device.fields.items()}
+        v = {name: self.plausible(name, self._field(regs))
+             for name, regs in self.device.fields.items()}
         pv, grid, battery = v.get("pv_w"), v.get("grid_w"), v.get("battery_w")
         load = v.get("load_w")
-        if load is None and grid is not None and pv is not None:
+        if load is None and grid is not None and pv is not None and (
+                battery is not None or "battery_w" not in self.device.fields):
             load = pv + grid - (battery or 0.0)  # what flows in, less what the battery takes
         if load is not None:
-            load = max(0.0, load - self.rig_power_w())
+            load = self.plausible("load_w", max(0.0, load - self.rig_power_w()))
         stale = grid is None or ("pv_w" in self.device.fields and pv is None)
         return SiteSample(ts, pv, load, grid, battery, v.get("soc_pct"), stale)
 
@@ -111,9 +123,9 @@ class RegisterMapSite:
             if value is None:
                 return None  # one part missing: the sum would be wrong
             if reg.sf_address is not None:
-                sf = decode(self.link.read(self.unit, reg.sf_address, 1), Reg(0, "int16"))
-                if sf is None or not -10 <= sf <= 10:
+                factor = scale_factor(self.link.read(self.unit, reg.sf_address, 1)[0])
+                if factor is None:
                     return None
-                value *= 10.0 ** sf
+                value *= factor
             total += value * reg.scale
         return total

@@ -5,7 +5,10 @@ each a model id, a length and that many registers, until the id 0xFFFF. The poin
 few sunrig reads, at their offsets from the model's start (its id register), with the register
 holding their scale factor: device models as data, checked against the SunSpec model definitions.
 A value at its "not implemented" pattern (0x8000 for int16 and scale factors, 0xFFFF for uint16
-and enums, 0 for acc32, NaN for float32) is missing, never zero.
+and enums, 0 for acc32 and the all-ones some devices use there, NaN for float32) is missing, never
+zero, and so is one whose scale factor is outside the spec's -10..10 or lies beyond the model.
+Nothing a device sends makes decoding raise: garbage in a map is a SunSpecError, garbage in a
+value is a missing value.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ MARKER = (0x5375, 0x6E53)  # "SunS"
 END = 0xFFFF
 MAX_MODELS = 64
 MAX_READ = 125  # registers per Modbus read
+MAX_ADDRESS = 0xFFFF  # the last Modbus register
+SF_RANGE = (-10, 10)  # sunssf, by the SunSpec information model
 
 
 class SunSpecError(Exception):
@@ -84,10 +89,12 @@ def discover(read: Reader, not_here: tuple[type[Exception], ...] = ()
         raise SunSpecError("no SunSpec marker 'SunS' at 40000, 0 or 50000")
     models, addr = [], base + 2
     for _ in range(MAX_MODELS):
+        if addr + 1 > MAX_ADDRESS:
+            raise SunSpecError(f"the map runs past register {MAX_ADDRESS} without an end marker")
         model_id, length = read(addr, 2)
         if model_id == END:
             return base, models
-        if length == 0 or length > 2000:
+        if length == 0 or length > 2000 or addr + 1 + length > MAX_ADDRESS:
             raise SunSpecError(f"model {model_id} at {addr} has length {length}")
         models.append(ModelAt(model_id, addr, length))
         addr += 2 + length
@@ -108,17 +115,29 @@ def decode(model_id: int, regs: list[int]) -> dict[str, float | str | None]:
     """The points sunrig knows in one model's registers; missing ones are None."""
     points = MODELS.get(model_id, {})
     out = {name: value(regs, p) for name, p in points.items() if p.offset + p.size <= len(regs)}
-    if model_id == 160 and out.get("N"):
-        total = 0.0
-        for i in range(int(out["N"])):
-            start = MPPT_FIRST + i * MPPT_SIZE
-            if start + MPPT_SIZE > len(regs):
-                break
-            w = value(regs, MPPT_MODULE["DCW"], start)
-            out[f"DCW[{i}]"] = w
-            total += w or 0.0
-        out["DCW"] = total
+    if model_id == 160:
+        out.update(_mppt_power(regs, out.get("N")))
     return out
+
+
+def _mppt_power(regs: list[int], count: float | str | None) -> dict[str, float | None]:
+    """Each string's DC power and their sum. The sum is the array's power only when every string
+    the count declares is in the model and reports its power: one missing string would make it a
+    lower figure that looks real, so the sum is then missing too. A count that is missing, zero or
+    larger than the model holds is a broken model, and its power is missing."""
+    strings = int(count) if isinstance(count, float) else 0
+    if strings < 1 or MPPT_FIRST + strings * MPPT_SIZE > len(regs):
+        return {"DCW": None}
+    powers = [_float(value(regs, MPPT_MODULE["DCW"], MPPT_FIRST + i * MPPT_SIZE))
+              for i in range(strings)]
+    out: dict[str, float | None] = {f"DCW[{i}]": w for i, w in enumerate(powers)}
+    known = [w for w in powers if w is not None]
+    out["DCW"] = sum(known) if len(known) == strings else None
+    return out
+
+
+def _float(v: float | str | None) -> float | None:
+    return v if isinstance(v, float) else None
 
 
 def value(regs: list[int], p: Point, base: int = 0) -> float | str | None:
@@ -129,10 +148,19 @@ def value(regs: list[int], p: Point, base: int = 0) -> float | str | None:
     number = _number(raw, p.kind)
     if number is None or p.sf is None:
         return number
-    sf = _number([regs[p.sf]], "sunssf")
-    if sf is None or not -10 <= sf <= 10:
-        return None  # a scale factor that is missing or absurd makes the value unusable
-    return number * 10.0 ** sf
+    if p.sf >= len(regs):
+        return None  # a model too short to hold its own scale factor
+    factor = scale_factor(regs[p.sf])  # from the model's start, also for repeating blocks
+    return None if factor is None else number * factor
+
+
+def scale_factor(register: int) -> float | None:
+    """The multiplier a sunssf register stands for, or None when it is not implemented or
+    outside -10..10: a value scaled by it would be a guess."""
+    sf = _number([register], "sunssf")
+    if sf is None or not SF_RANGE[0] <= sf <= SF_RANGE[1]:
+        return None
+    return 10.0 ** sf
 
 
 def _number(raw: list[int], kind: str) -> float | None:
@@ -143,7 +171,7 @@ def _number(raw: list[int], kind: str) -> float | None:
         return None if raw[0] == 0xFFFF else float(raw[0])
     if kind == "acc32":
         v = raw[0] << 16 | raw[1]
-        return None if v == 0 else float(v)
+        return None if v in (0, 0xFFFFFFFF) else float(v)
     if kind == "uint32":
         v = raw[0] << 16 | raw[1]
         return None if v == 0xFFFFFFFF else float(v)
