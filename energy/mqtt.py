@@ -3,24 +3,29 @@
 Each mapping turns one topic into one site field, optionally through a JSON path and a scale.
 Every value carries the time it arrived and expires after its own timeout: an old value is
 stale, never silently reused. The client reconnects and resubscribes by itself; a payload that
-is not what its mapping expects (not JSON, no such path, not a number, too large) is counted
-and logged once per topic, and never stops the source.
+is not what its mapping expects (not JSON, nested too deep, no such path, not a number, too
+large) is counted and logged once per topic, and never stops the source or the client's network
+thread; a value outside what the site allows is counted as implausible (energy/plausible.py).
+Should the network thread end all the same, the next read starts a new client. A source with no
+fresh value says whether the broker is away or connected and silent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import paho.mqtt.client as mqtt
 
+from energy.plausible import DEFAULT_LIMITS, Plausibility, SiteLimits
 from energy.types import SiteSample, SourceUnavailable
 
 log = logging.getLogger("sunrig.mqtt")
@@ -59,50 +64,191 @@ class _Value:
     at: float  # time.monotonic()
 
 
+@dataclass(frozen=True)
+class Broker:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = "sunrig"
+    username: str = ""
+    password: str = field(default="", repr=False)  # never in a log line or an error
+    tls_ca_file: str = ""  # set: TLS with this CA
+    keepalive_s: int = 30
+
+
+class MqttDisconnected(SourceUnavailable):
+    """The broker cannot be reached; the client keeps trying."""
+
+
+class MqttSilent(SourceUnavailable):
+    """The broker is connected, but no mapped topic has published within its timeout."""
+
+
+class _Client(mqtt.Client):
+    """paho's client, telling when the network loop that loop_start runs has ended (paho offers
+    no public way to ask), so that a loop killed by a bug of its own is noticed and replaced."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.loop_ended = threading.Event()
+
+    def loop_forever(self, *args, **kwargs) -> mqtt.MQTTErrorCode:
+        try:
+            return super().loop_forever(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - recorded here; the connection starts a new client
+            log.exception("mqtt client %s: its network loop failed", self._client_id.decode())
+            return mqtt.MQTTErrorCode.MQTT_ERR_UNKNOWN
+        finally:
+            self.loop_ended.set()
+
+
+class MqttConnection:
+    """One broker connection on paho's network thread, subscribed to `topics`, handing each
+    message to `handle`. Whatever `handle` raises counts as a malformed payload on that topic
+    (logged once per topic): no payload can end the network thread. Should the thread end all the
+    same, `ensure_running` replaces the client with a fresh one."""
+
+    def __init__(self, broker: Broker, topics: Iterable[str],
+                 handle: Callable[[str, bytes], None]):
+        self.broker, self.topics, self._handle = broker, tuple(topics), handle
+        self.connected = threading.Event()
+        self.malformed: dict[str, int] = {}
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.client = self._new_client()
+
+    @property
+    def name(self) -> str:
+        return f"mqtt {self.broker.host}:{self.broker.port}"
+
+    def _new_client(self) -> _Client:
+        b = self.broker
+        client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=b.client_id)
+        if b.username:
+            client.username_pw_set(b.username, b.password or None)
+        if b.tls_ca_file:
+            client.tls_set(ca_certs=b.tls_ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> MqttConnection:
+        self.client.connect_async(self.broker.host, self.broker.port, self.broker.keepalive_s)
+        self.client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def ensure_running(self) -> bool:
+        """Start a fresh client if the network loop has ended without being stopped; True if
+        it had. The broker hands the old client's session to the new one (same client id)."""
+        if self._stop.is_set() or not self.client.loop_ended.is_set():
+            return False
+        old, self.restarts = self.client, self.restarts + 1
+        self.connected.clear()
+        log.warning("%s: the client's network loop had ended; starting a new client", self.name)
+        with contextlib.suppress(Exception):  # the old client is abandoned in whatever state
+            old.disconnect()
+        self.client = self._new_client()
+        self.start()
+        return True
+
+    # --- paho callbacks (its network thread) ----------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("%s refused the connection: %s", self.name, reason_code)
+            return
+        for topic in self.topics:  # a broker restart forgets subscriptions: ask again
+            client.subscribe(topic, qos=0)
+        if not self.connected.is_set():
+            log.info("%s connected", self.name)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self.connected.is_set() and not self._stop.is_set():
+            log.warning("%s lost: %s; reconnecting", self.name, reason_code)
+        self.connected.clear()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        topic = "(a topic that is not UTF-8)"
+        try:
+            topic = msg.topic
+            self._handle(topic, msg.payload)
+        except Exception as exc:  # noqa: BLE001 - a payload must never end the network thread
+            self._malformed(topic, exc)
+
+    def _malformed(self, topic: str, exc: Exception) -> None:
+        with self._lock:
+            self.malformed[topic] = self.malformed.get(topic, 0) + 1
+            first = self.malformed[topic] == 1
+        if first:  # once per topic: a broken device must not flood the log
+            why = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+            log.warning("%s %s: malformed payload (%s); counted, not logged again", self.name,
+                        topic, why[:200])
+
+
 @dataclass
 class MqttSettings:
     host: str = "127.0.0.1"
     port: int = 1883
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     tls_ca_file: str = ""  # set: TLS with this CA
     keepalive_s: int = 30
     client_id: str = "sunrig"
     victron_portal: str = ""  # set: publish the keepalive a Venus GX needs
     mappings: list[Mapping] = field(default_factory=list)
 
+    def broker(self) -> Broker:
+        return Broker(self.host, self.port, self.client_id, self.username, self.password,
+                      self.tls_ca_file, self.keepalive_s)
+
 
 class MqttSite:
-    def __init__(self, settings: MqttSettings, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, settings: MqttSettings, clock: Callable[[], float] = time.monotonic,
+                 limits: SiteLimits = DEFAULT_LIMITS):
         self.settings = settings
         self._clock = clock
         self._lock = threading.Lock()
         self._values: dict[str, _Value] = {}
-        self.malformed: dict[str, int] = {}
+        self._last_message: float | None = None
         self.received = 0
-        self.connected = threading.Event()
         self._by_topic: dict[str, list[Mapping]] = {}
         for m in settings.mappings:
             if m.field not in FIELDS:
                 raise ValueError(f"mapping for {m.topic}: field {m.field!r} is not one of "
                                  f"{', '.join(FIELDS)}")
             self._by_topic.setdefault(m.topic, []).append(m)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=settings.client_id)
-        if settings.username:
-            self.client.username_pw_set(settings.username, settings.password or None)
-        if settings.tls_ca_file:
-            self.client.tls_set(ca_certs=settings.tls_ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self.connection = MqttConnection(settings.broker(), self._by_topic, self._take)
+        self.plausible = Plausibility(self.connection.name, limits)
         self._stop = threading.Event()
         self._keepalive: threading.Thread | None = None
 
+    @property
+    def client(self) -> mqtt.Client:
+        return self.connection.client
+
+    @property
+    def connected(self) -> threading.Event:
+        return self.connection.connected
+
+    @property
+    def malformed(self) -> dict[str, int]:
+        """Payloads that did not parse, by topic."""
+        return self.connection.malformed
+
+    @property
+    def implausible(self) -> dict[str, int]:
+        """Values that parsed but are outside what the site allows, by field."""
+        return self.plausible.counts
+
     def start(self) -> MqttSite:
-        self.client.connect_async(self.settings.host, self.settings.port,
-                                  self.settings.keepalive_s)
-        self.client.loop_start()
+        self.connection.start()
         if self.settings.victron_portal:
             self._keepalive = threading.Thread(target=self._victron_keepalive, daemon=True,
                                                name="victron-keepalive")
@@ -111,44 +257,23 @@ class MqttSite:
 
     def stop(self) -> None:
         self._stop.set()
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    # --- paho callbacks (its network thread) ----------------------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.warning("mqtt %s:%s refused the connection: %s", self.settings.host,
-                        self.settings.port, reason_code)
-            return
-        for topic in self._by_topic:  # a broker restart forgets subscriptions: ask again
-            client.subscribe(topic, qos=0)
-        if not self.connected.is_set():
-            log.info("mqtt connected to %s:%s", self.settings.host, self.settings.port)
-        self.connected.set()
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.connected.is_set() and not self._stop.is_set():
-            log.warning("mqtt %s:%s lost: %s; reconnecting", self.settings.host,
-                        self.settings.port, reason_code)
-        self.connected.clear()
+        self.connection.stop()
 
     def _on_message(self, client, userdata, msg) -> None:
-        for m in self._by_topic.get(msg.topic, ()):
-            try:
-                value = parse(msg.payload, m)
-            except ValueError as exc:
-                self._malformed(msg.topic, str(exc))
-                continue
+        """paho's message callback, as the connection installs it."""
+        self.connection._on_message(client, userdata, msg)
+
+    def _take(self, topic: str, payload: bytes) -> None:
+        """One message (on the network thread); ValueError: malformed, counted by the caller."""
+        with self._lock:
+            self._last_message = self._clock()
+        for m in self._by_topic.get(topic, ()):
+            value = self.plausible(m.field, parse(payload, m))
+            if value is None:
+                continue  # counted; the last good value stands until its own timeout
             with self._lock:
                 self._values[m.field] = _Value(value, self._clock())
                 self.received += 1
-
-    def _malformed(self, topic: str, why: str) -> None:
-        with self._lock:
-            self.malformed[topic] = self.malformed.get(topic, 0) + 1
-            first = self.malformed[topic] == 1
-        if first:  # once per topic: a broken device must not flood the log
-            log.warning("mqtt %s: malformed payload (%s); counting, not logging again", topic, why)
 
     def _victron_keepalive(self) -> None:
         topic = f"R/{self.settings.victron_portal}/keepalive"
@@ -167,14 +292,26 @@ class MqttSite:
                         else None) for f in timeouts}
 
     def read(self, ts: datetime) -> SiteSample:
+        self.connection.ensure_running()
         values = self.fresh()
         if all(v is None for v in values.values()):
-            state = "connected" if self.connected.is_set() else "not connected"
-            raise SourceUnavailable(f"mqtt {self.settings.host}:{self.settings.port} "
-                                    f"({state}): no fresh value on any mapped topic")
+            raise self._why_nothing()
         stale = any(v is None for v in values.values())
         return SiteSample(ts, values.get("pv_w"), values.get("load_w"), values.get("grid_w"),
                           values.get("battery_w"), values.get("soc_pct"), stale)
+
+    def _why_nothing(self) -> SourceUnavailable:
+        """Why no field has a value: the broker is away, or it is there and nothing publishes."""
+        name = self.connection.name
+        if not self.connected.is_set():
+            return MqttDisconnected(f"{name}: no fresh value on any mapped topic: not connected "
+                                    "to the broker; reconnecting")
+        with self._lock:
+            last = self._last_message
+        heard = ("nothing has arrived since the start" if last is None
+                 else f"the last message came {self._clock() - last:.0f} s ago")
+        return MqttSilent(f"{name}: no fresh value on any mapped topic: connected, but none has "
+                          f"published within its timeout ({heard})")
 
 
 def parse(payload: bytes, m: Mapping) -> float:
@@ -186,10 +323,7 @@ def parse(payload: bytes, m: Mapping) -> float:
     except UnicodeDecodeError:
         raise ValueError("not UTF-8") from None
     if m.json_path:
-        try:
-            node = json.loads(text)
-        except json.JSONDecodeError:
-            raise ValueError("not JSON") from None
+        node = load_json(text)
         for key in m.json_path.split("."):
             if not isinstance(node, dict) or key not in node:
                 raise ValueError(f"no {m.json_path!r} in it")
@@ -200,9 +334,20 @@ def parse(payload: bytes, m: Mapping) -> float:
     if isinstance(raw, bool) or raw is None:
         raise ValueError(f"{raw!r} is not a number")
     try:
-        number = float(raw)
-    except (TypeError, ValueError):
+        number = float(raw) * m.scale  # finite only if it stays finite once scaled
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{str(raw)[:40]!r} is not a number") from None
     if not math.isfinite(number):
-        raise ValueError(f"{number} is not a finite number")
-    return number * m.scale
+        raise ValueError(f"{str(raw)[:40]} is not a finite number once scaled by {m.scale}")
+    return number
+
+
+def load_json(text: str | bytes) -> object:
+    """A payload's JSON; ValueError for anything that is not JSON sunrig can hold: malformed,
+    nested deeper than the parser's recursion allows, an integer of thousands of digits."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"not JSON ({str(exc)[:80]})") from None

@@ -1,7 +1,9 @@
 """A simulated site: a recorded household (PV and load) plus an optional battery.
 
 The rig's own consumption is not in the recording; the caller passes it in (`rig_power_w`), as a
-real grid meter would see it, so grid import and export respond to what the GPUs draw.
+real grid meter would see it, so grid import and export respond to what the GPUs draw. Given the
+site's limits, the live agent screens it like any device (energy/plausible.py): a recording with a
+value no site could read is shown as missing, as a device's would be.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from energy.plausible import Plausibility, SiteLimits
 from energy.series import Series, load_series
 from energy.types import SiteSample
 
@@ -31,7 +34,9 @@ class SimulatedSite:
 
     def __init__(self, source: str = DEFAULT_HOUSEHOLD, pv_scale: float = 1.0,
                  battery: BatterySpec | None = None, initial_soc_pct: float = 50.0,
-                 rig_power_w: Callable[[], float] = lambda: 0.0, replay: bool = True):
+                 rig_power_w: Callable[[], float] = lambda: 0.0, replay: bool = True,
+                 limits: SiteLimits | None = None):
+        """`limits`: None replays the recording as it is (simulations of any size)."""
         self._series: Series = load_series(source, "ts_utc", ["load_w", "pv_w"])
         self._pv_scale = pv_scale
         self._battery = battery
@@ -39,6 +44,11 @@ class SimulatedSite:
         self._rig_power_w = rig_power_w
         self._replay = replay
         self._last_ts: datetime | None = None
+        self.plausible = None if limits is None else Plausibility(f"recording {source}", limits)
+
+    @property
+    def implausible(self) -> dict[str, int]:
+        return {} if self.plausible is None else self.plausible.counts
 
     def _interpolated(self, column: str, ts: datetime) -> float | None:
         mapped = self._series.map_time(ts, self._replay)
@@ -54,16 +64,20 @@ class SimulatedSite:
         return here + (after - here) * frac
 
     def read(self, ts: datetime) -> SiteSample:
-        pv = self._interpolated("pv_w", ts)
-        load = self._interpolated("load_w", ts)
-        pv_w = None if pv is None else pv * self._pv_scale
+        pv_w = self._screened("pv_w", self._interpolated("pv_w", ts), self._pv_scale)
+        load = self._screened("load_w", self._interpolated("load_w", ts))
         rig_w = self._rig_power_w()
         net_w = (load or 0.0) + rig_w - (pv_w or 0.0)
         battery_w = self._step_battery(ts, net_w)
         grid_w = net_w + (battery_w or 0.0)
         soc = None if self._battery is None else round(self._soc_pct, 2)
-        stale = pv is None or load is None
-        return SiteSample(ts, pv_w, load, round(grid_w, 1), battery_w, soc, stale)
+        stale = pv_w is None or load is None
+        return SiteSample(ts, pv_w, load, self._screened("grid_w", round(grid_w, 1)), battery_w,
+                          soc, stale)
+
+    def _screened(self, field: str, value: float | None, scale: float = 1.0) -> float | None:
+        value = None if value is None else value * scale
+        return value if self.plausible is None else self.plausible(field, value)
 
     def _step_battery(self, ts: datetime, net_w: float) -> float | None:
         """Charge from surplus, discharge to cover demand; returns battery power (+ charging)."""
