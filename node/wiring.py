@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from energy.modbus import ModbusHub, SunSpecSite
 from energy.mqtt import Mapping, MqttSettings, MqttSite
 from energy.mqtt_tariff import MqttTariff
+from energy.plausible import SiteLimits
 from energy.price_feeds import FeedTariff, awattar, entsoe
 from energy.register_maps import MAPS, RegisterMapSite
 from energy.sim import BatterySpec, SimulatedSite
@@ -28,6 +29,7 @@ from node.config import WEEKDAYS, Config
 from node.errors import ConfigError
 from node.gpus import GpuBackend, NvmlBackend, SimulatedGpuModel, SimulatedRig
 from node.kube import KubeSplit, api_client
+from node.plan_inputs import site_array, site_battery
 from node.planner import MarketTerms
 from tee.attest import TeeSource
 from tee.evidence import TeeError
@@ -111,21 +113,23 @@ def _backend(cfg: Config, clock: Clock) -> tuple[GpuBackend, str, float]:
 def _site(cfg: Config, clock: Clock, rig_power_w: Callable[[], float]
           ) -> tuple[SiteReader, Callable[[], None]]:
     """The site reader, and what to call to release it."""
+    limits = site_limits(cfg)
     if cfg.energy.source == "modbus":
-        return _modbus_site(cfg, rig_power_w)
+        return _modbus_site(cfg, rig_power_w, limits)
     if cfg.energy.source == "mqtt":
-        return _mqtt_site(cfg)
+        return _mqtt_site(cfg, limits)
     sim = cfg.energy.simulated
     bat = sim.battery
     battery = None if bat.capacity_kwh <= 0 else BatterySpec(
         bat.capacity_kwh, bat.max_charge_w, bat.max_discharge_w, bat.min_soc_pct)
     site = SimulatedSite(sim.data_file, sim.pv_array_kwp / sim.trace_array_kwp, battery,
-                         bat.initial_soc_pct, rig_power_w)
+                         bat.initial_soc_pct, rig_power_w, limits=limits)
     if not sim.serve_modbus:
         return site, lambda: None
     server = SunSpecSimServer(site, clock.now, port=sim.modbus_port).start()
     hub = ModbusHub()
-    reader = SunSpecSite(hub.link("127.0.0.1", server.port), rig_power_w=rig_power_w)
+    reader = SunSpecSite(hub.link("127.0.0.1", server.port), rig_power_w=rig_power_w,
+                         limits=limits)
 
     def close() -> None:
         hub.close()
@@ -133,19 +137,28 @@ def _site(cfg: Config, clock: Clock, rig_power_w: Callable[[], float]
     return reader, close
 
 
-def _modbus_site(cfg: Config, rig_power_w: Callable[[], float]
+def site_limits(cfg: Config) -> SiteLimits:
+    """What the site's values can plausibly be: its connection, and the array and battery the
+    planner is told about (each bounded by the connection where the config leaves it out)."""
+    array, battery = site_array(cfg), site_battery(cfg)
+    return SiteLimits.for_site(
+        cfg.site.breaker_limit_w, array.kwp * 1000.0 if array else 0.0,
+        max(battery.max_charge_w, battery.max_discharge_w) if battery else 0.0)
+
+
+def _modbus_site(cfg: Config, rig_power_w: Callable[[], float], limits: SiteLimits
                  ) -> tuple[SiteReader, Callable[[], None]]:
     m = cfg.energy.modbus
     hub = ModbusHub(timeout_s=m.timeout_s)
     link = hub.link(m.host, m.port)
     if m.map:
         return RegisterMapSite(link, MAPS[m.map], m.units[0] if m.units != (1,) else None,
-                               rig_power_w), hub.close
+                               rig_power_w, limits), hub.close
     return SunSpecSite(link, m.units, m.meter_import_positive, m.battery_charge_positive,
-                       rig_power_w), hub.close
+                       rig_power_w, limits), hub.close
 
 
-def _mqtt_site(cfg: Config) -> tuple[SiteReader, Callable[[], None]]:
+def _mqtt_site(cfg: Config, limits: SiteLimits) -> tuple[SiteReader, Callable[[], None]]:
     q = cfg.energy.mqtt
     password = read_secret(q.password_file, "energy.mqtt.password_file",
                        "the MQTT password") if q.password_file else ""
@@ -153,7 +166,7 @@ def _mqtt_site(cfg: Config) -> tuple[SiteReader, Callable[[], None]]:
         q.host, q.port, q.username, password, q.tls_ca_file, client_id="sunrig",
         victron_portal=q.victron_portal,
         mappings=[Mapping(m.topic, m.field, m.json_path, m.scale, m.timeout_s)
-                  for m in q.mappings])).start()
+                  for m in q.mappings]), limits=limits).start()
     return site, site.stop
 
 
