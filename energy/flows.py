@@ -33,20 +33,29 @@ def power_flows(pv_w: float | None, house_w: float | None, rig_w: float | None,
 
 def supply_of(sink: str, pv_w: float | None, house_w: float | None, rig_w: float | None,
               battery_w: float | None, grid_w: float | None) -> dict[str, float]:
-    """Where one sink's power comes from right now, by source (pv, battery, grid), in watts.
-
-    The same fill as `power_flows`, unrounded, so the books and the dashboard never disagree.
-    For the rig, what no reading places (meters a few watts off, or no site reading at all) is
-    the grid's: the grid connection is where an unmetered draw is settled, and its import price
-    is what that draw costs. For other sinks only the placed power is returned.
-    """
+    """Where one sink's power comes from right now, by source (pv, battery, grid), in watts:
+    the same fill as `power_flows`, unrounded, so the books and the dashboard never disagree."""
     out = dict.fromkeys(SOURCES, 0.0)
     for f in _fill(pv_w, house_w, rig_w, battery_w, grid_w):
         if f.sink == sink:
             out[f.source] += f.power_w
-    if sink == "rig":
-        out["grid"] += max(0.0, _val(rig_w) - sum(out.values()))
     return out
+
+
+def shares_of(sink: str, pv_w: float | None, house_w: float | None, rig_w: float | None,
+              battery_w: float | None, grid_w: float | None) -> dict[str, float]:
+    """Each source's share of one sink's draw, summing to 1.
+
+    Meters never balance exactly, and the sink's draw is measured a few seconds apart from the
+    site's reading, so the power the fill places is scaled to the whole draw rather than the
+    difference given to one source. A sink the reading places nothing for (no site reading) is
+    settled at the grid connection, where an unmetered draw is paid for.
+    """
+    supply = supply_of(sink, pv_w, house_w, rig_w, battery_w, grid_w)
+    placed = sum(supply.values())
+    if placed <= 0:
+        return {"grid": 1.0}
+    return {source: w / placed for source, w in supply.items() if w > 0}
 
 
 def _fill(pv_w: float | None, house_w: float | None, rig_w: float | None,

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from energy.flows import supply_of
+from energy.flows import shares_of
 from energy.series import SeriesError
 from energy.sim import SimulatedSite
 from market_adapter.sim import Order, SimMarket, SimMarketSettings, order_takes_offer
@@ -259,9 +259,9 @@ def _book_sources(kwh: dict[str, float], pv_w: float, load_w: float, rig_w: floa
                   discharge_w: float, import_w: float, export_w: float) -> None:
     """The rig's energy this step by source, with the split the ledger and dashboard use."""
     charge_w = max(0.0, pv_w + discharge_w + import_w - load_w - rig_w - export_w)
-    supply = supply_of("rig", pv_w, load_w, rig_w, charge_w - discharge_w, import_w - export_w)
-    for source, w in supply.items():
-        kwh[source] += w * STEP_H / 1000.0
+    shares = shares_of("rig", pv_w, load_w, rig_w, charge_w - discharge_w, import_w - export_w)
+    for source, share in shares.items():
+        kwh[source] += rig_w * share * STEP_H / 1000.0
 
 
 def floor_of(cfg: Config) -> float:

@@ -5,7 +5,8 @@ shared across the GPUs sampled together, and the whole is multiplied by the cool
 
 Energy is booked by where it really came from at that moment: the site's reading then is split
 over house, rig, battery and grid by `energy.flows` (the same fill the dashboard's flow diagram
-draws), and the rig's energy goes to pv, battery and grid in the shares that fill gives the rig.
+draws), and the rig's energy goes to pv, battery and grid in the shares that fill gives the rig
+(without a site reading, all to the grid).
 Each source is priced at what it costs the owner:
 - solar at the feed-in price the owner could have earned for it instead;
 - grid at the import price;
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from itertools import groupby
 
-from energy.flows import supply_of
+from energy.flows import shares_of, supply_of
 from market_adapter.base import Payout
 from node.store import Store, epoch
 
@@ -122,7 +123,7 @@ class _EnergyBooks:
         interval_h = max(s["interval_s"] for s in group) / 3600.0
         reading = self._reading_at(ts)
         rig_w = sum(energy_wh) / interval_h if interval_h > 0 else 0.0
-        supply_w = supply_of("rig", *_flows_args(reading, rig_w))
+        shares = shares_of("rig", *_flows_args(reading, rig_w))
         slot = self._slot_at(ts)
         price = None if slot is None else {
             "pv": slot["export_per_kwh"], "grid": slot["import_per_kwh"],
@@ -130,7 +131,7 @@ class _EnergyBooks:
         bucket = ts // BUCKET_S * BUCKET_S
         day = self.store.local_day(bucket)
         for s, wh in zip(group, energy_wh, strict=True):
-            for source, share in _shares(supply_w).items():
+            for source, share in shares.items():
                 key = (bucket, day, s["role"] or "unknown", "unpriced" if price is None else source)
                 self.totals[key][0] += wh * share
                 self.totals[key][1] += wh * share / 1000.0 * (price[source] if price else 0.0)
@@ -159,17 +160,9 @@ class _EnergyBooks:
 
 
 def _flows_args(reading: dict | None, rig_w: float) -> tuple:
-    if reading is None:  # no site reading: the rig is settled at the grid connection
-        return None, None, rig_w, None, rig_w
+    if reading is None:  # no site reading: nothing is placed, the rig is settled at the grid
+        return None, None, rig_w, None, None
     return (reading["pv_w"], reading["load_w"], rig_w, reading["battery_w"], reading["grid_w"])
-
-
-def _shares(supply_w: dict[str, float]) -> dict[str, float]:
-    """Each source's share of the rig's supply; all grid when the rig drew nothing."""
-    total = sum(supply_w.values())
-    if total <= 0:
-        return {"grid": 1.0}
-    return {source: w / total for source, w in supply_w.items() if w > 0}
 
 
 def book_payouts(store: Store, payouts: Iterable[Payout], currency_rate: float) -> int:
@@ -224,19 +217,25 @@ class DaySummary:
     energy_wh: float
     revenue_by_market: dict[str, float]
     cost_by_role: dict[str, float]
+    kwh_by_source: dict[str, float]  # the rig's energy: pv, battery, grid (unpriced if any)
+    cost_by_source: dict[str, float]
 
 
 def day_summary(store: Store, day: str) -> DaySummary:
     rows = store.daily(day)
     revenue = {r["name"]: r["amount"] for r in rows if r["category"] == "revenue"}
     cost: dict[str, float] = defaultdict(float)
-    energy_wh = 0.0
+    kwh: dict[str, float] = defaultdict(float)
+    cost_source: dict[str, float] = defaultdict(float)
     for r in rows:
         if r["category"] == "energy":
             cost[r["name"]] += r["amount"]
-            energy_wh += r["energy_wh"]
+            kwh[r["source"]] += r["energy_wh"] / 1000.0
+            cost_source[r["source"]] += r["amount"]
     return DaySummary(round(sum(revenue.values()), 4), round(sum(cost.values()), 4),
-                      round(energy_wh, 1), revenue, dict(cost))
+                      round(sum(kwh.values()) * 1000.0, 1), revenue, dict(cost),
+                      {k: round(v, 3) for k, v in kwh.items()},
+                      {k: round(v, 4) for k, v in cost_source.items()})
 
 
 @dataclass(frozen=True)

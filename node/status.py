@@ -44,7 +44,10 @@ def agent_status(agent: Agent) -> dict[str, Any]:
                   "net": round(summary.revenue - summary.energy_cost, 4),
                   "energy_kwh": round(summary.energy_wh / 1000.0, 3),
                   "revenue_by_market": summary.revenue_by_market,
-                  "energy_cost_by_role": summary.cost_by_role},
+                  "energy_cost_by_role": summary.cost_by_role,
+                  "energy_kwh_by_source": summary.kwh_by_source,
+                  "energy_cost_by_source": summary.cost_by_source,
+                  "solar_share_pct": _solar_share_pct(summary.kwh_by_source)},
         "earnings": _totals(store, "revenue", now.astimezone(store.tz).date()),
         "energy_cost_by_role": _totals(store, "energy", now.astimezone(store.tz).date()),
         "payback": {"capex": pb.capex, "net_to_date": pb.net_to_date,
@@ -70,6 +73,12 @@ def _tee(agent: Agent) -> dict[str, Any]:
             "advertised": st.tee_ok, "premium_pct": agent.cfg.tee.premium_pct,
             "verdict": st.tee_verdict.as_dict() if st.tee_verdict else None,
             "checked": _iso(st.tee_checked), "message": st.tee_message}
+
+
+def _solar_share_pct(kwh_by_source: dict[str, float]) -> float | None:
+    """The share of the rig's energy that came straight from the panels."""
+    total = sum(kwh_by_source.values())
+    return round(100.0 * kwh_by_source.get("pv", 0.0) / total, 1) if total > 0 else None
 
 
 def _site(agent: Agent) -> dict | None:

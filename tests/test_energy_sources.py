@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from energy.flows import SOURCES, power_flows, supply_of
+from energy.flows import SOURCES, power_flows, shares_of, supply_of
 from energy.types import PriceSlot, SiteSample
 from node.ledger import RigEnergy, book_energy, day_summary
 from node.store import Store, epoch
@@ -129,26 +129,24 @@ meter_error = st.floats(-5, 5, allow_nan=False)
 
 
 @given(pv=watts, house=watts, rig=watts, battery=signed, error=meter_error)
-def test_the_rigs_supply_sums_to_its_draw_and_no_source_gives_more_than_it_had(
+def test_the_rigs_sources_sum_to_its_draw_and_none_gives_more_than_it_had(
         pv, house, rig, battery, error):
     grid = house + rig + battery - pv + error  # the grid balances the site, a few watts off
-    supply = supply_of("rig", pv, house, rig, battery, grid)
-    assert set(supply) == set(SOURCES)
-    assert all(w >= 0 for w in supply.values())
-    assert sum(supply.values()) == pytest.approx(rig, abs=1e-6)
-    assert supply["pv"] <= pv + 1e-6
-    assert supply["battery"] <= max(0.0, -battery) + 1e-6
-    assert supply["grid"] <= max(0.0, grid) + abs(error) + 1e-6  # only the meters' error is new
+    shares = shares_of("rig", pv, house, rig, battery, grid)
+    assert set(shares) <= set(SOURCES) and all(x > 0 for x in shares.values())
+    assert sum(shares.values()) == pytest.approx(1.0)
+    had = {"pv": pv, "battery": max(0.0, -battery), "grid": max(0.0, grid)}
+    for source, share in shares.items():  # only the meters' error is ever new
+        assert share * rig <= had[source] + abs(error) + 1e-6
 
 
 @given(st.tuples(*[st.one_of(st.none(), st.floats(-50000, 50000, allow_nan=False))] * 5))
-def test_the_rigs_supply_on_any_reading_is_the_drawn_flows_plus_the_unplaced_rest(reading):
-    pv, house, rig, battery, grid = reading
-    supply = supply_of("rig", pv, house, rig, battery, grid)
-    assert sum(supply.values()) == pytest.approx(max(0.0, rig or 0.0), abs=1e-6)
+def test_the_rigs_supply_on_any_reading_is_what_the_diagram_draws(reading):
+    supply = supply_of("rig", *reading)
     drawn = {f.source: f.power_w for f in power_flows(*reading) if f.sink == "rig"}
-    for source in ("pv", "battery"):
+    for source in SOURCES:
         assert supply[source] == pytest.approx(drawn.get(source, 0.0), abs=1.0)
+    assert sum(supply.values()) <= max(0.0, reading[2] or 0.0) + 1e-6
 
 
 @settings(max_examples=25, deadline=None)
@@ -157,7 +155,7 @@ def test_the_rigs_supply_on_any_reading_is_the_drawn_flows_plus_the_unplaced_res
 def test_the_books_split_every_wh_of_the_rig_and_invent_none(tmp_path_factory, steps):
     store = Store(tmp_path_factory.mktemp("p") / "s.db", "UTC")
     prices(store, hours=12)
-    expected_wh, had = 0.0, {"pv": 0.0, "battery": 0.0}
+    expected_wh, had = 0.0, {"pv": 0.0, "battery": 0.0, "grid": 0.0}
     for k, (pv, house, rig, battery, error) in enumerate(steps):
         ts = T0 + timedelta(minutes=10 * k)
         grid = house + rig + battery - pv + error
@@ -167,6 +165,9 @@ def test_the_books_split_every_wh_of_the_rig_and_invent_none(tmp_path_factory, s
         expected_wh += rig / 6
         had["pv"] += pv / 6
         had["battery"] += max(0.0, -battery) / 6
+        had["grid"] += (max(0.0, grid) + abs(error)) / 6
+        had["pv"] += abs(error) / 6
+        had["battery"] += abs(error) / 6
     book_energy(store, T0 + timedelta(hours=2), NO_OVERHEAD)
     booked = {r["source"]: r["wh"] for r in store.query(
         "SELECT source, sum(energy_wh) AS wh FROM energy_bookings GROUP BY source")}
@@ -174,3 +175,31 @@ def test_the_books_split_every_wh_of_the_rig_and_invent_none(tmp_path_factory, s
     for source, limit in had.items():
         assert booked.get(source, 0.0) <= limit + 1e-6
     store.close()
+
+
+# --- the demo agent: the books agree with the flow diagram ----------------------------------
+def test_the_demos_books_match_what_the_flow_diagram_showed_over_the_day(tmp_path):
+    from node.status import agent_status
+    from tests.conftest import make_agent
+
+    # a June afternoon into the night: solar, then the battery, then the grid
+    agent, clock = make_agent(tmp_path, start=datetime(2024, 6, 12, 12, 0, tzinfo=UTC))
+    shown_wh = dict.fromkeys(SOURCES, 0.0)
+    last: dict[str, float] = {}
+    step_s, elapsed = 60.0, 0.0
+    while elapsed < 9 * 3600:
+        for name, (_, interval_s) in agent.jobs.items():
+            if elapsed - last.get(name, -1e18) >= interval_s:
+                agent.run_job(name)
+                last[name] = elapsed
+        for flow in agent_status(agent)["site"]["flows"]:
+            if flow["to"] == "rig":
+                shown_wh[flow["from"]] += flow["power_w"] * step_s / 3600.0
+        clock.advance(step_s)
+        elapsed += step_s
+    agent.run_job("ledger")
+    booked = by_source(agent.store)
+    agent.store.close()
+    assert set(booked) == set(SOURCES), booked  # the day had all three
+    for source in SOURCES:
+        assert booked[source][0] == pytest.approx(shown_wh[source], rel=0.05, abs=50.0)
