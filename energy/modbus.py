@@ -114,25 +114,33 @@ class SunSpecSite:
     def __init__(self, link: ModbusLink, units: tuple[int, ...] = (1,),
                  meter_import_positive: bool = True, battery_charge_positive: bool = True,
                  rig_power_w: Callable[[], float] = lambda: 0.0,
-                 limits: SiteLimits = DEFAULT_LIMITS):
+                 limits: SiteLimits = DEFAULT_LIMITS, map_ttl_s: float = 600.0):
         self.link, self.units = link, units
+        # a map walked while the device was garbled would otherwise hide a model for good
+        self.map_ttl_s = map_ttl_s
         self.rig_power_w = rig_power_w  # the meter sees the rig; the house load is the rest
         self.plausible = Plausibility(f"modbus {link.host}:{link.port}", limits)
         self.meter_sign = 1.0 if meter_import_positive else -1.0
         self.battery_sign = 1.0 if battery_charge_positive else -1.0
-        self._maps: dict[int, list[sunspec.ModelAt]] = {}
+        self._maps: dict[int, tuple[float, list[sunspec.ModelAt]]] = {}  # walked at, models
         self._failing: str | None = None
 
     def models(self, unit: int) -> list[sunspec.ModelAt]:
-        if unit not in self._maps:
+        walked = self._maps.get(unit)
+        if walked is None or time.monotonic() - walked[0] > self.map_ttl_s:
             try:
                 _, found = sunspec.discover(lambda a, n: self.link.read(unit, a, n),
                                             not_here=(DeviceRefused,))
             except sunspec.SunSpecError as exc:
                 raise SourceUnavailable(f"modbus {self.link.host}:{self.link.port} unit "
                                         f"{unit}: {exc}") from None
-            self._maps[unit] = found
-        return self._maps[unit]
+            if not any(m.model_id in sunspec.MODELS and m.model_id != 1 for m in found):
+                # a device still starting, or a garbled map: ask again next time
+                raise SourceUnavailable(f"modbus {self.link.host}:{self.link.port} unit "
+                                        f"{unit}: no model sunrig reads in "
+                                        f"{[m.model_id for m in found]}")
+            walked = self._maps[unit] = (time.monotonic(), found)
+        return walked[1]
 
     def points(self) -> dict[int, dict]:
         """Decoded points of every model sunrig knows, by model id, across the units."""

@@ -2,10 +2,11 @@
 
 The payload is a JSON list of slots: {"start": ISO time, "end": ISO time} with either
 "spot_per_mwh" (turned into retail prices by the tariff's formulas) or "import_per_kwh" and
-"export_per_kwh" directly. A payload that breaks these rules, or makes a formula's price infinite,
-is counted, logged once, and leaves the prices from the last good one in place; negative prices
-are kept as they are. The connection is the site's MQTT connection (energy/mqtt.py): no payload
-ends its network thread, and a thread that ends all the same is replaced at the next look-up.
+"export_per_kwh" directly. A payload that breaks these rules, or with a price no market could
+set (not finite, or a million per kWh), is counted, logged once, and leaves the prices from the
+last good one in place; negative prices are kept as they are. The connection is the site's MQTT
+connection (energy/mqtt.py): no payload ends its network thread, and a thread that ends all the
+same is replaced at the next look-up.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from energy.types import PriceSlot
 
 log = logging.getLogger("sunrig.prices")
 MAX_SLOTS = 2000
+# A million per kWh in any currency: no market's price cap comes near it, so only garbage does.
+MAX_PRICE_PER_KWH = 1e6
 
 
 class MqttTariff:
@@ -82,17 +85,18 @@ class MqttTariff:
         if start.tzinfo is None or end.tzinfo is None or end <= start:
             raise ValueError("times need a zone and end after start")
         if "spot_per_mwh" in item:
-            spot = _finite(item["spot_per_mwh"]) / 1000.0
+            spot = _finite(item["spot_per_mwh"], per=1000.0)  # per MWh
             imp, exp = _finite(self._import(spot)), _finite(self._export(spot))
         else:
             imp, exp = _finite(item["import_per_kwh"]), _finite(item["export_per_kwh"])
         return PriceSlot(start, end, round(imp, 6), round(exp, 6))
 
 
-def _finite(value: object) -> float:
+def _finite(value: object, per: float = 1.0) -> float:
+    """A price per kWh from one per `per` kWh; ValueError for anything else."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a price")
-    number = float(value)  # type: ignore[arg-type]
-    if not math.isfinite(number):
-        raise ValueError(f"{number} is not a price")
+    number = float(value) / per  # type: ignore[arg-type]
+    if not (math.isfinite(number) and abs(number) <= MAX_PRICE_PER_KWH):
+        raise ValueError(f"{number:.6g} is not a price")
     return number

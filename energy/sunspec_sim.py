@@ -4,7 +4,8 @@ It serves a hybrid inverter (common model 1, inverter 103, MPPT 160 with two str
 (802) and a grid meter (203) from the simulated site, refreshed from the site every `refresh_s`,
 and whenever a request comes at a new time of the (possibly simulated) clock, so the demo and the
 tests read the site through energy/modbus.py exactly as on a real rig.
-`corrupt` lets fault tests put garbage or not-implemented patterns into chosen registers.
+`corrupt` lets fault tests put garbage or not-implemented patterns into chosen registers, the map's
+structure included; each refresh lays the map out anew first, so emptying `corrupt` heals it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class SunSpecSimServer(RegisterImageServer):
         super().__init__(base + 400, unit, host, port, refresh_s)
         self.site, self.now, self.base = site, now, base
         self.addr = self._lay_out()
+        self._layout = self.regs[base:base + 400]  # the map's structure and constant points
         self.corrupt: dict[int, int] = {}  # absolute register -> value forced after each refresh
         self.last: SiteSample | None = None
         self._refreshed_for: datetime | None = None
@@ -73,6 +75,7 @@ class SunSpecSimServer(RegisterImageServer):
     def refresh(self) -> SiteSample:
         """Write the site's present state into the registers."""
         self._refreshed_for = self.now()
+        self._set(self.base, self._layout)
         s = self.site.read(self._refreshed_for)
         self.last = s
         pv = s.pv_w or 0.0

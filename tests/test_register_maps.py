@@ -35,7 +35,8 @@ def serve(name: str, image: dict[int, list[int]]) -> tuple[RegisterImageServer, 
     return server, site
 
 
-@pytest.mark.parametrize("name, image, expect", [
+# What a device of each make holds, and the sample sunrig reads from it
+DEVICES = [
     # Huawei: 6.2 kW in, meter +1.5 kW = feeding the grid, battery charging 2 kW at 55.5 %
     ("huawei_sun2000", {32064: s32(6200), 37113: s32(1500), 37760: [555], 37765: s32(2000)},
      {"pv_w": 6200, "grid_w": -1500, "battery_w": 2000, "soc_pct": 55.5, "load_w": 1700}),
@@ -52,7 +53,10 @@ def serve(name: str, image: dict[int, list[int]]) -> tuple[RegisterImageServer, 
     ("solaredge_meter", {40206: [123], 40210: [1], 62836: f32_low_first(1500.0),
                          62852: f32_low_first(82.5)},
      {"pv_w": None, "grid_w": -1230, "battery_w": 1500, "soc_pct": 82.5, "load_w": None}),
-])
+]
+
+
+@pytest.mark.parametrize("name, image, expect", DEVICES)
 def test_each_map_reads_like_its_device_with_sunrigs_signs(name, image, expect):
     server, site = serve(name, image)
     try:
