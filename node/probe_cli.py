@@ -44,13 +44,19 @@ def cmd_mqtt(args: argparse.Namespace) -> int:
     site.start()
     try:
         deadline = time.monotonic() + args.wait
-        while time.monotonic() < deadline and not site.received and not site.malformed:
+        while (time.monotonic() < deadline and not site.received and not site.malformed
+               and not site.implausible):
             time.sleep(0.05)
     finally:
         site.stop()
     if site.malformed:
         print(f"probe: {args.topic}: payload not as expected ({sum(site.malformed.values())} "
               "malformed)", file=sys.stderr)
+        return 1
+    if site.implausible:
+        print(f"probe: {args.topic}: a number no site's meter reads (outside "
+              f"{site.plausible.limits.grid_w.low:.0f}..{site.plausible.limits.grid_w.high:.0f} "
+              "W); check --json-path and --scale", file=sys.stderr)
         return 1
     value = site.fresh().get("grid_w")
     if value is None:
@@ -82,6 +88,7 @@ def cmd_modbus(args: argparse.Namespace) -> int:
            "models": [{"id": m.model_id, "address": m.address, "length": m.length,
                        "known": m.model_id in sunspec.MODELS} for m in models],
            "points": {str(k): v for k, v in points.items()},
+           "implausible": site.implausible,  # by field: values outside what a site allows
            "sample": {k: getattr(sample, k) for k in ("pv_w", "load_w", "grid_w", "battery_w",
                                                       "soc_pct", "stale")}}
     print(json.dumps(doc, indent=2))

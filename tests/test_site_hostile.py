@@ -5,10 +5,14 @@ error of sunrig's own; and the reader reads the next good value afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 import random
+import socket
+import struct
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -241,6 +245,51 @@ def test_a_read_outside_the_register_space_is_a_stale_source_not_a_client_error(
 def test_float32_patterns_and_all_ones_accumulators_are_missing(registers, expect):
     assert sunspec.value(registers, sunspec.Point(0, "float32", size=2)) is expect
     assert sunspec.value([0xFFFF, 0xFFFF], sunspec.Point(0, "acc32", size=2)) is None
+
+
+def answer_frame(request: bytes, pdu: bytes, length: int | None = None,
+                 unit: int | None = None, tid: bytes | None = None) -> bytes:
+    """A Modbus TCP answer to `request` carrying `pdu`, its header fields forged when given."""
+    size = len(pdu) + 1 if length is None else length
+    return ((tid or request[:2]) + b"\0\0" + struct.pack(">H", size)
+            + bytes([request[6] if unit is None else unit]) + pdu)
+
+
+MARKER_PDU = b"\x03\x04" + struct.pack(">HH", *sunspec.MARKER)
+WIRE_GARBAGE = {
+    "noise": lambda r: bytes(range(7, 40)),
+    "byte count past the frame": lambda r: answer_frame(r, b"\x03\xff" + b"\0" * 4),
+    "cut short": lambda r: answer_frame(r, b"\x03\x04\x00"),
+    "another function": lambda r: answer_frame(r, b"\x10\x00\x00\x00\x01"),
+    "an unknown exception code": lambda r: answer_frame(r, b"\x83\xff"),
+    "another transaction": lambda r: answer_frame(r, MARKER_PDU, tid=b"\xff\xff"),
+    "another unit": lambda r: answer_frame(r, MARKER_PDU, unit=99),
+    "a length of 65535": lambda r: answer_frame(r, MARKER_PDU, length=65535),
+    "a length of 0": lambda r: answer_frame(r, MARKER_PDU, length=0),
+    "an odd byte count": lambda r: answer_frame(r, b"\x03\x03SuS"),
+    "more registers than asked": lambda r: answer_frame(r, b"\x03\x08" + b"SunS" * 2),
+    "nothing": lambda r: b"",
+}
+
+
+@pytest.mark.parametrize("kind", WIRE_GARBAGE)
+def test_garbage_on_the_wire_is_a_stale_source(kind):
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                while request := conn.recv(260):
+                    conn.sendall(WIRE_GARBAGE[kind](request))
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        site = SunSpecSite(ModbusHub(timeout_s=0.5).link("127.0.0.1",
+                                                         listener.getsockname()[1]))
+        with pytest.raises(SourceUnavailable):
+            site.read(NOON)
+    finally:
+        listener.close()
 
 
 def test_the_agent_stays_healthy_while_its_inverter_sends_garbage(tmp_path):
@@ -577,3 +626,24 @@ def test_a_recording_with_impossible_values_is_screened_like_a_device(tmp_path, 
     assert sum(site.implausible.values()) >= 1
     good = site.read(datetime(2024, 6, 12, 10, 30, tzinfo=UTC))
     assert (good.pv_w, good.load_w) == (2000.0, 400.0) and not good.stale
+
+
+def test_probe_modbus_shows_what_it_turned_away(sunspec_server, capsys):
+    from node.cli import main
+    corrupt(sunspec_server, {sunspec_server.addr[802] + 11: 0x8000})
+    try:
+        assert main(["probe", "modbus", f"127.0.0.1:{sunspec_server.port}"]) == 0
+    finally:
+        corrupt(sunspec_server, {})
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["implausible"] == {"soc_pct": 1} and doc["sample"]["soc_pct"] is None
+
+
+def test_probe_mqtt_names_a_number_no_meter_reads(broker, capsys):
+    from node.cli import main
+    pub = publisher(broker.port)
+    pub.publish("probe/meter", "1e9", retain=True).wait_for_publish()
+    pub.loop_stop()
+    args = ["probe", "mqtt", f"127.0.0.1:{broker.port}", "--topic", "probe/meter", "--wait", "20"]
+    assert main(args) == 1
+    assert "no site's meter reads" in capsys.readouterr().err
