@@ -68,11 +68,11 @@ class _Value:
 class Broker:
     host: str = "127.0.0.1"
     port: int = 1883
-    client_id: str = "sunrig"
     username: str = ""
     password: str = field(default="", repr=False)  # never in a log line or an error
     tls_ca_file: str = ""  # set: TLS with this CA
     keepalive_s: int = 30
+    client_id: str = "sunrig"
 
 
 class MqttDisconnected(SourceUnavailable):
@@ -192,21 +192,10 @@ class MqttConnection:
                         topic, why[:200])
 
 
-@dataclass
-class MqttSettings:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str = ""
-    password: str = field(default="", repr=False)
-    tls_ca_file: str = ""  # set: TLS with this CA
-    keepalive_s: int = 30
-    client_id: str = "sunrig"
+@dataclass(frozen=True)
+class MqttSettings(Broker):
     victron_portal: str = ""  # set: publish the keepalive a Venus GX needs
     mappings: list[Mapping] = field(default_factory=list)
-
-    def broker(self) -> Broker:
-        return Broker(self.host, self.port, self.client_id, self.username, self.password,
-                      self.tls_ca_file, self.keepalive_s)
 
 
 class MqttSite:
@@ -224,7 +213,7 @@ class MqttSite:
                 raise ValueError(f"mapping for {m.topic}: field {m.field!r} is not one of "
                                  f"{', '.join(FIELDS)}")
             self._by_topic.setdefault(m.topic, []).append(m)
-        self.connection = MqttConnection(settings.broker(), self._by_topic, self._take)
+        self.connection = MqttConnection(settings, self._by_topic, self._take)
         self.plausible = Plausibility(self.connection.name, limits)
         self._stop = threading.Event()
         self._keepalive: threading.Thread | None = None

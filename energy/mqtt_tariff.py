@@ -36,7 +36,8 @@ class MqttTariff:
             export_formula)
         self._lock = threading.Lock()
         self._slots: list[PriceSlot] = []
-        self.connection = MqttConnection(Broker(host, port, client_id), (topic,), self._take)
+        self.connection = MqttConnection(Broker(host, port, client_id=client_id), (topic,),
+                                         self._take)
 
     @property
     def client(self) -> mqtt.Client:

@@ -39,6 +39,9 @@ class PriceSlot:
 
 
 class SiteReader(Protocol):
+    """Every reader also has `implausible`: values turned away as outside what the site allows,
+    counted by field (energy/plausible.py), for the status to show."""
+
     def read(self, ts: datetime) -> SiteSample:
         """Read the site now; raise SourceUnavailable when the source cannot answer."""
         ...
