@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,20 @@ def data_file(name: str) -> str:
     """The shared data file where the checkout has it beside it, else the embedded copy."""
     shared = SHARED_DATA / name
     return str(shared) if shared.exists() else f"embedded:{name}.gz"
+
+
+# Tests wait for the awaited thing itself, never for a span of time. This bound only turns a hang
+# into a failure: far beyond what anything awaited takes, even on a machine kept busy by others.
+HANG_S = 300.0
+
+
+def wait_until(condition: Callable[[], object], what: str, poll_s: float = 0.1):
+    """Poll until `condition()` is truthy and return its value; fail naming `what` on a hang."""
+    deadline = time.monotonic() + HANG_S
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"{what}: not after {HANG_S:.0f} s"
+        time.sleep(poll_s)
+    return value
 
 
 # A summer weekday inside the recorded year: sunny middle of the day, real prices.
@@ -49,12 +65,16 @@ def make_agent(tmp_path: Path, start: datetime = START, **market) -> tuple[Agent
     return open_agent(demo_cfg(tmp_path, **market), clock=clock), clock
 
 
-def run_for(agent: Agent, clock: SimulatedClock, hours: float, step_s: float = 60.0) -> None:
-    """Step the agent through `hours` of simulated time, running each job at its own interval."""
+def run_for(agent: Agent, clock: SimulatedClock, hours: float, step_s: float = 60.0,
+            jobs: tuple[str, ...] | None = None) -> None:
+    """Step the agent through `hours` of simulated time, running each job at its own interval
+    (only `jobs`, where a test needs no others)."""
     last: dict[str, float] = {}
     elapsed = 0.0
     while elapsed < hours * 3600:
         for name, (_, interval_s) in agent.jobs.items():
+            if jobs is not None and name not in jobs:
+                continue
             if elapsed - last.get(name, -1e18) >= interval_s:
                 agent.run_job(name)
                 last[name] = elapsed
