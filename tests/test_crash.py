@@ -2,42 +2,44 @@
 
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from datetime import datetime
 
 import pytest
 
 from node.backup import check_backup
-from tests.test_cli import free_port
-from tests.test_cli import get_status as status
+from node.store import Store
+from tests.demo_process import Demo
 
 pytestmark = pytest.mark.slow
+
+
+def showing_a_site_sample(status: dict) -> bool:
+    return bool(status["site"])
+
+
+def every_migration(tmp_path) -> list[str]:
+    Store(tmp_path / "fresh.db").close()
+    return check_backup(tmp_path / "fresh.db")
 
 
 def test_sigkill_while_writing_loses_at_most_the_last_sample(tmp_path):
     data = tmp_path / "demo"
     db = data / "sunrig-demo.db"
+    schema = every_migration(tmp_path)
     for kill in range(4):  # bounded: four crashes at different moments
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "node.cli", "demo", "--speed", "3000",
-                                 "--port", str(port), "--data-dir", str(data)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        started, seen = time.monotonic(), None
-        run_for_s = 1.5 + 0.7 * kill  # kill at a different moment each time
-        while time.monotonic() - started < 60:  # at x3000 it writes every few milliseconds
-            s = status(port)
-            if s and s["site"]:
-                seen = s
-                if time.monotonic() - started > run_for_s:
-                    break
+        demo = Demo(data, "--speed", "3000")
+        seen = demo.wait_for(showing_a_site_sample, "the demo's first site sample")
+        # let it write for a while, a different while each time (at x3000 it writes every few
+        # milliseconds), keeping the newest sample it has shown
+        writing_since = time.monotonic()
+        while time.monotonic() - writing_since < 0.5 + 0.7 * kill:
+            now = demo.status()
+            seen = now if now and showing_a_site_sample(now) else seen
             time.sleep(0.05)
-        assert seen, proc.stderr.read() if proc.poll() is not None else "no status"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        demo.stop(signal.SIGKILL)
 
-        assert check_backup(db) == ["001_initial"]  # integrity check and schema intact
+        assert check_backup(db) == schema  # integrity check and schema intact
         with sqlite3.connect(db) as conn:
             last = conn.execute("SELECT max(ts) FROM site_samples").fetchone()[0]
             booked = conn.execute("SELECT round(sum(energy_wh), 6) FROM energy_bookings"
@@ -48,15 +50,9 @@ def test_sigkill_while_writing_loses_at_most_the_last_sample(tmp_path):
         assert last >= datetime.fromisoformat(seen["site"]["ts"]).timestamp()
         assert booked == daily  # the ledger never half-written
     # and the agent starts again on the crashed store
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "node.cli", "demo", "--port", str(port),
-                             "--data-dir", str(data)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    demo = Demo(data)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (status(port) or {}).get("site"):
-            time.sleep(0.1)
-        assert (status(port) or {}).get("healthy") is True
+        started = demo.wait_for(showing_a_site_sample, "a site sample after the crash")
+        assert started["healthy"] is True
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert demo.stop() == 0, demo.tail()

@@ -1,17 +1,14 @@
 import contextlib
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
 from market_adapter.base import MarketError
 from node.sdnotify import notify, watchdog_period_s
-from tests.conftest import make_agent
-from tests.test_cli import free_port
+from tests.conftest import HANG_S, make_agent
+from tests.demo_process import Demo
 
 
 @pytest.fixture
@@ -25,10 +22,22 @@ def notify_socket(tmp_path, monkeypatch):
     sock.close()
 
 
-def received(sock, seconds: float) -> list[str]:
-    out, deadline = [], time.monotonic() + seconds
-    while time.monotonic() < deadline:
+def receive_until(sock, enough, service: Demo) -> list[str]:
+    """Messages until `enough(messages)` holds; fails if the service exits first or hangs."""
+    out, deadline = [], time.monotonic() + HANG_S
+    while not enough(out):
+        assert service.proc.poll() is None, f"the service exited: {out}\n{service.tail()}"
+        assert time.monotonic() < deadline, f"not after {HANG_S:.0f} s: {out}"
         with contextlib.suppress(TimeoutError):
+            out.append(sock.recv(4096).decode())
+    return out
+
+
+def drain(sock) -> list[str]:
+    """What is left on the socket once its sender has exited."""
+    out = []
+    with contextlib.suppress(TimeoutError):
+        while True:
             out.append(sock.recv(4096).decode())
     return out
 
@@ -69,16 +78,11 @@ def test_watchdog_ignores_the_outside_world_but_not_our_own_failures(tmp_path):
 
 
 def test_the_service_says_ready_feeds_the_watchdog_and_says_stopping(notify_socket, tmp_path):
-    env = {**os.environ, "WATCHDOG_USEC": "400000"}
-    proc = subprocess.Popen([sys.executable, "-m", "node.cli", "demo", "--port", str(free_port()),
-                             "--data-dir", str(tmp_path / "d")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        messages = received(notify_socket, 6.0)
+    demo = Demo(tmp_path / "d", env={**os.environ, "WATCHDOG_USEC": "400000"})
+    try:  # fed again and again, however long the machine takes to get there
+        messages = receive_until(notify_socket, lambda m: m.count("WATCHDOG=1") >= 5, demo)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    messages += received(notify_socket, 1.0)
+        assert demo.stop() == 0, demo.tail()
+    messages += drain(notify_socket)
     assert messages[0].startswith("READY=1")
-    assert messages.count("WATCHDOG=1") >= 5
     assert messages[-1] == "STOPPING=1"
