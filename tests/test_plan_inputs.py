@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from energy.forecast import ProfileForecast
 from energy.types import PriceSlot
 from market_adapter.base import MarketError
@@ -100,12 +102,14 @@ def test_a_market_that_cannot_be_read_gets_no_new_gpus(tmp_path):
 
 def test_the_pv_forecast_follows_the_sun_and_the_weeks_weather(tmp_path):
     agent, clock = make_agent(tmp_path)
-    run_for(agent, clock, hours=8)  # a morning of samples for the weather ratio
-    inputs = agent._plan_inputs(clock.now())
     day = clock.now().replace(hour=0, minute=0) + timedelta(days=1)
-    night, noon = inputs.pv_w_at(day + timedelta(hours=1)), inputs.pv_w_at(day + timedelta(
-        hours=11, minutes=30))
-    assert night == 0.0 and noon > 3000  # 30 kWp in June, under the trace's weather
+    night, noon = day + timedelta(hours=1), day + timedelta(hours=11, minutes=30)
+    typical = agent._plan_inputs(clock.now()).pv_w_at(noon)  # no daylight measured yet
+    run_for(agent, clock, hours=8, jobs=("sample_site",))  # a morning for the weather ratio
+    inputs = agent._plan_inputs(clock.now())
+    assert inputs.pv_w_at(night) == 0.0
+    assert inputs.pv_w_at(noon) > 3000  # 30 kWp in June, under the trace's weather
+    assert inputs.pv_w_at(noon) != pytest.approx(typical, rel=0.01)  # the sky it measured
     agent.store.close()
 
 
