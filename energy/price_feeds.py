@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import requests
 
+from energy.redact import http_failure, redact, register
 from energy.tariff import compile_formula
 from energy.types import PriceSlot, SourceUnavailable
 
@@ -31,7 +32,12 @@ RESOLUTIONS = {"PT15M": timedelta(minutes=15), "PT30M": timedelta(minutes=30),
 
 
 class FeedError(Exception):
-    """A price feed could not be read or answered something else than prices."""
+    """A price feed could not be read or answered something else than prices. The message is
+    scrubbed of secrets here, the one place outside failures become ours: a feed's answer may
+    echo the URL it was asked, token and all."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
 
 
 def awattar(country: str = "de", base_url: str | None = None, timeout_s: float = 10.0
@@ -63,6 +69,7 @@ def _per_mwh(price: float, unit: str) -> float:
 def entsoe(token: str, zone: str, base_url: str = ENTSOE_URL, timeout_s: float = 20.0
            ) -> Callable[[datetime, datetime], list[Spot]]:
     """Day-ahead prices (document A44) of a bidding zone, e.g. 10YNL----------L."""
+    register(token)  # it travels in the query string, which every failure would show
 
     def fetch(start: datetime, end: datetime) -> list[Spot]:
         params = {"securityToken": token, "documentType": "A44", "in_Domain": zone,
@@ -71,7 +78,7 @@ def entsoe(token: str, zone: str, base_url: str = ENTSOE_URL, timeout_s: float =
         try:
             r = requests.get(base_url, params=params, timeout=timeout_s)
         except requests.RequestException as exc:
-            raise FeedError(f"ENTSO-E: request failed: {exc}") from None
+            raise FeedError(f"ENTSO-E: request failed: {http_failure(exc)}") from None
         if r.status_code == 401:
             raise FeedError("ENTSO-E: the security token was refused (HTTP 401)")
         return parse_entsoe(r.text, r.status_code)
@@ -129,7 +136,7 @@ def _get_json(url: str, params: dict, timeout_s: float, name: str) -> dict:
     try:
         r = requests.get(url, params=params, timeout=timeout_s)
     except requests.RequestException as exc:
-        raise FeedError(f"{name}: request failed: {exc}") from None
+        raise FeedError(f"{name}: request failed: {http_failure(exc)}") from None
     if r.status_code != 200:
         raise FeedError(f"{name}: HTTP {r.status_code}: {r.text[:200]}")
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import requests
 
+from energy.redact import http_failure
 from market_adapter.base import ACTIVE, CLOSED, Capacity, Lease, MarketError, Payout
 from market_adapter.files import write_json_atomic
 
@@ -190,7 +191,7 @@ class AkashChain:
         try:
             r = self.session.get(url, params=params, timeout=self.timeout_s)
         except requests.RequestException as exc:
-            raise MarketError(f"{self.name}: GET {path} failed: {exc}") from None
+            raise MarketError(f"{self.name}: GET {path} failed: {http_failure(exc)}") from None
         if r.status_code != 200:
             raise MarketError(f"{self.name}: GET {path} answered HTTP {r.status_code}: "
                               f"{r.text[:200]}")
@@ -231,8 +232,12 @@ class AkashProvider:
         try:
             r = self.session.get(self.url + "/status", timeout=self.timeout_s, verify=self.verify)
             doc = r.json() if r.status_code == 200 else None
-        except (requests.RequestException, ValueError) as exc:
-            raise MarketError(f"akash provider {self.url}: /status failed: {exc}") from None
+        except requests.RequestException as exc:
+            raise MarketError(f"akash provider {self.url}: /status failed: {http_failure(exc)}"
+                              ) from None
+        except ValueError:
+            raise MarketError(f"akash provider {self.url}: /status failed: the answer is not "
+                              "JSON") from None
         if not isinstance(doc, dict):
             raise MarketError(f"akash provider {self.url}: /status answered HTTP {r.status_code}")
         if doc.get("address") and doc["address"] != self.address:

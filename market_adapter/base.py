@@ -6,11 +6,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from energy.redact import redact
+
 ACTIVE, CLOSED = "active", "closed"
 
 
 class MarketError(Exception):
-    """A market could not be reached or answered nonsense; the message names market and call."""
+    """A market could not be reached or answered nonsense; the message names market and call.
+    It is scrubbed of secrets here, where every adapter turns outside failures into ours: a
+    market's answer may echo the request, API key and all."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True)

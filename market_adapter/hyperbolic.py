@@ -25,6 +25,7 @@ from pathlib import Path
 
 import requests
 
+from energy.redact import http_failure, register
 from market_adapter.base import ACTIVE, CLOSED, Capacity, Lease, MarketError, Payout
 from market_adapter.files import write_json_atomic
 
@@ -38,6 +39,7 @@ class HyperbolicClient:
         self.timeout_s = timeout_s
         self.session = session or requests.Session()
         self.session.headers["Authorization"] = f"Bearer {api_key}"
+        register(api_key)  # a failing answer may echo the header back
         self.name = name
 
     def supplied_nodes(self) -> list[dict]:
@@ -63,7 +65,8 @@ class HyperbolicClient:
             r = self.session.request(method, self.base_url + path, json=body,
                                      timeout=self.timeout_s)
         except requests.RequestException as exc:
-            raise MarketError(f"{self.name}: {method} {path} failed: {exc}") from None
+            raise MarketError(f"{self.name}: {method} {path} failed: {http_failure(exc)}"
+                              ) from None
         if r.status_code in (401, 403):
             raise MarketError(f"{self.name}: {method} {path}: the API key was refused "
                               f"(HTTP {r.status_code})")
