@@ -18,6 +18,7 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from energy.redact import redact
 from energy.types import SiteSample, SourceUnavailable
 from market_adapter.base import ACTIVE, Capacity, Market, MarketError
 from node import rollups, settings
@@ -143,10 +144,11 @@ class Agent:
             fn()
         except Exception as exc:  # noqa: BLE001 - one failing job must not stop the others
             health.last_run_monotonic = time.monotonic()
+            why = redact(exc)  # shown on the dashboard and kept: never with a secret in it
             if health.ok:
-                log.warning("job %s failing: %s", name, exc, exc_info=not _expected(exc))
-                self._event_quietly("job", f"{name} failing: {exc}")
-            health.ok, health.last_error = False, f"{type(exc).__name__}: {exc}"
+                log.warning("job %s failing: %s", name, why, exc_info=not _expected(exc))
+                self._event_quietly("job", f"{name} failing: {why}")
+            health.ok, health.last_error = False, f"{type(exc).__name__}: {why}"
             health.internal_error = not _expected(exc)
             health.failures += 1
             return False

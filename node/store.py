@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
+from energy.redact import redact
 from node.migrations import migrations
 
 
@@ -190,9 +191,11 @@ class Store:
 
     # events
     def add_event(self, ts: datetime, kind: str, message: str, data: dict | None = None) -> None:
+        """Record an event; its text is scrubbed of secrets, since it often carries an error
+        from outside and events are kept and shown."""
         with self.transaction() as db:
-            db["events"].insert({"ts": epoch(ts), "kind": kind, "message": message,
-                                 "data": json.dumps(data) if data else None})
+            db["events"].insert({"ts": epoch(ts), "kind": kind, "message": redact(message),
+                                 "data": redact(json.dumps(data)) if data else None})
 
     def events(self, limit: int = 50) -> list[dict]:
         return self.query("SELECT * FROM events ORDER BY id DESC LIMIT ?", [limit])

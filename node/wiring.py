@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from energy import redact
 from energy.modbus import ModbusHub, SunSpecSite
 from energy.mqtt import Mapping, MqttSettings, MqttSite
 from energy.mqtt_tariff import MqttTariff
@@ -222,6 +223,7 @@ def read_secret(path: str, key: str, what: str) -> str:
         raise ConfigError("config", key, f"cannot read {what}: {exc}") from None
     if not text:
         raise ConfigError("config", key, "the file is empty")
+    redact.register(text)
     return text
 
 
