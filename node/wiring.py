@@ -216,7 +216,8 @@ def _markets(cfg: Config, clock: Clock, state_dir: Path, model: str
 
 
 def read_secret(path: str, key: str, what: str) -> str:
-    """A token kept in its own file (readable by sunrig only), not in the config."""
+    """A token kept in its own file (readable by sunrig only), not in the config. Every secret
+    sunrig holds is read here and registered, so no log, event or error ever shows it."""
     try:
         text = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
