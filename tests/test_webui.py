@@ -125,3 +125,107 @@ def test_status_has_earnings_per_market_and_costs_per_role_today_30_days_and_lif
     assert all(0 < c["kwh_today"] <= c["kwh_last_30_days"] <= c["kwh_lifetime"]
                for c in costs.values())
     agent.store.close()
+
+
+# --- hostile bodies and answers -------------------------------------------------------------------
+
+DEEP = 100_000
+HOSTILE_BODIES = {
+    "array nested 100k deep": b"[" * DEEP + b"]" * DEEP,
+    "object nested 100k deep": b'{"a":' * DEEP + b"1" + b"}" * DEEP,
+    "nested 33 deep": b"[" * 33 + b"]" * 33,
+    "latin-1, not UTF-8": b'{"site": {"name": "caf\xe9"}}',
+    "UTF-16": '{"local": {"reserved_gpus": 1}}'.encode("utf-16"),
+    "a stray 0xff byte": b'\xff{"local": {}}',
+    "truncated UTF-8": b'{"local": "\xe2\x82"}',
+    "huge": b'{"local": "' + b"x" * (1 << 20) + b'"}',
+    "NaN literal": b'{"planner": {"wear_per_gpu_hour": NaN}}',
+    "Infinity literal": b'{"planner": {"wear_per_gpu_hour": Infinity}}',
+    "-Infinity literal": b'{"planner": {"wear_per_gpu_hour": -Infinity}}',
+    "a float that overflows": b'{"planner": {"wear_per_gpu_hour": 1e999}}',
+    "4400 digits": b'{"local": {"reserved_gpus": ' + b"9" * 4400 + b"}}",
+    "top-level array": b'[{"local": {"reserved_gpus": 1}}]',
+    "top-level string": b'"settings"',
+    "top-level number": b"42",
+    "top-level null": b"null",
+    "empty": b"",
+    "not JSON": b"reserved_gpus=1",
+    "unclosed": b'{"local": {"reserved_gpus": 1}',
+    "a key twice": b'{"local": {"reserved_gpus": 1, "reserved_gpus": 9}}',
+    "a lone surrogate": b'{"site": {"name": "\\ud800"}}',
+    "a lone surrogate as key": b'{"\\udfff": 1}',
+    "a NUL byte outside strings": b'{"local": \x00}',
+}
+
+
+@pytest.fixture
+def changing(tmp_path):
+    """A logged-in client of an app whose settings action records what reaches it."""
+    from argon2 import PasswordHasher
+
+    from webui.auth import Auth
+
+    auth = Auth(tmp_path)
+    auth.hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    auth.set_password("correct horse battery")
+    reached: list = []
+    app = create_app(lambda: {"ok_value": 1.0}, auth,
+                     actions={"settings": lambda body: reached.append(body) or {"ok": True}})
+    c = app.test_client()
+    token = c.get("/api/session").get_json()["csrf_token"]
+    r = c.post("/login", json={"password": "correct horse battery"},
+               headers={"X-CSRF-Token": token})
+    return c, r.get_json()["csrf_token"], reached
+
+
+def strict_json(text: str):
+    def refuse(name):
+        raise ValueError(f"{name} in an answer")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_BODIES))
+def test_a_hostile_body_gets_a_400_in_the_json_error_shape_and_changes_nothing(changing, name):
+    c, token, reached = changing
+    for path in ("/api/settings", "/login"):
+        r = c.post(path, data=HOSTILE_BODIES[name], content_type="application/json",
+                   headers={"X-CSRF-Token": token})
+        assert r.status_code == 400, (path, r.status_code, r.get_data()[:200])
+        doc = strict_json(r.get_data(as_text=True))
+        assert doc["ok"] is False and isinstance(doc["error"], str) and doc["error"]
+        assert "Traceback" not in doc["error"] and len(doc["error"]) < 300
+    assert reached == []
+    ok = c.post("/api/settings", json={"local": {"reserved_gpus": 1}},
+                headers={"X-CSRF-Token": token})
+    assert ok.status_code == 200 and reached == [{"local": {"reserved_gpus": 1}}]
+
+
+def test_a_body_refusal_says_what_was_wrong(changing):
+    c, token, _ = changing
+
+    def error(body: bytes, content_type: str = "application/json") -> str:
+        r = c.post("/api/settings", data=body, content_type=content_type,
+                   headers={"X-CSRF-Token": token})
+        return r.get_json()["error"]
+    assert "nested more than" in error(HOSTILE_BODIES["array nested 100k deep"])
+    assert "not UTF-8" in error(HOSTILE_BODIES["latin-1, not UTF-8"])
+    assert "larger than" in error(HOSTILE_BODIES["huge"])
+    assert "NaN is not a JSON number" in error(HOSTILE_BODIES["NaN literal"])
+    assert "out of range" in error(HOSTILE_BODIES["a float that overflows"])
+    assert "JSON object" in error(HOSTILE_BODIES["top-level array"])
+    assert "appears twice" in error(HOSTILE_BODIES["a key twice"])
+    assert "surrogates" in error(HOSTILE_BODIES["a lone surrogate"])
+    assert "Content-Type" in error(b'{"local": {}}', "text/plain")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_an_answer_that_json_cannot_carry_is_reported_never_sent_broken(bad):
+    app = create_app(lambda: {"rig_power_w": bad},
+                     views={"plan": lambda args: {"slots": [{"margin": bad}]}})
+    c = app.test_client()
+    for path in ("/api/status", "/api/plan"):
+        r = c.get(path)
+        assert r.status_code == 500
+        assert "not a JSON number" in strict_json(r.get_data(as_text=True))["error"]
+    page = c.get("/")
+    assert page.status_code == 500 and b"not a JSON number" in page.data

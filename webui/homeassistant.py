@@ -18,6 +18,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from energy.redact import register
+
 log = logging.getLogger("sunrig.homeassistant")
 
 # key: (name, unit, device_class, state_class, value path in the status)
@@ -81,6 +83,7 @@ def state(status: dict[str, Any]) -> dict[str, float | None]:
 class HaPublisher:
     def __init__(self, settings: HaSettings, status: Callable[[], dict[str, Any]]):
         self.settings, self.status = settings, status
+        register(settings.password)  # however it was read, it never reaches a log line
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=f"sunrig-ha-{settings.node_id}")
         if settings.username:
