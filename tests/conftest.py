@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from node.agent import Agent
 from node.clock import SimulatedClock
@@ -38,6 +40,13 @@ def wait_until(condition: Callable[[], object], what: str, poll_s: float = 0.1):
         assert time.monotonic() < deadline, f"{what}: not after {HANG_S:.0f} s"
         time.sleep(poll_s)
     return value
+
+
+# Property tests neither time each example (hypothesis' default deadline) nor call data that is
+# slow to generate unhealthy: both measure how busy the machine is, not the code.
+hypothesis_settings.register_profile("sunrig", deadline=None,
+                                     suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("sunrig")
 
 
 # A summer weekday inside the recorded year: sunny middle of the day, real prices.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
+
+from tests.conftest import HANG_S, wait_until
 
 
 class Broker:
@@ -26,16 +27,17 @@ class Broker:
     def start(self) -> Broker:
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
+        wait_until(self._listening, "mosquitto listening", poll_s=0.05)
+        return self
+
+    def _listening(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, \
+            f"mosquitto exited with {self.proc.returncode} on port {self.port}"
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
 
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=HANG_S)
             self.proc = None

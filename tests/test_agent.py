@@ -7,7 +7,7 @@ from energy.types import SourceUnavailable
 from node.clock import SimulatedClock
 from node.roles import LOCAL, MARKET, PARKED
 from node.service import open_agent
-from tests.conftest import START, demo_cfg, make_agent, run_for
+from tests.conftest import START, demo_cfg, make_agent, run_for, wait_until
 
 BUSY = {"orders_per_hour": 6.0, "ask_price_per_gpu_hour": 1.8}
 
@@ -112,19 +112,18 @@ def test_a_failing_source_stops_nothing_else_and_is_logged_once(tmp_path, caplog
 def test_scheduler_runs_every_job_and_stops_cleanly(tmp_path):
     clock = SimulatedClock(START, speed=3600)  # an hour a second
     agent = open_agent(demo_cfg(tmp_path), clock=clock)
-    agent.start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        n = agent.store.query("SELECT count(*) AS n FROM site_samples")[0]["n"]
-        if n >= 20:
-            break
-        time.sleep(0.1)
-    agent.stop()
-    assert n >= 20
+
+    def site_samples() -> int:
+        return agent.store.query("SELECT count(*) AS n FROM site_samples")[0]["n"]
+    agent.start()  # runs each job once, then the scheduler runs them again and again
+    try:
+        wait_until(lambda: site_samples() >= 20, "the scheduler sampled the site 20 times")
+    finally:
+        agent.stop()
     assert all(h.last_ok is not None for h in agent.state.jobs.values())
-    after = agent.store.query("SELECT count(*) AS n FROM site_samples")[0]["n"]
+    after = site_samples()
     time.sleep(0.3)
-    assert agent.store.query("SELECT count(*) AS n FROM site_samples")[0]["n"] == after
+    assert site_samples() == after  # nothing runs after stop
     agent.store.close()
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 import pytest
 
+from tests.conftest import wait_until
 from tests.mosquitto import Broker
 from webui.homeassistant import HaPublisher, HaSettings
 
@@ -34,16 +34,15 @@ def test_discovery_and_state_reach_the_broker(broker):
         with lock:
             seen[msg.topic] = msg.payload
     sub.on_message = on_message
+    subscribed = threading.Event()
     sub.on_connect = lambda c, *_: c.subscribe([("homeassistant/#", 0), ("sunrig/#", 0)])
+    sub.on_subscribe = lambda *_: subscribed.set()
     sub.connect("127.0.0.1", broker.port)
     sub.loop_start()
-    time.sleep(0.3)
+    wait_until(subscribed.is_set, "subscribed to the broker")
     pub = HaPublisher(HaSettings(port=broker.port, every_s=0.2), lambda: dict(STATUS)).start()
     try:
-        deadline = time.monotonic() + 10
-        while "sunrig/sunrig/state" not in seen:
-            assert time.monotonic() < deadline, "no state published"
-            time.sleep(0.05)
+        wait_until(lambda: "sunrig/sunrig/state" in seen, "the state published", poll_s=0.05)
         power = json.loads(seen["homeassistant/sensor/sunrig/rig_power/config"])
         assert power["device_class"] == "power" and power["unit_of_measurement"] == "W"
         assert power["device"]["name"] == "Owner rig"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from node.kube import GPU, HOLD, ROLE, KubeError, KubeSplit, api_client
+from tests.conftest import HANG_S
 from tests.kube_fake import FakeKube
 
 LOCAL_POD = json.loads((Path(__file__).parent / "data" / "kube" / "local_pod.json").read_text())
@@ -22,7 +23,8 @@ def kube():
 
 
 def split(kube: FakeKube) -> KubeSplit:
-    return KubeSplit(api_client(host=kube.url), "sunrig", "hgx-01", timeout_s=2)
+    # the in-process API answers at once when it gets the CPU; the timeout only ends a hang
+    return KubeSplit(api_client(host=kube.url), "sunrig", "hgx-01", timeout_s=HANG_S)
 
 
 def holds(kube: FakeKube) -> list[dict]:
