@@ -21,14 +21,15 @@ T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 class Api:
     def __init__(self):
         self.supplied = json.loads((DATA / "supplied.json").read_text())
-        self.status, self.auth = 200, []
+        self.status, self.auth, self.echo = 200, [], False
         api = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self):
                 api.auth.append(self.headers.get("Authorization"))
-                if api.status != 200:
-                    body = b'{"detail": "unavailable"}'
+                if api.status != 200:  # some gateways repeat the request they refused
+                    seen = f" {self.headers.get('Authorization')}" if api.echo else ""
+                    body = json.dumps({"detail": f"unavailable{seen}"}).encode()
                     self.send_response(api.status)
                 elif self.path == "/v1/marketplace/instances/supplied":
                     body = json.dumps(api.supplied).encode()
@@ -140,3 +141,16 @@ def test_the_agent_plans_hyperbolic_at_its_listed_price(api, tmp_path):
         2.29 * 0.9)  # this rig's H200s are listed at 229 cents per GPU-hour
     assert any(le["market"] == "hyperbolic" for le in agent.store.leases("active"))
     agent.store.close()
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 429, 500, 502, 503])
+def test_an_answer_echoing_the_api_key_never_carries_it_into_the_error(api, tmp_path, status):
+    key = "hyp-test-K3y-a81f0c"
+    market = HyperbolicMarket(HyperbolicClient(key, api.url), tmp_path / "s.json", lambda: T0)
+    api.status, api.echo = status, True
+    with pytest.raises(MarketError) as failed:
+        market.leases()
+    assert key not in str(failed.value) and f"HTTP {status}" in str(failed.value)
+    with pytest.raises(MarketError) as failed:
+        market.reference_prices()
+    assert key not in str(failed.value)

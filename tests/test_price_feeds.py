@@ -27,7 +27,8 @@ class Feeds:
                 url = urlsplit(self.path)
                 feeds.queries.append((url.path, {k: v[0] for k, v in parse_qs(url.query).items()}))
                 if feeds.status != 200:
-                    return self.send_json(feeds.status, {"error": "unavailable"})
+                    # some gateways repeat the request they refused, query and all
+                    return self.send_json(feeds.status, {"error": f"unavailable: {self.path}"})
                 if url.path == "/v1/marketdata":
                     body = (DATA / "awattar_de.json").read_bytes()
                 else:
@@ -135,3 +136,23 @@ export_per_kwh = 0.07
     assert t.slots(saturday, saturday + timedelta(minutes=15))[0].import_per_kwh == 0.22
     with pytest.raises(ConfigError, match="later than start"):
         parse_config(text.replace('end = "23:00"', 'end = "06:00"'), "t", tmp_path)
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 429, 500, 503])
+def test_a_failing_entsoe_answer_never_carries_the_token_into_the_error(feeds, status):
+    token = "entsoe-test-T0ken-77c1"
+    feeds.status = status
+    with pytest.raises(FeedError) as failed:
+        entsoe(token, "10YNL----------L", base_url=feeds.url + "/api")(DAY, DAY)
+    assert token not in str(failed.value)
+
+
+def test_a_refused_connection_is_told_without_the_url_and_its_token():
+    import socket
+    token = "entsoe-test-T0ken-88d2"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/api"
+    with pytest.raises(FeedError, match="connection failed") as failed:
+        entsoe(token, "10YNL----------L", base_url=url)(DAY, DAY)
+    assert token not in str(failed.value) and "securityToken" not in str(failed.value)

@@ -276,3 +276,67 @@ def test_no_secret_reaches_any_log_event_page_api_metric_cli_or_file(
     assert "timed out" in statuses[-1] and "Connection refused" in statuses[0]
     assert "ENTSO-E refused: B11 bad request" in statuses[4]
     assert "Bearer [redacted]" in statuses[0] and "token was refused" in statuses[1]
+
+
+# --- the rule itself, on inputs of each kind ------------------------------------------------------
+
+REGISTERED = "reg-S3cret/with+odd&chars"
+
+
+@pytest.mark.parametrize("text", [
+    f"plain {REGISTERED} in a sentence",
+    f"url-encoded ?key={quote_plus(REGISTERED)}&x=1",
+    f"percent-encoded {REGISTERED.replace('/', '%2F').replace('+', '%2B').replace('&', '%26')}",
+    "json-escaped " + json.dumps({"v": REGISTERED}),
+])
+def test_a_registered_secret_is_scrubbed_in_every_form_it_is_written_in(text):
+    from energy.redact import redact, register
+    register(REGISTERED)
+    assert "S3cret" not in redact(text)
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("GET /api?securityToken=never-registered-1&documentType=A44", "documentType=A44"),
+    ("https://api.example/v1?api_key=never-registered-2", "https://api.example/v1?api_key="),
+    ("Authorization: Bearer never-registered-3", "Authorization: Bearer"),
+    ("{'Authorization': 'Basic never-registered-4'}", "Authorization"),
+    ('{"password": "never-registered-5", "user": "owner"}', '"user": "owner"'),
+    ("mqtts://owner:never-registered-6@broker:8883", "broker:8883"),
+    ("POST /login?access_token=never-registered-7", "POST /login"),
+])
+def test_what_is_shaped_like_a_credential_is_scrubbed_though_never_registered(text, kept):
+    from energy.redact import redact
+    out = redact(text)
+    assert "never-registered" not in out and kept in out and "[redacted]" in out
+
+
+def test_an_http_failure_is_told_without_its_url(tmp_path):
+    import requests
+
+    from energy.redact import http_failure
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    url = f"http://127.0.0.1:{closed}/api?securityToken=never-registered-8"
+    with pytest.raises(requests.RequestException) as refused:
+        requests.get(url, timeout=5)
+    assert "never-registered" in str(refused.value)  # what requests would have shown
+    assert http_failure(refused.value) == "connection failed (Connection refused)"
+    for exc in (requests.ConnectTimeout(url), requests.ReadTimeout(url),
+                requests.exceptions.SSLError(url), requests.TooManyRedirects(url),
+                requests.exceptions.ChunkedEncodingError(url), requests.exceptions.InvalidURL(url),
+                requests.exceptions.InvalidHeader(url)):
+        assert "never-registered" not in http_failure(exc)
+
+
+def test_any_logger_at_any_level_is_scrubbed_tracebacks_included(caplog):
+    from energy.redact import register
+    register("log-S3cret-value-9")
+    caplog.set_level(logging.DEBUG)
+    try:
+        raise RuntimeError("failed with log-S3cret-value-9 inside")
+    except RuntimeError:
+        logging.getLogger("some.library").debug("%s and %r", "log-S3cret-value-9",
+                                                {"k": "log-S3cret-value-9"}, exc_info=True)
+    logging.getLogger("sunrig.any").error("token=log-S3cret-value-9")
+    assert "S3cret" not in caplog.text and caplog.text.count("[redacted]") >= 4
