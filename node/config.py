@@ -1,13 +1,19 @@
 """TOML configuration into frozen dataclasses.
 
 One generic builder walks the dataclass tree: unknown keys, wrong types, out-of-range values and
-malformed values are ConfigErrors naming the file, the dotted key and what is allowed.
+malformed values are ConfigErrors naming the file, the dotted key and what is allowed. Every
+number is finite and within a plausible range for what it is, every text is short and free of
+control characters, every list is of a bounded length: the same rules for the config file and
+for the settings the owner changes from the dashboard.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import stat
 import tomllib
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from datetime import date
 from importlib import resources
@@ -22,70 +28,116 @@ from node.errors import ConfigError
 DEFAULT_CONFIG_PATH = "/etc/sunrig/sunrig.toml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
+# Plausible bounds shared by the fields of one kind. They lie far beyond any real rig and in any
+# currency, so they only stop what is a typo or garbage (1e308, a price of a billion) before it
+# reaches the planner, the books or the dashboard.
+MAX_GPUS = 64
+MAX_GPU_POWER_W = 5_000.0  # one GPU, cooling not included
+MAX_SITE_POWER_W = 10_000_000.0  # a site's connection, inverter or battery: 10 MW
+MAX_PV_KWP = 10_000.0
+MAX_BATTERY_KWH = 100_000.0
+MAX_AMOUNT = 1e12  # a CapEx item, in the site's currency (whatever its unit is worth)
+MAX_AMOUNT_PER_MONTH = 1e10
+MAX_PRICE_PER_KWH = 1_000.0  # day-ahead prices spike and go negative; both stay well inside
+MAX_PRICE_PER_GPU_HOUR = 10_000.0
+MAX_USD = 1e6  # a token's price or a monthly fee in USD
+MAX_CURRENCY_RATE = 1e6  # units of one currency per unit of another (USD to IDR is 16 000)
+MIN_CURRENCY_RATE = 1e-6
+MAX_LEASE_HOURS = 8_760.0  # a year
+MAX_ORDERS_PER_HOUR = 1_000.0
+MAX_INTERVAL_S = 86_400.0  # how often a job runs: at least once a day
+MAX_SEED = 2**32 - 1
+MAX_TEXT_CHARS = 512
+MAX_PATH_CHARS = 4_096  # Linux's PATH_MAX
+MAX_LIST_ITEMS = 1_000
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KiB
+FIRST_DATE, LAST_DATE = date(1970, 1, 1), date(2099, 12, 31)
+SHOWN_CHARS = 60
+
+
+def shown(value: Any) -> str:
+    """A value as an error message quotes it, cut short: a huge or hostile value never floods a
+    page or a log, and a list or table is named by its type, never printed whole."""
+    if isinstance(value, str):
+        return repr(value[:SHOWN_CHARS]) + ("..." if len(value) > SHOWN_CHARS else "")
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return "a whole number beyond 64 bits"
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
 
 def _timezone(value: str) -> None:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {value!r}; use an IANA name such as "
+        raise ValueError(f"unknown timezone {shown(value)}; use an IANA name such as "
                          "'Europe/Amsterdam'") from None
 
 
 def _hhmm(value: str) -> None:
     m = re.fullmatch(r"(\d{2}):(\d{2})", value)
     if not m or int(m[1]) > 24 or int(m[2]) > 59 or (int(m[1]) == 24 and int(m[2]) != 0):
-        raise ValueError(f"{value!r} is not a time of day as HH:MM (00:00 to 24:00)")
+        raise ValueError(f"{shown(value)} is not a time of day as HH:MM (00:00 to 24:00)")
 
 
 def _weekday(value: str) -> None:
     if value not in WEEKDAYS:
-        raise ValueError(f"{value!r} is not a weekday; allowed: {', '.join(WEEKDAYS)}")
+        raise ValueError(f"{shown(value)} is not a weekday; allowed: {', '.join(WEEKDAYS)}")
 
 
 def _iso_date(value: str) -> None:
     try:
-        date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not a date as YYYY-MM-DD") from None
+        raise ValueError(f"{shown(value)} is not a date as YYYY-MM-DD") from None
+    if not FIRST_DATE <= day <= LAST_DATE:
+        raise ValueError(f"{value} is not between {FIRST_DATE} and {LAST_DATE}")
 
 
 def _formula(value: str) -> None:
     compile_formula(value)
 
 
-def rng(lo: float | None = None, hi: float | None = None, check=None, path: bool = False) -> dict:
-    """Field metadata: allowed range, an extra check, and whether it is a file path."""
-    return {"min": lo, "max": hi, "check": check, "path": path}
+def num(lo: float, hi: float) -> dict:
+    """Field metadata of a number (or of each number in a list): the range it must lie in."""
+    return {"min": lo, "max": hi}
+
+
+def string(check: Callable[[str], None] | None = None, path: bool = False) -> dict:
+    """Field metadata of a text: an extra check, and whether it is a file path (taken from the
+    config file's folder when relative)."""
+    return {"check": check, "path": path}
 
 
 @dataclass(frozen=True)
 class SiteConfig:
     name: str = "My GPU rig"
-    timezone: str = field(default="UTC", metadata=rng(check=_timezone))
+    timezone: str = field(default="UTC", metadata=string(check=_timezone))
     currency: str = "EUR"
-    latitude: float = field(default=52.0, metadata=rng(-90, 90))
-    longitude: float = field(default=5.0, metadata=rng(-180, 180))
+    latitude: float = field(default=52.0, metadata=num(-90, 90))
+    longitude: float = field(default=5.0, metadata=num(-180, 180))
     # the PV array, for the forecast; 0 kWp: forecast PV from the past week's profile instead
-    pv_kwp: float = field(default=0.0, metadata=rng(0))
-    pv_tilt_deg: float = field(default=35.0, metadata=rng(0, 90))
-    pv_azimuth_deg: float = field(default=180.0, metadata=rng(0, 360))  # 180: south
-    breaker_limit_w: float = field(default=25_000.0, metadata=rng(500))
-    host_overhead_w: float = field(default=800.0, metadata=rng(0))
-    cooling_factor: float = field(default=1.2, metadata=rng(1.0, 3.0))
+    pv_kwp: float = field(default=0.0, metadata=num(0, MAX_PV_KWP))
+    pv_tilt_deg: float = field(default=35.0, metadata=num(0, 90))
+    pv_azimuth_deg: float = field(default=180.0, metadata=num(0, 360))  # 180: south
+    breaker_limit_w: float = field(default=25_000.0, metadata=num(500, MAX_SITE_POWER_W))
+    host_overhead_w: float = field(default=800.0, metadata=num(0, MAX_SITE_POWER_W))
+    cooling_factor: float = field(default=1.2, metadata=num(1.0, 3.0))
 
 
 @dataclass(frozen=True)
 class SimulatedGpusConfig:
-    count: int = field(default=8, metadata=rng(1, 64))
+    count: int = field(default=8, metadata=num(1, MAX_GPUS))
     model: str = "h200"
     name: str = "NVIDIA H200"
-    memory_gib: float = field(default=141.0, metadata=rng(1))
+    memory_gib: float = field(default=141.0, metadata=num(1, 4096))
     interface: str = "sxm"
-    idle_w: float = field(default=90.0, metadata=rng(0))
-    busy_w: float = field(default=650.0, metadata=rng(1))
-    power_limit_w: float = field(default=700.0, metadata=rng(1))
-    min_power_limit_w: float = field(default=200.0, metadata=rng(1))
-    seed: int = 7
+    idle_w: float = field(default=90.0, metadata=num(0, MAX_GPU_POWER_W))
+    busy_w: float = field(default=650.0, metadata=num(1, MAX_GPU_POWER_W))
+    power_limit_w: float = field(default=700.0, metadata=num(1, MAX_GPU_POWER_W))
+    min_power_limit_w: float = field(default=200.0, metadata=num(1, MAX_GPU_POWER_W))
+    seed: int = field(default=7, metadata=num(0, MAX_SEED))
 
 
 @dataclass(frozen=True)
@@ -96,15 +148,15 @@ class GpusConfig:
 
 @dataclass(frozen=True)
 class ReservationWindow:
-    days: tuple[str, ...] = field(metadata=rng(check=_weekday))
-    start: str = field(metadata=rng(check=_hhmm))
-    end: str = field(metadata=rng(check=_hhmm))
-    gpus: int = field(metadata=rng(0, 64))
+    days: tuple[str, ...] = field(metadata=string(check=_weekday))
+    start: str = field(metadata=string(check=_hhmm))
+    end: str = field(metadata=string(check=_hhmm))
+    gpus: int = field(metadata=num(0, MAX_GPUS))
 
 
 @dataclass(frozen=True)
 class LocalConfig:
-    reserved_gpus: int = field(default=1, metadata=rng(0, 64))
+    reserved_gpus: int = field(default=1, metadata=num(0, MAX_GPUS))
     schedule: tuple[ReservationWindow, ...] = ()
     # strict: the plan keeps every reserved GPU free for the owner's own models (a lease is
     # never planned to run into a reserved window); soft: it may, when selling earns more than
@@ -114,24 +166,24 @@ class LocalConfig:
 
 @dataclass(frozen=True)
 class BatteryConfig:
-    capacity_kwh: float = field(default=0.0, metadata=rng(0))
-    max_charge_w: float = field(default=5000.0, metadata=rng(0))
-    max_discharge_w: float = field(default=5000.0, metadata=rng(0))
-    min_soc_pct: float = field(default=10.0, metadata=rng(0, 100))
-    initial_soc_pct: float = field(default=50.0, metadata=rng(0, 100))
+    capacity_kwh: float = field(default=0.0, metadata=num(0, MAX_BATTERY_KWH))
+    max_charge_w: float = field(default=5000.0, metadata=num(0, MAX_SITE_POWER_W))
+    max_discharge_w: float = field(default=5000.0, metadata=num(0, MAX_SITE_POWER_W))
+    min_soc_pct: float = field(default=10.0, metadata=num(0, 100))
+    initial_soc_pct: float = field(default=50.0, metadata=num(0, 100))
 
 
 @dataclass(frozen=True)
 class SimulatedSiteConfig:
     data_file: str = field(default=EMBEDDED_PREFIX + "household_2024_30min.csv.gz",
-                           metadata=rng(path=True))
-    pv_array_kwp: float = field(default=5.0, metadata=rng(0))
-    trace_array_kwp: float = field(default=5.0, metadata=rng(0.1))
+                           metadata=string(path=True))
+    pv_array_kwp: float = field(default=5.0, metadata=num(0, MAX_PV_KWP))
+    trace_array_kwp: float = field(default=5.0, metadata=num(0.1, MAX_PV_KWP))
     battery: BatteryConfig = field(default_factory=BatteryConfig)
     # serve the simulated site as a SunSpec device on 127.0.0.1 and read it over Modbus TCP,
     # the path a real rig's inverter takes; 0 = any free port
     serve_modbus: bool = False
-    modbus_port: int = field(default=0, metadata=rng(0, 65535))
+    modbus_port: int = field(default=0, metadata=num(0, 65535))
 
 
 @dataclass(frozen=True)
@@ -139,12 +191,13 @@ class ModbusSiteConfig:
     """A site read over Modbus TCP: SunSpec devices, or one vendor's register map."""
 
     host: str = "127.0.0.1"
-    port: int = field(default=502, metadata=rng(1, 65535))
-    units: tuple[int, ...] = (1,)  # SunSpec: every unit with a model sunrig reads
+    port: int = field(default=502, metadata=num(1, 65535))
+    # SunSpec: every unit with a model sunrig reads; a unit id is one byte
+    units: tuple[int, ...] = field(default=(1,), metadata=num(0, 255))
     map: Literal["", "huawei_sun2000", "victron_gx", "sma_hybrid", "solaredge_meter"] = ""
     meter_import_positive: bool = True  # SunSpec meters differ: SolarEdge's is export-positive
     battery_charge_positive: bool = True
-    timeout_s: float = field(default=2.0, metadata=rng(0.1, 60))
+    timeout_s: float = field(default=2.0, metadata=num(0.1, 60))
 
 
 @dataclass(frozen=True)
@@ -152,17 +205,18 @@ class MqttMappingConfig:
     topic: str
     field: Literal["pv_w", "load_w", "grid_w", "battery_w", "soc_pct"]
     json_path: str = ""
-    scale: float = 1.0
-    timeout_s: float = field(default=60.0, metadata=rng(1, 86400))
+    # the payload's unit to the field's: 1000 for kW, -1 to turn the sign, 0.001 for mW
+    scale: float = field(default=1.0, metadata=num(-1e6, 1e6))
+    timeout_s: float = field(default=60.0, metadata=num(1, MAX_INTERVAL_S))
 
 
 @dataclass(frozen=True)
 class MqttSiteConfig:
     host: str = "127.0.0.1"
-    port: int = field(default=1883, metadata=rng(1, 65535))
+    port: int = field(default=1883, metadata=num(1, 65535))
     username: str = ""
-    password_file: str = field(default="", metadata=rng(path=True))
-    tls_ca_file: str = field(default="", metadata=rng(path=True))
+    password_file: str = field(default="", metadata=string(path=True))
+    tls_ca_file: str = field(default="", metadata=string(path=True))
     victron_portal: str = ""  # set: publish the keepalive a Venus GX needs
     mappings: tuple[MqttMappingConfig, ...] = ()
 
@@ -180,11 +234,11 @@ class EnergyConfig:
 class TouPeriod:
     """A time-of-use period: on these days from start to end, these prices."""
 
-    days: tuple[str, ...] = field(metadata=rng(check=_weekday))
-    start: str = field(metadata=rng(check=_hhmm))
-    end: str = field(metadata=rng(check=_hhmm))
-    import_per_kwh: float
-    export_per_kwh: float
+    days: tuple[str, ...] = field(metadata=string(check=_weekday))
+    start: str = field(metadata=string(check=_hhmm))
+    end: str = field(metadata=string(check=_hhmm))
+    import_per_kwh: float = field(metadata=num(-MAX_PRICE_PER_KWH, MAX_PRICE_PER_KWH))
+    export_per_kwh: float = field(metadata=num(-MAX_PRICE_PER_KWH, MAX_PRICE_PER_KWH))
 
 
 @dataclass(frozen=True)
@@ -193,44 +247,48 @@ class TariffConfig:
     # time_of_use: import/export_per_kwh outside the periods, each period's prices within
     # mqtt: a JSON list of slots on mqtt_topic
     kind: Literal["fixed", "day_ahead", "awattar", "entsoe", "time_of_use", "mqtt"] = "day_ahead"
-    import_per_kwh: float = 0.30
-    export_per_kwh: float = 0.05
+    import_per_kwh: float = field(default=0.30,
+                                  metadata=num(-MAX_PRICE_PER_KWH, MAX_PRICE_PER_KWH))
+    export_per_kwh: float = field(default=0.05,
+                                  metadata=num(-MAX_PRICE_PER_KWH, MAX_PRICE_PER_KWH))
     prices_file: str = field(default=EMBEDDED_PREFIX + "nl_day_ahead_2024_2025.csv.gz",
-                             metadata=rng(path=True))
+                             metadata=string(path=True))
     replay: bool = False
     import_formula: str = field(default="(spot + 0.02 + 0.1088) * 1.21",
-                                metadata=rng(check=_formula))
-    export_formula: str = field(default="spot - 0.01", metadata=rng(check=_formula))
+                                metadata=string(check=_formula))
+    export_formula: str = field(default="spot - 0.01", metadata=string(check=_formula))
     awattar_country: Literal["de", "at"] = "de"
     entsoe_zone: str = "10YNL----------L"  # the bidding zone's EIC code
-    entsoe_token_file: str = field(default="/etc/sunrig/entsoe.token", metadata=rng(path=True))
+    entsoe_token_file: str = field(default="/etc/sunrig/entsoe.token", metadata=string(path=True))
     periods: tuple[TouPeriod, ...] = ()
     mqtt_host: str = "127.0.0.1"
-    mqtt_port: int = field(default=1883, metadata=rng(1, 65535))
+    mqtt_port: int = field(default=1883, metadata=num(1, 65535))
     mqtt_topic: str = "sunrig/prices"
 
 
 @dataclass(frozen=True)
 class SimMarketConfig:
     enabled: bool = True
-    reference_price_per_gpu_hour: float = field(default=2.30, metadata=rng(0))
-    price_spread: float = field(default=0.25, metadata=rng(0, 2))
-    orders_per_hour: float = field(default=1.5, metadata=rng(0, 1000))
-    mean_lease_hours: float = field(default=8.0, metadata=rng(0.05))
-    max_gpus_per_order: int = field(default=8, metadata=rng(1, 64))
-    ask_price_per_gpu_hour: float = field(default=2.20, metadata=rng(0))
-    currency_rate: float = field(default=1.0, metadata=rng(0.0001))
-    seed: int = 42
+    reference_price_per_gpu_hour: float = field(default=2.30,
+                                                metadata=num(0, MAX_PRICE_PER_GPU_HOUR))
+    price_spread: float = field(default=0.25, metadata=num(0, 2))
+    orders_per_hour: float = field(default=1.5, metadata=num(0, MAX_ORDERS_PER_HOUR))
+    mean_lease_hours: float = field(default=8.0, metadata=num(0.05, MAX_LEASE_HOURS))
+    max_gpus_per_order: int = field(default=8, metadata=num(1, MAX_GPUS))
+    ask_price_per_gpu_hour: float = field(default=2.20, metadata=num(0, MAX_PRICE_PER_GPU_HOUR))
+    currency_rate: float = field(default=1.0,
+                                 metadata=num(MIN_CURRENCY_RATE, MAX_CURRENCY_RATE))
+    seed: int = field(default=42, metadata=num(0, MAX_SEED))
 
 
 @dataclass(frozen=True)
 class StoragePricesConfig:
     """USD per GiB-month by Akash storage class."""
 
-    ephemeral: float = field(default=0.02, metadata=rng(0))
-    beta1: float = field(default=0.01, metadata=rng(0))  # persistent HDD
-    beta2: float = field(default=0.03, metadata=rng(0))  # persistent SSD
-    beta3: float = field(default=0.04, metadata=rng(0))  # persistent NVMe
+    ephemeral: float = field(default=0.02, metadata=num(0, 100))
+    beta1: float = field(default=0.01, metadata=num(0, 100))  # persistent HDD
+    beta2: float = field(default=0.03, metadata=num(0, 100))  # persistent SSD
+    beta3: float = field(default=0.04, metadata=num(0, 100))  # persistent NVMe
 
 
 @dataclass(frozen=True)
@@ -242,23 +300,24 @@ class AkashConfig:
     rest_url: str = "https://api.akashnet.net"  # a chain REST (LCD) endpoint
     provider_url: str = ""  # the provider's own API, e.g. https://provider.example:8443
     provider_ca_file: str = ""  # its certificate's CA; empty: /status is read unverified
-    offer_file: str = field(default="/var/lib/sunrig/akash-offer.json", metadata=rng(path=True))
-    offer_valid_s: float = field(default=300.0, metadata=rng(60, 86400))
-    margin_pct: float = field(default=5.0, metadata=rng(0, 1000))
-    block_seconds: float = field(default=6.117, metadata=rng(0.1, 600))
-    akt_usd: float = field(default=0.0, metadata=rng(0))  # only for orders still in uakt
-    cpu_usd_per_core_hour: float = field(default=0.0022, metadata=rng(0))
-    memory_usd_per_gib_hour: float = field(default=0.0011, metadata=rng(0))
-    endpoint_usd_per_month: float = field(default=0.05, metadata=rng(0))
-    ip_usd_per_month: float = field(default=5.0, metadata=rng(0))
+    offer_file: str = field(default="/var/lib/sunrig/akash-offer.json", metadata=string(path=True))
+    offer_valid_s: float = field(default=300.0, metadata=num(60, MAX_INTERVAL_S))
+    margin_pct: float = field(default=5.0, metadata=num(0, 1000))
+    block_seconds: float = field(default=6.117, metadata=num(0.1, 600))
+    akt_usd: float = field(default=0.0, metadata=num(0, MAX_USD))  # only for orders still in uakt
+    cpu_usd_per_core_hour: float = field(default=0.0022, metadata=num(0, 100))
+    memory_usd_per_gib_hour: float = field(default=0.0011, metadata=num(0, 100))
+    endpoint_usd_per_month: float = field(default=0.05, metadata=num(0, MAX_USD))
+    ip_usd_per_month: float = field(default=5.0, metadata=num(0, MAX_USD))
     storage_usd_per_gib_month: StoragePricesConfig = field(default_factory=StoragePricesConfig)
     gpu_interface: Literal["sxm", "pcie"] = "sxm"
     # what the planner expects of Akash demand for this rig (USD), until lease history says more
-    expected_usd_per_gpu_hour: float = field(default=2.30, metadata=rng(0))
-    ask_usd_per_gpu_hour: float = field(default=1.80, metadata=rng(0))
-    orders_per_hour: float = field(default=0.5, metadata=rng(0, 1000))
-    price_spread: float = field(default=0.25, metadata=rng(0, 2))
-    mean_lease_hours: float = field(default=24.0, metadata=rng(0.05))
+    expected_usd_per_gpu_hour: float = field(default=2.30,
+                                             metadata=num(0, MAX_PRICE_PER_GPU_HOUR))
+    ask_usd_per_gpu_hour: float = field(default=1.80, metadata=num(0, MAX_PRICE_PER_GPU_HOUR))
+    orders_per_hour: float = field(default=0.5, metadata=num(0, MAX_ORDERS_PER_HOUR))
+    price_spread: float = field(default=0.25, metadata=num(0, 2))
+    mean_lease_hours: float = field(default=24.0, metadata=num(0.05, MAX_LEASE_HOURS))
 
 
 @dataclass(frozen=True)
@@ -266,19 +325,21 @@ class HyperbolicConfig:
     """Supplying through HyperdOS; the owner's API key is read from `api_key_file`."""
 
     enabled: bool = False
-    api_key_file: str = field(default="/etc/sunrig/hyperbolic.key", metadata=rng(path=True))
+    api_key_file: str = field(default="/etc/sunrig/hyperbolic.key", metadata=string(path=True))
     base_url: str = "https://api.hyperbolic.xyz"
-    state_file: str = field(default="/var/lib/sunrig/hyperbolic.json", metadata=rng(path=True))
-    expected_usd_per_gpu_hour: float = field(default=2.20, metadata=rng(0))
-    ask_usd_per_gpu_hour: float = field(default=1.50, metadata=rng(0))
-    orders_per_hour: float = field(default=0.3, metadata=rng(0, 1000))
-    price_spread: float = field(default=0.10, metadata=rng(0, 2))
-    mean_lease_hours: float = field(default=12.0, metadata=rng(0.05))
+    state_file: str = field(default="/var/lib/sunrig/hyperbolic.json", metadata=string(path=True))
+    expected_usd_per_gpu_hour: float = field(default=2.20,
+                                             metadata=num(0, MAX_PRICE_PER_GPU_HOUR))
+    ask_usd_per_gpu_hour: float = field(default=1.50, metadata=num(0, MAX_PRICE_PER_GPU_HOUR))
+    orders_per_hour: float = field(default=0.3, metadata=num(0, MAX_ORDERS_PER_HOUR))
+    price_spread: float = field(default=0.10, metadata=num(0, 2))
+    mean_lease_hours: float = field(default=12.0, metadata=num(0.05, MAX_LEASE_HOURS))
 
 
 @dataclass(frozen=True)
 class MarketsConfig:
-    usd_per_site_currency: float = field(default=1.0, metadata=rng(0.0001))  # for Akash, Hyperbolic
+    usd_per_site_currency: float = field(default=1.0,  # for Akash, Hyperbolic
+                                         metadata=num(MIN_CURRENCY_RATE, MAX_CURRENCY_RATE))
     sim: SimMarketConfig = field(default_factory=SimMarketConfig)
     akash: AkashConfig = field(default_factory=AkashConfig)
     hyperbolic: HyperbolicConfig = field(default_factory=HyperbolicConfig)
@@ -298,26 +359,26 @@ class KubeConfig:
 @dataclass(frozen=True)
 class PlannerConfig:
     kind: Literal["milp", "rule"] = "milp"  # rule: the simple fallback, no optimisation
-    solve_time_limit_s: float = field(default=5.0, metadata=rng(0.1, 120))
-    horizon_hours: int = field(default=48, metadata=rng(1, 168))
+    solve_time_limit_s: float = field(default=5.0, metadata=num(0.1, 120))
+    horizon_hours: int = field(default=48, metadata=num(1, 168))
     slot_minutes: Literal[15, 30, 60] = 15
-    wear_per_gpu_hour: float = field(default=0.10, metadata=rng(0))
-    margin_per_gpu_hour: float = field(default=0.10, metadata=rng(0))
-    min_floor_per_gpu_hour: float = field(default=0.50, metadata=rng(0))
+    wear_per_gpu_hour: float = field(default=0.10, metadata=num(0, MAX_PRICE_PER_GPU_HOUR))
+    margin_per_gpu_hour: float = field(default=0.10, metadata=num(0, MAX_PRICE_PER_GPU_HOUR))
+    min_floor_per_gpu_hour: float = field(default=0.50, metadata=num(0, MAX_PRICE_PER_GPU_HOUR))
 
 
 @dataclass(frozen=True)
 class CapexItem:
     name: str
-    amount: float = field(metadata=rng(0))
-    date: str = field(metadata=rng(check=_iso_date))
+    amount: float = field(metadata=num(0, MAX_AMOUNT))
+    date: str = field(metadata=string(check=_iso_date))
 
 
 @dataclass(frozen=True)
 class OpexItem:
     name: str
-    amount_per_month: float = field(metadata=rng(0))
-    since: str = field(metadata=rng(check=_iso_date))
+    amount_per_month: float = field(metadata=num(0, MAX_AMOUNT_PER_MONTH))
+    since: str = field(metadata=string(check=_iso_date))
 
 
 @dataclass(frozen=True)
@@ -330,19 +391,19 @@ class CapexConfig:
 class TeeConfig:
     # auto: attest through NVML when the GPUs are read through NVML, never on a simulated rig
     backend: Literal["auto", "nvml", "off"] = "auto"
-    attest_every_s: float = field(default=3600.0, metadata=rng(60))
-    premium_pct: float = field(default=10.0, metadata=rng(0, 100))
-    rims: tuple[str, ...] = field(default=(), metadata=rng(path=True))
-    vcek: str = field(default="", metadata=rng(path=True))
-    amd_cert_chain: str = field(default="", metadata=rng(path=True))
-    configfs_tsm: str = field(default="/sys/kernel/config/tsm/report", metadata=rng(path=True))
+    attest_every_s: float = field(default=3600.0, metadata=num(60, 7 * MAX_INTERVAL_S))
+    premium_pct: float = field(default=10.0, metadata=num(0, 100))
+    rims: tuple[str, ...] = field(default=(), metadata=string(path=True))
+    vcek: str = field(default="", metadata=string(path=True))
+    amd_cert_chain: str = field(default="", metadata=string(path=True))
+    configfs_tsm: str = field(default="/sys/kernel/config/tsm/report", metadata=string(path=True))
 
 
 @dataclass(frozen=True)
 class WebuiConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = field(default=8080, metadata=rng(1, 65535))
+    port: int = field(default=8080, metadata=num(1, 65535))
     allow_lan: bool = False
 
 
@@ -352,44 +413,45 @@ class HomeAssistantConfig:
 
     enabled: bool = False
     mqtt_host: str = "127.0.0.1"
-    mqtt_port: int = field(default=1883, metadata=rng(1, 65535))
+    mqtt_port: int = field(default=1883, metadata=num(1, 65535))
     username: str = ""
-    password_file: str = field(default="", metadata=rng(path=True))
+    password_file: str = field(default="", metadata=string(path=True))
     discovery_prefix: str = "homeassistant"
     node_id: str = "sunrig"
-    every_s: float = field(default=30.0, metadata=rng(1, 3600))
+    every_s: float = field(default=30.0, metadata=num(1, 3600))
 
 
 @dataclass(frozen=True)
 class StoreConfig:
-    path: str = field(default="/var/lib/sunrig/sunrig.db", metadata=rng(path=True))
-    raw_retention_days: float = field(default=14.0, metadata=rng(0.01))
+    path: str = field(default="/var/lib/sunrig/sunrig.db", metadata=string(path=True))
+    raw_retention_days: float = field(default=14.0, metadata=num(0.01, 3650))
 
 
 @dataclass(frozen=True)
 class AgentConfig:
-    site_poll_s: float = field(default=10.0, metadata=rng(0.1))
-    gpu_poll_s: float = field(default=10.0, metadata=rng(0.1))
-    apply_every_s: float = field(default=60.0, metadata=rng(1))
-    market_sync_s: float = field(default=60.0, metadata=rng(1))
-    plan_every_s: float = field(default=900.0, metadata=rng(10))
-    ledger_every_s: float = field(default=300.0, metadata=rng(10))
-    maintenance_every_s: float = field(default=900.0, metadata=rng(10))
+    site_poll_s: float = field(default=10.0, metadata=num(0.1, 3600))
+    gpu_poll_s: float = field(default=10.0, metadata=num(0.1, 3600))
+    apply_every_s: float = field(default=60.0, metadata=num(1, 3600))
+    market_sync_s: float = field(default=60.0, metadata=num(1, MAX_INTERVAL_S))
+    plan_every_s: float = field(default=900.0, metadata=num(10, MAX_INTERVAL_S))
+    ledger_every_s: float = field(default=300.0, metadata=num(10, MAX_INTERVAL_S))
+    maintenance_every_s: float = field(default=900.0, metadata=num(10, MAX_INTERVAL_S))
 
 
 @dataclass(frozen=True)
 class SimulationConfig:
     """`sunrig simulate` and the economics benchmark: the period and how often to re-plan."""
 
-    start: str = field(default="2024-01-01", metadata=rng(check=_iso_date))
-    days: int = field(default=364, metadata=rng(1, 3650))
-    replan_hours: float = field(default=3.0, metadata=rng(0.25, 24))
-    horizon_hours: int = field(default=36, metadata=rng(6, 168))
+    start: str = field(default="2024-01-01", metadata=string(check=_iso_date))
+    days: int = field(default=364, metadata=num(1, 3650))
+    replan_hours: float = field(default=3.0, metadata=num(0.25, 24))
+    horizon_hours: int = field(default=36, metadata=num(6, 168))
     slot_minutes: Literal[15, 30, 60] = 60
-    hindsight_block_days: int = field(default=7, metadata=rng(1, 28))  # solved at once
-    hindsight_lookahead_hours: int = field(default=12, metadata=rng(0, 168))
+    hindsight_block_days: int = field(default=7, metadata=num(1, 28))  # solved at once
+    hindsight_lookahead_hours: int = field(default=12, metadata=num(0, 168))
     # the agent runs this period's simulation in the background for the payback page
     project_payback: bool = False
+
 
 
 @dataclass(frozen=True)
@@ -414,11 +476,34 @@ class Config:
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file; raises ConfigError naming the file and key."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
+    text = read_config_text(path)
+    if not text.strip():
+        raise ConfigError(str(path), "", "is empty; sunrig.example.toml shows every key")
     return parse_config(text, str(path), base_dir=path.parent)
+
+
+def read_config_text(path: Path) -> str:
+    """A config file's text. Whatever the path holds (nothing, a folder, a device, a huge or
+    binary file) is a ConfigError naming it, never a traceback."""
+    file = str(path)
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(file, "", "is a folder, not a config file")
+        if not stat.S_ISREG(mode):  # a FIFO would block the read, a device never end
+            raise ConfigError(file, "", "is not a regular file")
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(file, "", f"is larger than {MAX_CONFIG_BYTES >> 10} KiB; "
+                                    "a config file is a few KiB of TOML")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, "", f"is not UTF-8 text (byte {exc.start} is not); "
+                                    "a config file is TOML, which is UTF-8") from None
 
 
 def default_config() -> Config:
@@ -432,6 +517,10 @@ def parse_config(text: str, file: str, base_dir: Path) -> Config:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"not valid TOML: {exc}") from None
+    except ValueError:  # Python refuses to read a whole number of thousands of digits
+        raise ConfigError(file, "", "not valid TOML: a number too long to read") from None
+    except RecursionError:  # the parser recurses once per level of nested arrays or tables
+        raise ConfigError(file, "", "not valid TOML: arrays or tables nested too deeply") from None
     cfg = _build(Config, table, _Ctx(file, base_dir), "")
     _cross_checks(cfg, file)
     return cfg
@@ -455,11 +544,11 @@ def check_config(cfg: Config, file: str = "settings") -> None:
 
 def _build(cls: type, table: Any, ctx: _Ctx, prefix: str) -> Any:
     if not isinstance(table, dict):
-        raise ConfigError(ctx.file, prefix, "must be a table")
+        raise ConfigError(ctx.file, prefix, f"must be a table, got {shown(table)}")
     allowed = [f.name for f in fields(cls)]
     for key in table:
         if key not in allowed:
-            raise ConfigError(ctx.file, _join(prefix, key),
+            raise ConfigError(ctx.file, _join(prefix, shown_key(key)),
                               f"unknown key; allowed here: {', '.join(allowed)}")
     hints = get_type_hints(cls)
     kwargs = {}
@@ -478,14 +567,18 @@ def _convert(tp: Any, value: Any, ctx: _Ctx, key: str, meta: Any) -> Any:
     origin = get_origin(tp)
     if origin is tuple:
         if not isinstance(value, list):
-            raise ConfigError(ctx.file, key, f"must be a list, got {type(value).__name__}")
+            raise ConfigError(ctx.file, key, f"must be a list, got {shown(value)}")
+        if len(value) > MAX_LIST_ITEMS:
+            raise ConfigError(ctx.file, key, f"must have at most {MAX_LIST_ITEMS} items, "
+                                             f"got {len(value)}")
         item_type = get_args(tp)[0]
         return tuple(_convert(item_type, v, ctx, f"{key}[{i}]", meta) for i, v in enumerate(value))
     if origin is Literal:
         choices = get_args(tp)
-        if value not in choices or isinstance(value, bool):
+        # the type too: 15.0 is not the choice 15, True is not 1
+        if not any(type(value) is type(c) and value == c for c in choices):
             raise ConfigError(ctx.file, key, f"must be one of {', '.join(map(repr, choices))}, "
-                                             f"got {value!r}")
+                                             f"got {shown(value)}")
         return value
     value = _scalar(tp, value, ctx, key)
     _check_meta(value, ctx, key, meta)
@@ -499,22 +592,49 @@ def _scalar(tp: type, value: Any, ctx: _Ctx, key: str) -> Any:
     ok = (isinstance(value, tp) and not (tp is int and isinstance(value, bool))) or (
         tp is float and isinstance(value, int) and not isinstance(value, bool))
     if not ok:
-        raise ConfigError(ctx.file, key, f"must be {names[tp]}, got {type(value).__name__} "
-                                         f"{value!r}")
-    return float(value) if tp is float else value
+        got = shown(value) if isinstance(value, list | dict) else \
+            f"{type(value).__name__} {shown(value)}"
+        raise ConfigError(ctx.file, key, f"must be {names[tp]}, got {got}")
+    if tp is not float:
+        return value
+    try:
+        number = float(value)
+    except OverflowError:  # a whole number too large for a float
+        number = math.inf
+    if not math.isfinite(number):  # NaN passes every comparison, so it is refused by name
+        raise ConfigError(ctx.file, key, f"must be a finite number, got {shown(value)}")
+    return number
 
 
 def _check_meta(value: Any, ctx: _Ctx, key: str, meta: Any) -> None:
-    lo, hi, check = meta.get("min"), meta.get("max"), meta.get("check")
-    if lo is not None and value < lo:
-        raise ConfigError(ctx.file, key, f"must be at least {lo}, got {value}")
-    if hi is not None and value > hi:
-        raise ConfigError(ctx.file, key, f"must be at most {hi}, got {value}")
+    if isinstance(value, str):
+        _check_text(value, ctx, key, meta)
+        return
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and not lo <= value:
+        raise ConfigError(ctx.file, key, f"must be at least {_bound(lo)}, got {shown(value)}")
+    if hi is not None and not value <= hi:
+        raise ConfigError(ctx.file, key, f"must be at most {_bound(hi)}, got {shown(value)}")
+
+
+def _check_text(value: str, ctx: _Ctx, key: str, meta: Any) -> None:
+    most = MAX_PATH_CHARS if meta.get("path") else MAX_TEXT_CHARS
+    if len(value) > most:
+        raise ConfigError(ctx.file, key, f"must be at most {most} characters, got {len(value)}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(ctx.file, key, "must not hold control characters (line breaks, tabs, "
+                                         f"NUL), got {shown(value)}")
+    check = meta.get("check")
     if check is not None:
         try:
             check(value)
         except ValueError as exc:
             raise ConfigError(ctx.file, key, str(exc)) from None
+
+
+def _bound(x: float) -> str:
+    """A bound as the owner would write it: 10000000, not 1e+07; 0.05, not 0.050000."""
+    return str(int(x)) if x == int(x) and abs(x) < 1e15 else repr(x)
 
 
 def _cross_checks(cfg: Config, file: str) -> None:
@@ -539,8 +659,28 @@ def _cross_checks(cfg: Config, file: str) -> None:
         raise ConfigError(file, "kube.node_name", "is required when kube is enabled")
     if cfg.webui.host not in ("127.0.0.1", "localhost", "::1") and not cfg.webui.allow_lan:
         raise ConfigError(file, "webui.host",
-                          f"{cfg.webui.host!r} is beyond localhost; set webui.allow_lan = true "
-                          "to serve the dashboard on the LAN")
+                          f"{shown(cfg.webui.host)} is beyond localhost; set webui.allow_lan = "
+                          "true to serve the dashboard on the LAN")
+    _unique_cost_names(cfg.capex, file)
+
+
+def _unique_cost_names(capex: CapexConfig, file: str) -> None:
+    """The books keep CapEx and OpEx items by name, so two items of one name cannot both be
+    kept: refused here, before either is stored."""
+    seen: dict[str, str] = {}
+    keys = [f"capex.items[{i}]" for i in range(len(capex.items))]
+    keys += [f"capex.opex[{i}]" for i in range(len(capex.opex))]
+    for key, item in zip(keys, (*capex.items, *capex.opex), strict=True):
+        if item.name in seen:
+            raise ConfigError(file, f"{key}.name", f"{shown(item.name)} already names "
+                                                   f"{seen[item.name]}; each item needs its own")
+        seen[item.name] = key
+
+
+def shown_key(key: Any) -> str:
+    """An unknown key as an error names it: cut short, so a hostile key cannot flood a page."""
+    return key[:SHOWN_CHARS] + "..." if isinstance(key, str) and len(key) > SHOWN_CHARS \
+        else str(key)
 
 
 def _join(prefix: str, key: str) -> str:
