@@ -89,7 +89,15 @@ def _site(agent: Agent) -> dict | None:
                                            s.grid_w)
     return {"ts": _iso(s.ts), "pv_w": s.pv_w, "load_w": s.load_w, "grid_w": s.grid_w,
             "battery_w": s.battery_w, "soc_pct": s.soc_pct, "stale": s.stale,
-            "flows": [{"from": f.source, "to": f.sink, "power_w": f.power_w} for f in flows]}
+            "flows": [{"from": f.source, "to": f.sink, "power_w": f.power_w} for f in flows],
+            "rejected": _rejected_values(agent.parts.site)}
+
+
+def _rejected_values(reader: Any) -> dict[str, dict[str, int]]:
+    """What the site source turned away since the start: values outside the site's limits by
+    field, and (MQTT) payloads that did not parse by topic."""
+    return {"implausible": dict(getattr(reader, "implausible", None) or {}),
+            "malformed": dict(getattr(reader, "malformed", None) or {})}
 
 
 def _price(agent: Agent, now: datetime) -> dict | None:

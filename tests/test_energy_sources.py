@@ -203,3 +203,27 @@ def test_the_demos_books_match_what_the_flow_diagram_showed_over_the_day(tmp_pat
     assert set(booked) == set(SOURCES), booked  # the day had all three
     for source in SOURCES:
         assert booked[source][0] == pytest.approx(shown_wh[source], rel=0.05, abs=50.0)
+
+
+def test_status_and_metrics_show_todays_rig_energy_by_source(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from node.status import agent_status
+    from tests.conftest import make_agent, run_for
+    from webui.app import create_app
+
+    agent, clock = make_agent(tmp_path, start=datetime(2024, 6, 12, 10, 0, tzinfo=UTC))
+    run_for(agent, clock, hours=1)
+    agent.run_job("ledger")
+    today = agent_status(agent)["today"]
+    assert today["energy_kwh_by_source"]["pv"] > 0
+    assert sum(today["energy_kwh_by_source"].values()) == pytest.approx(today["energy_kwh"],
+                                                                        abs=0.01)
+    assert 0 < today["solar_share_pct"] <= 100
+    text = create_app(lambda: agent_status(agent)).test_client().get("/metrics").get_data(
+        as_text=True)
+    agent.store.close()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("sunrig_rig_energy_today_kwh", (("source", "pv"),))] == pytest.approx(
+        today["energy_kwh_by_source"]["pv"])

@@ -39,7 +39,21 @@ class StatusCollector(Collector):
         yield _gauge("sunrig_battery_soc_percent", "Battery state of charge", site.get("soc_pct"))
         yield _gauge("sunrig_source_stale", "1 while the site source gives no fresh reading",
                      1.0 if (not site or site.get("stale")) else 0.0, ["source"], ["site"])
+        rejected = GaugeMetricFamily("sunrig_site_rejected_values", "Site values turned away "
+                                     "since the start: outside the site's limits (implausible, "
+                                     "by field) or unparsable (malformed, by topic)",
+                                     labels=["kind", "name"])
+        for kind, counts in (site.get("rejected") or {}).items():
+            for name, n in counts.items():
+                rejected.add_metric([kind, name], n)
+        yield rejected
         today = s.get("today") or {}
+        by_source = GaugeMetricFamily("sunrig_rig_energy_today_kwh", "The rig's energy today by "
+                                      "its source at the time: pv, battery, grid",
+                                      labels=["source"])
+        for source, kwh in (today.get("energy_kwh_by_source") or {}).items():
+            by_source.add_metric([source], kwh)
+        yield by_source
         yield _gauge("sunrig_revenue_today", "Revenue booked today", today.get("revenue"),
                      ["currency"], [cur])
         yield _gauge("sunrig_energy_cost_today", "The rig's energy cost today",
