@@ -325,30 +325,45 @@ class Agent:
         self.projection.poll(self.cfg, self.clock.now())
 
     def change_settings(self, changes: dict) -> dict:
-        """Apply the owner's change now, keep it, log it; ConfigError names a wrong key."""
+        """Apply the owner's change now, keep it, log it; ConfigError names a wrong key.
+
+        Whatever can refuse the change runs before anything is kept: the whole change is
+        checked and a new tariff built. Then the settings, the CapEx and OpEx items and the
+        event are kept in one transaction, and only then does the agent switch to them, so a
+        refused change leaves nothing behind, in the store or in the running agent."""
         with self._lock:
-            before = settings.current(self.cfg)
             new = settings.apply(self.cfg, changes)
-            # build a new tariff before anything is kept: a token file it cannot read is the
-            # owner's error to see now, not a config that fails at the next start
+            # a token file the new tariff cannot read is the owner's error to see now, not a
+            # config that fails at the next start
             tariff = tariff_for(new) if new.tariff != self.cfg.tariff else None
-            settings.save(self.store, new)
+            try:
+                self._keep_settings(new)
+            except BaseException:
+                self._stop_tariff(tariff)
+                raise
             self.cfg = new
-            self.store.sync_cost_items(_cost_rows(new))  # CapEx and OpEx as the owner set them
             if tariff is not None:
                 old, self.parts.tariff = self.parts.tariff, tariff
-                if hasattr(old, "stop"):  # a feed with its own connection (MQTT prices)
-                    old.stop()
-            after = settings.current(new)
-            changed = [f"{sec}.{k}: {before[sec][k]} -> {v}" for sec in after
-                       for k, v in after[sec].items() if before[sec][k] != v]
-            if changed:
-                self.store.add_event(self.clock.now(), "settings",
-                                     "settings changed: " + "; ".join(changed))
+                self._stop_tariff(old)
         self.run_job("prices")  # a new tariff's prices, before the plan uses them
         self.run_job("plan")  # the new reservation or floors count from now
         self.run_job("apply_roles")
-        return after
+        return settings.current(new)
+
+    def _keep_settings(self, new: Config) -> None:
+        """The owner's settings, the books' cost items and the event, all or none."""
+        changed = settings.changes_between(self.cfg, new)
+        with self.store.transaction():
+            settings.save(self.store, self.cfg, new)
+            self.store.sync_cost_items(_cost_rows(new))  # CapEx and OpEx as the owner set them
+            if changed:
+                self.store.add_event(self.clock.now(), "settings",
+                                     "settings changed: " + "; ".join(changed))
+
+    @staticmethod
+    def _stop_tariff(tariff: object) -> None:
+        if hasattr(tariff, "stop"):  # a feed with its own connection (MQTT prices)
+            tariff.stop()
 
     def split_on_kube(self) -> None:
         """Keep off the market, as pods on Kubernetes, every GPU the plan does not offer now."""

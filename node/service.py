@@ -20,7 +20,7 @@ from node.errors import ConfigError
 from node.sdnotify import notify, watchdog_period_s
 from node.status import agent_status, history_view, payback_view, plan_view
 from node.store import Store
-from node.wiring import build_parts, read_secret
+from node.wiring import build_parts, read_secret, tariff_for
 from webui.app import create_app
 from webui.auth import Auth
 from webui.homeassistant import HaPublisher, HaSettings
@@ -38,12 +38,26 @@ def open_agent(cfg: Config, clock: Clock | None = None, speed: float | None = No
         else:
             start = max(datetime.now(UTC), store.latest_ts() or datetime.now(UTC))
             clock = SimulatedClock(start, speed)
+    # the owner's saved settings first: the parts (the tariff) are built from what applies
+    effective = settings.load(store, cfg, clock.now(),
+                              usable=lambda saved: _check_saved_tariff(saved, cfg))
     holder: list[Agent] = []
-    parts = build_parts(cfg, clock, Path(cfg.store.path).parent,
+    parts = build_parts(effective, clock, Path(cfg.store.path).parent,
                         rig_power_w=lambda: holder[0].rig_power_w() if holder else 0.0)
-    agent = Agent(settings.load(store, cfg), clock, store, parts)
+    agent = Agent(effective, clock, store, parts)
     holder.append(agent)
     return agent
+
+
+def _check_saved_tariff(saved: Config, file_cfg: Config) -> None:
+    """A saved tariff must still be buildable (its token file readable): else ConfigError, and
+    the start falls back rather than failing. The config file's own tariff fails the start as
+    any error of the file does."""
+    if saved.tariff == file_cfg.tariff:
+        return
+    tariff = tariff_for(saved)
+    if hasattr(tariff, "stop"):  # only built to be checked: let go of its connection
+        tariff.stop()
 
 
 LOCALHOST = ("127.0.0.1", "localhost", "::1")

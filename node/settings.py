@@ -1,16 +1,20 @@
 """What the owner may change from the dashboard while the agent runs, and how it is kept.
 
-The editable sections (the local reservation and the planner's margins and floors) are checked
-exactly as the config file is, so an error names the key that is wrong. An accepted change is
-stored in the store (it survives a restart and overrides the config file's values for those
-keys), takes effect at once, and goes to the events log.
+The editable sections (the local reservation, the planner's margins and floors, CapEx and OpEx,
+the tariff) are checked exactly as the config file is, so an error names the key that is wrong.
+An accepted change is stored in the store (it survives a restart and overrides the config file's
+values for those keys), takes effect at once, and goes to the events log. The change before it
+is kept too: should the newest stop validating (a later config file or version refuses it), the
+agent starts on the one before, then on the config file's values, and says so.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, replace
+from datetime import datetime
 from typing import Any
 
 from node.config import (
@@ -21,6 +25,8 @@ from node.config import (
     TariffConfig,
     build_section,
     check_config,
+    shown,
+    shown_key,
 )
 from node.errors import ConfigError
 from node.store import Store
@@ -32,6 +38,8 @@ TARIFF_KEYS = ("kind", "import_per_kwh", "export_per_kwh", "import_formula", "ex
                "periods")
 LISTS = {"local": ("schedule",), "capex": ("items", "opex"), "tariff": ("periods",)}
 META_KEY = "settings"
+PREVIOUS_KEY = "settings.previous"  # the last good settings before the newest
+EVENT_VALUE_CHARS = 200
 log = logging.getLogger("sunrig.settings")
 
 
@@ -51,21 +59,23 @@ def _table(cfg: Config, name: str) -> dict[str, Any]:
     return table
 
 
-def apply(cfg: Config, changes: dict[str, Any]) -> Config:
-    """The config with these changes; ConfigError names the first key that is wrong."""
+def apply(cfg: Config, changes: Any) -> Config:
+    """The config with these changes; ConfigError names the first key that is wrong. The whole
+    change is checked before anything is returned, so a wrong key anywhere refuses all of it."""
     if not isinstance(changes, dict):
-        raise ConfigError("settings", "", "must be a JSON object")
+        raise ConfigError("settings", "", f"must be a JSON object, got {shown(changes)}")
     sections = {}
     for name, table in changes.items():
         if name not in EDITABLE:
-            raise ConfigError("settings", name, f"cannot be changed here; editable: "
-                              f"{', '.join(EDITABLE)}")
+            raise ConfigError("settings", shown_key(name),
+                              f"cannot be changed here; editable: {', '.join(EDITABLE)}")
         if not isinstance(table, dict):
-            raise ConfigError("settings", name, "must be an object")
+            raise ConfigError("settings", name, f"must be an object, got {shown(table)}")
         allowed = {"planner": PLANNER_KEYS, "tariff": TARIFF_KEYS}.get(name)
         if allowed and set(table) - set(allowed):
-            bad = sorted(set(table) - set(allowed))[0]
-            raise ConfigError("settings", f"{name}.{bad}", "cannot be changed while running")
+            bad = sorted(map(str, set(table) - set(allowed)))[0]
+            raise ConfigError("settings", f"{name}.{shown_key(bad)}",
+                              "cannot be changed while running")
         merged = {**_table(cfg, name), **table}
         sections[name] = build_section(EDITABLE[name], merged, name)
     new = replace(cfg, **sections)
@@ -73,18 +83,57 @@ def apply(cfg: Config, changes: dict[str, Any]) -> Config:
     return new
 
 
-def save(store: Store, cfg: Config) -> None:
+def changes_between(before: Config, after: Config) -> list[str]:
+    """Each changed key as 'section.key: old -> new', values cut short for the events log."""
+    old, new = current(before), current(after)
+    return [f"{sec}.{k}: {_cut(old[sec][k])} -> {_cut(v)}" for sec in new
+            for k, v in new[sec].items() if old[sec][k] != v]
+
+
+def _cut(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= EVENT_VALUE_CHARS else text[:EVENT_VALUE_CHARS] + "..."
+
+
+def save(store: Store, before: Config, new: Config) -> None:
+    """Keep `new` as the owner's settings (inside the caller's transaction, if any). The stored
+    settings it replaces become the previous ones only if they still validate, so the fallback
+    at a start is always the last good change."""
+    text = json.dumps(current(new), allow_nan=False)  # strict JSON: nothing non-finite is kept
     with store.transaction() as db:
-        store.set_meta(db, META_KEY, json.dumps(current(cfg)))
+        stored = store.get_meta(META_KEY)
+        if stored and stored != text and _valid(before, stored):
+            store.set_meta(db, PREVIOUS_KEY, stored)
+        store.set_meta(db, META_KEY, text)
 
 
-def load(store: Store, cfg: Config) -> Config:
-    """The config file's values with the owner's saved changes on top."""
-    saved = store.get_meta(META_KEY)
-    if not saved:
-        return cfg
+def _valid(cfg: Config, stored: str) -> bool:
     try:
-        return apply(cfg, json.loads(saved))
-    except (ConfigError, ValueError) as exc:  # the new config file no longer accepts it
-        log.warning("saved dashboard settings ignored, the config file's values apply: %s", exc)
-        return cfg
+        apply(cfg, json.loads(stored))
+    except (ConfigError, ValueError, RecursionError):
+        return False
+    return True
+
+
+def load(store: Store, cfg: Config, now: datetime,
+         usable: Callable[[Config], None] | None = None) -> Config:
+    """The config file's values with the owner's last good saved settings on top.
+
+    Saved settings that no longer validate, or that `usable` refuses (it raises ConfigError), are
+    reported in the log and the events and passed over for the ones saved before them, then for
+    the config file's values: a stored setting never keeps the agent from starting."""
+    for key, which in ((META_KEY, "the saved dashboard settings"),
+                       (PREVIOUS_KEY, "the dashboard settings saved before them")):
+        saved = store.get_meta(key)
+        if not saved:
+            continue
+        try:
+            new = apply(cfg, json.loads(saved))
+            if usable is not None:
+                usable(new)
+            return new
+        except (ConfigError, ValueError, RecursionError) as exc:
+            message = f"{which} no longer validate and are not used: {_cut(exc)}"
+            log.warning("%s", message)
+            store.add_event(now, "settings", message)
+    return cfg
