@@ -13,6 +13,7 @@ import math
 import re
 import stat
 import tomllib
+import unicodedata
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from datetime import date
@@ -53,6 +54,9 @@ MAX_LIST_ITEMS = 1_000
 MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KiB
 FIRST_DATE, LAST_DATE = date(1970, 1, 1), date(2099, 12, 31)
 SHOWN_CHARS = 60
+# control characters (C0, DEL, C1), lone surrogates (which no file or database can store), and
+# line and paragraph separators: none belongs in a one-line value
+UNPRINTABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
 def shown(value: Any) -> str:
@@ -621,9 +625,9 @@ def _check_text(value: str, ctx: _Ctx, key: str, meta: Any) -> None:
     most = MAX_PATH_CHARS if meta.get("path") else MAX_TEXT_CHARS
     if len(value) > most:
         raise ConfigError(ctx.file, key, f"must be at most {most} characters, got {len(value)}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if any(unicodedata.category(c) in UNPRINTABLE for c in value):
         raise ConfigError(ctx.file, key, "must not hold control characters (line breaks, tabs, "
-                                         f"NUL), got {shown(value)}")
+                                         f"NUL, lone surrogates), got {shown(value)}")
     check = meta.get("check")
     if check is not None:
         try:

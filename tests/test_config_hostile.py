@@ -159,7 +159,8 @@ def test_numbers_beyond_either_bound_are_refused_naming_the_key(key, tp, meta):
                          ids=[key for key, _, _ in TEXTS])
 def test_huge_text_and_control_characters_are_refused_naming_the_key(key, meta):
     most = MAX_PATH_CHARS if meta.get("path") else MAX_TEXT_CHARS
-    for value in ("x" * (most + 1), "a\x00b", "line\nbreak", "tab\there", "del\x7f"):
+    for value in ("x" * (most + 1), "a\x00b", "line\nbreak", "tab\there", "del\x7f",
+                  "c1\x85", "sep\u2028"):
         assert key_of_error(key, value).startswith(key), repr(value[:20])
 
 

@@ -150,6 +150,9 @@ SHAPES = [  # (change, the key its error names)
     ({"tariff": {"import_formula": HUGE}}, "tariff.import_formula"),
     ({"capex": {"items": [{**ITEM, "name": HUGE}]}}, "capex.items[0].name"),
     ({"capex": {"items": [{**ITEM, "name": "a\x00b"}]}}, "capex.items[0].name"),
+    ({"capex": {"opex": [{"name": "lone\ud800", "amount_per_month": 1, "since": "2026-01-01"}]}},
+     "capex.opex[0].name"),  # JSON can carry it; no database can keep it
+    ({"tariff": {"export_formula": "spot\x85"}}, "tariff.export_formula"),
     ({"local": {"schedule": [{**WINDOW, "start": HUGE}]}}, "local.schedule[0].start"),
     ({HUGE: {}}, HUGE[:60]), ({"planner": {HUGE: 1}}, "planner." + HUGE[:60]),
     ({"local": {HUGE: 1}}, "local." + HUGE[:60]),
