@@ -13,6 +13,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from node.agent import Agent
+from node.backup import check_backup
 from node.clock import SimulatedClock
 from node.config import Config, default_config
 from node.service import open_agent
@@ -58,6 +59,12 @@ def store(tmp_path: Path) -> Store:
     s = Store(tmp_path / "store.db", "Europe/Amsterdam")
     yield s
     s.close()
+
+
+def every_migration(tmp_path: Path) -> list[str]:
+    """The migrations a new store applies: the schema of a sound store of this version."""
+    Store(tmp_path / "new-store.db").close()
+    return check_backup(tmp_path / "new-store.db")
 
 
 def demo_cfg(tmp_path: Path, **market) -> Config:

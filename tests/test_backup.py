@@ -8,6 +8,7 @@ from energy.types import SiteSample
 from node.backup import BackupError, StoreLock, backup, check_backup, restore
 from node.cli import main
 from node.store import Store
+from tests.conftest import every_migration
 
 T0 = datetime(2024, 6, 12, tzinfo=UTC)
 
@@ -41,7 +42,7 @@ def test_backup_is_consistent_while_the_agent_writes(tmp_path):
     counts = [count(tmp_path / f"b{i}.db") for i in range(3)]
     assert counts == sorted(counts)
     for i in range(3):
-        assert check_backup(tmp_path / f"b{i}.db") == ["001_initial"]
+        assert check_backup(tmp_path / f"b{i}.db") == every_migration(tmp_path)
     store.close()
 
 
@@ -85,7 +86,7 @@ def test_restore_refuses_what_is_not_a_sound_store(tmp_path):
         restore(newer, live)
     with pytest.raises(BackupError, match="no such file"):
         restore(tmp_path / "missing.db", live)
-    assert check_backup(live) == ["001_initial"]  # the store survived every refusal
+    assert check_backup(live) == every_migration(tmp_path)  # it survived every refusal
 
 
 def test_one_agent_per_store(tmp_path):

@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 
 from node.backup import check_backup
-from node.store import Store
+from tests.conftest import every_migration
 from tests.demo_process import Demo
 
 pytestmark = pytest.mark.slow
@@ -16,11 +16,6 @@ pytestmark = pytest.mark.slow
 
 def showing_a_site_sample(status: dict) -> bool:
     return bool(status["site"])
-
-
-def every_migration(tmp_path) -> list[str]:
-    Store(tmp_path / "fresh.db").close()
-    return check_backup(tmp_path / "fresh.db")
 
 
 def test_sigkill_while_writing_loses_at_most_the_last_sample(tmp_path):
