@@ -76,7 +76,7 @@ def test_a_restart_resumes_without_booking_anything_twice(tmp_path):
     assert again.store.query("SELECT sum(energy_wh) AS wh FROM energy_bookings")[0]["wh"] == \
         pytest.approx(energy)
 
-    run_for(again, again.clock, hours=3)
+    run_for(again, again.clock, hours=1)
     assert len(payout_totals(again.store)) >= len(payouts)
     assert sum(r["paid"] for r in payout_totals(again.store)) > sum(r["paid"] for r in payouts)
     assert_never_paid_more_than_leased(again)
@@ -157,7 +157,7 @@ def test_one_market_down_does_not_keep_the_others_unsynced(tmp_path):
 
     agent.parts.markets = {"down": Down(), **agent.parts.markets}
     agent.parts.terms = {"down": agent.parts.terms["sim"], **agent.parts.terms}
-    run_for(agent, clock, hours=4)
+    run_for(agent, clock, hours=2)
     health = agent.state.jobs["sync_markets"]
     assert not health.ok and "HTTP 503" in health.last_error
     assert agent.store.leases("active"), "the sim market still synced its leases"
