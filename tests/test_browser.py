@@ -161,13 +161,20 @@ def log_in(browser, url: str, password: str) -> None:
     browser.find_element(By.ID, "submit").click()
 
 
+def logged_in(browser) -> dict:
+    """The session once the login page has sent the browser on; fails unless logged in."""
+    WebDriverWait(browser, WAIT_S).until(lambda b: "/login" not in b.current_url)
+    session = browser.execute_script("return fetch('/api/session').then(r => r.json())")
+    assert session["logged_in"], session
+    return session
+
+
 def test_setting_the_password_logging_in_and_wrong_guesses_never_lock_the_owner_out(demo,
                                                                                   browser):
-    log_in(browser, demo, "correct horse battery")  # the first login sets the password
-    WebDriverWait(browser, WAIT_S).until(lambda b: "/login" not in b.current_url)
-    session = browser.execute_script(
-        "return fetch('/api/session').then(r => r.json())")
-    assert session["logged_in"] and session["password_set"]
+    browser.get(demo + "/login")
+    assert "Set password" in browser.find_element(By.ID, "submit").text  # none set yet
+    log_in(browser, demo, "correct horse battery")  # so this one sets it
+    assert logged_in(browser)["password_set"]
     browser.delete_all_cookies()
     for attempt in range(FREE_FAILURES + 1):  # one more than the free ones: slowed from here
         log_in(browser, demo, f"wrong guess {attempt}")
@@ -175,7 +182,4 @@ def test_setting_the_password_logging_in_and_wrong_guesses_never_lock_the_owner_
         assert error[0].text == "wrong password"
     browser.save_screenshot(str(ARTIFACTS / "login-wrong.png"))
     log_in(browser, demo, "correct horse battery")  # held for its turn, then let in
-    WebDriverWait(browser, WAIT_S).until(lambda b: "/login" not in b.current_url)
-    session = browser.execute_script(
-        "return fetch('/api/session').then(r => r.json())")
-    assert session["logged_in"]
+    logged_in(browser)
