@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages the test suite needs: systemd-analyze verifies the units.
-SYSTEM_PACKAGES := systemd mosquitto chromium chromium-driver
+# Debian packages the test suite needs: systemd-analyze verifies the units; mosquitto is the
+# MQTT peer; chromium drives the browser tests; bash, curl, jq and bc are what the Akash
+# provider's container gives its bid-price script, which the tests run with only those.
+SYSTEM_PACKAGES := systemd mosquitto chromium chromium-driver curl jq bc
 
 .PHONY: run test bench lint venv system-deps clean
 
