@@ -1,15 +1,17 @@
-"""Akash Network: the offer the bid-price script prices from, provider attributes, and leases
+"""Akash Network: the offer the bid endpoint prices from, provider attributes, and leases
 and escrow earnings read from the chain's REST API.
 
 sunrig does not bid itself: the Akash provider (provider-services on the rig's Kubernetes) bids,
-calling `akash_bid.py` for every order. sunrig steers it by rewriting the offer file every minute
-and by the GPUs it holds for local inference as pods (node/kube.py). What tenants pay is read
+and its bid-price script asks the agent's bid endpoint (akash_bid_server.py) for every order's
+price. sunrig steers it by the offer it renews every minute and by the GPUs it holds for local
+inference as pods (node/kube.py). What tenants pay is read
 back from the chain: every lease of this provider (all states, page by page) and its escrow
 payment, whose withdrawn plus balance is what the lease has earned so far.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,14 +19,14 @@ from pathlib import Path
 import requests
 
 from energy.redact import http_failure
+from market_adapter.akash_bid import Offer, parse_offer
+from market_adapter.akash_order import FieldError, interface_name
 from market_adapter.base import ACTIVE, CLOSED, Capacity, Lease, MarketError, Payout
 from market_adapter.files import write_json_atomic
 
 MICRO = 1_000_000
 PAGE_LIMIT = 100
 MAX_PAGES = 200  # 20,000 leases: beyond that the API is looping, not paging
-# interface names as Akash's provider configs spell them
-INTERFACES = {"sxm": "sxm", "sxm4": "sxm", "sxm5": "sxm", "pcie": "pcie"}
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,18 @@ class AkashPrices:
 
 
 def build_offer(capacity: Capacity, floor_usd_per_gpu_hour: float, prices: AkashPrices,
-                valid_until: datetime) -> dict:
-    """The document `akash_bid.py` prices from: free GPUs, their floor, and the other prices."""
+                valid_until: datetime, gpu_interface: str = "", gpu_ram: str = "") -> dict:
+    """The offer document the bid endpoint prices from: free GPUs, what they are, their floor,
+    and the other prices."""
     floor = round(floor_usd_per_gpu_hour, 6)
+    gpu = {}
+    if gpu_ram or capacity.memory_gib > 0:
+        gpu["gpu_ram"] = gpu_ram_name(capacity.memory_gib, gpu_ram)
+    if gpu_interface:
+        gpu["gpu_interface"] = interface_name(gpu_interface)
     return {"valid_until": valid_until.astimezone(UTC).isoformat(), "akash": {
         "gpus_available": capacity.gpus, "tee": capacity.tee,
-        "floor_usd_per_gpu_hour": {capacity.model: floor, "*": floor},
+        "floor_usd_per_gpu_hour": {capacity.model: floor, "*": floor}, **gpu,
         "cpu_usd_per_core_hour": prices.cpu_usd_per_core_hour,
         "memory_usd_per_gib_hour": prices.memory_usd_per_gib_hour,
         "storage_usd_per_gib_month": dict(prices.storage_usd_per_gib_month),
@@ -58,24 +66,40 @@ def build_offer(capacity: Capacity, floor_usd_per_gpu_hour: float, prices: Akash
 
 
 def write_offer(path: str | Path, offer: dict) -> None:
-    """Replace the offer file whole: the provider may read it at any moment (it runs as another
-    user, so the file is world-readable; it holds prices, no secrets)."""
+    """Replace the offer file whole: `sunrig akash price-script` may read it at any moment (it
+    holds prices, no secrets, so it is world-readable)."""
     write_json_atomic(path, offer, 0o644)
 
 
-def provider_attributes(model: str, memory_gib: float, interface: str, tee: bool
-                        ) -> list[tuple[str, str]]:
-    """The provider's GPU capability attributes, as Akash's provider configs name them; TEE only
-    while attestation verifies."""
+def gpu_ram_name(memory_gib: float, configured: str = "") -> str:
+    """GPU memory as Akash names it: the configured name, else the memory rounded up to whole
+    GiB. NVML reports what the driver can use, a little under the marketed size (an H200's
+    140.4 GiB is Akash's 141Gi, provider-configs devices/pcie/gpus.json); a GPU whose ECC
+    reserve is larger (an L40S's 45 GiB of 48) needs `markets.akash.gpu_ram` set."""
+    return configured or f"{math.ceil(round(memory_gib, 1))}Gi"
+
+
+def provider_attributes(model: str, memory_gib: float, interface: str, tee: bool,
+                        region: str = "", gpu_ram: str = "") -> list[tuple[str, str]]:
+    """The provider's attributes for this rig, as the chart's `attributes:` list takes them.
+
+    A tenant's GPU requirement is matched key by key (chain-sdk go/node/types/attributes/v1
+    attribute.go, its key the pattern): the SDL writes memory before interface
+    (`vendor/nvidia/model/h200/ram/141Gi/interface/sxm`, as on mainnet's group specs), Akash's
+    provider docs list interface before memory; both orders are advertised, and each part alone.
+    `tee/type` only while attestation verifies: `cpu-gpu`, the GPU's confidential computing
+    running inside a CPU TEE (chain-sdk go/sdl/tee.go)."""
     m = model.lower()
-    ram = f"{round(memory_gib)}Gi"
-    iface = INTERFACES.get(interface.lower(), interface.lower())
-    base = "capabilities/gpu/vendor/nvidia/model"
-    attrs = [(f"{base}/{m}", "true"), (f"{base}/{m}/ram/{ram}", "true"),
-             (f"{base}/{m}/interface/{iface}", "true"),
-             (f"{base}/{m}/ram/{ram}/interface/{iface}", "true")]
+    ram = gpu_ram_name(memory_gib, gpu_ram)
+    iface = interface_name(interface)
+    base = f"capabilities/gpu/vendor/nvidia/model/{m}"
+    attrs = [("region", region)] if region else []
+    attrs += [("capabilities/gpu", "nvidia"), (base, "true"), (f"{base}/ram/{ram}", "true"),
+              (f"{base}/interface/{iface}", "true"),
+              (f"{base}/ram/{ram}/interface/{iface}", "true"),
+              (f"{base}/interface/{iface}/ram/{ram}", "true")]
     if tee:
-        attrs.append(("tee/type", "nvidia-cc"))
+        attrs.append(("tee/type", "cpu-gpu"))
     return attrs
 
 
@@ -256,12 +280,17 @@ class AkashMarket:
 
     def __init__(self, chain: AkashChain, offer_path: str | Path, prices: AkashPrices,
                  currency_rate: float, now, valid_s: float = 300.0, name: str = "akash",
-                 provider: AkashProvider | None = None):
+                 provider: AkashProvider | None = None, gpu_interface: str = "",
+                 gpu_ram: str = ""):
         self.name, self.provider = name, provider
         self.provider_leases: int | None = None
         self.currency_rate = currency_rate  # site currency per US dollar
         self.chain, self.offer_path, self.prices = chain, Path(offer_path), prices
         self._now, self.valid_s = now, valid_s
+        self.now = now  # the agent's clock: an offer is stale by its time
+        self.gpu_interface, self.gpu_ram = gpu_interface, gpu_ram
+        # what the bid endpoint prices from; None until the first offer after a start
+        self.current_offer: Offer | None = None
         self._payouts: list[Payout] = []
 
     def offer(self, capacity: Capacity, floor_per_gpu_hour: float) -> None:
@@ -269,9 +298,14 @@ class AkashMarket:
             raise MarketError(f"{self.name}: offer of {capacity.gpus} GPUs at "
                               f"{floor_per_gpu_hour} is not valid")
         until = self._now() + timedelta(seconds=self.valid_s)
-        try:
-            write_offer(self.offer_path, build_offer(capacity, floor_per_gpu_hour, self.prices,
-                                                     until))
+        doc = build_offer(capacity, floor_per_gpu_hour, self.prices, until, self.gpu_interface,
+                          self.gpu_ram)
+        try:  # the one check the endpoint's offer and the file's both pass
+            self.current_offer = parse_offer(doc)
+        except FieldError as exc:
+            raise MarketError(f"{self.name}: the offer is not valid: {exc}") from None
+        try:  # for `sunrig akash price-script`, which prices from the file
+            write_offer(self.offer_path, doc)
         except OSError as exc:
             raise MarketError(f"{self.name}: cannot write the offer {self.offer_path}: {exc}"
                               ) from None

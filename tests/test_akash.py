@@ -21,7 +21,8 @@ from market_adapter.akash import (
     chain_time,
     provider_attributes,
 )
-from market_adapter.akash_bid import Decline, parse_offer, parse_order, price_order
+from market_adapter.akash_bid import parse_offer, price_order
+from market_adapter.akash_order import Decline, parse_order
 from market_adapter.base import Capacity, MarketError
 from node.ledger import book_payouts
 from tests.akash_helpers import ChainServer

@@ -18,13 +18,13 @@ import pytest
 
 from market_adapter import akash_bid
 from market_adapter.akash import AkashPrices, build_offer
-from market_adapter.akash_bid import (
+from market_adapter.akash_bid import parse_offer, price_order
+from market_adapter.akash_order import (
     MAX_ORDER_BYTES,
     Decline,
     FieldError,
-    parse_offer,
+    GpuModel,
     parse_order,
-    price_order,
 )
 from market_adapter.base import Capacity
 from tests.akash_helpers import GIB, provider_order, provider_service, provider_stdin
@@ -317,7 +317,8 @@ def test_the_checked_order_carries_the_provider_fields():
     order = parse_order(provider_stdin(provider_order(provider_service(units=2, count=3))))
     (service,) = order.services
     assert (service.count, service.cpu_milli, service.memory_bytes) == (3, 8000, 64 * GIB)
-    assert service.gpu.units == 2 and service.gpu.models == (("nvidia", "h200"),)
+    assert service.gpu.units == 2
+    assert service.gpu.models == (GpuModel("nvidia", "h200", "141gi", "sxm"),)
     assert [(v.storage_class, v.size_bytes) for v in service.storage] == [
         ("ephemeral", GIB), ("beta3", 100 * GIB)]
     assert (service.endpoints, service.ip_leases) == (1, 0)
