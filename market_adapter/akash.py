@@ -11,22 +11,41 @@ payment, whose withdrawn plus balance is what the lease has earned so far.
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import requests
 
-from energy.redact import http_failure
+from energy.redact import http_failure, redact
 from market_adapter.akash_bid import Offer, parse_offer
 from market_adapter.akash_order import FieldError, interface_name
 from market_adapter.base import ACTIVE, CLOSED, Capacity, Lease, MarketError, Payout
 from market_adapter.files import write_json_atomic
 
-MICRO = 1_000_000
+log = logging.getLogger(__name__)
+
+MICRO = Decimal(1_000_000)
 PAGE_LIMIT = 100
 MAX_PAGES = 200  # 20,000 leases: beyond that the API is looping, not paging
+MAX_BODY_BYTES = 16 << 20  # a page of 100 leases is about 200 KiB; far more is no answer
+UINT32_MAX, INT64_MAX = 2**32 - 1, 2**63 - 1
+# a cosmos Coin amount (integer) or DecCoin amount (18 decimals), as the REST gateway writes it
+AMOUNT = re.compile(r"[0-9]{1,40}(\.[0-9]{1,18})?", re.ASCII)
+LEASES_PATH = "/akash/market/v1beta5/leases/list"
+GROUP_PATH = "/akash/deployment/v1beta4/groups/info"
+LATEST_BLOCK_PATH = "/cosmos/base/tendermint/v1beta1/blocks/latest"
+# market v1 Lease.State as it bears on GPUs: a reclaiming lease still runs until its window
+# ends; insufficient_funds is closed like closed (node x/market/keeper OnLeaseClosed sets
+# closed_on for both)
+LEASE_STATES = {"active": ACTIVE, "reclaiming": ACTIVE, "insufficient_funds": CLOSED,
+                "closed": CLOSED}
 
 
 @dataclass(frozen=True)
@@ -103,12 +122,164 @@ def provider_attributes(model: str, memory_gib: float, interface: str, tee: bool
     return attrs
 
 
+class Unreadable(ValueError):
+    """One chain record that cannot be read; the message names the field and what is wrong.
+    The record is skipped (and logged once): one odd lease never takes the market down."""
+
+
+class _BadAnswer(Exception):
+    """What the node answered is no JSON object: an HTTP error, not JSON, too large or deep."""
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    names = {str: "a string", int: "a number", float: "a number", list: "a list",
+             dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _show(value: object) -> str:
+    """A value for a message: short, and only the kind of a container."""
+    if isinstance(value, dict | list) or value is None:
+        return _kind(value)
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def field_at(doc: object, path: str) -> object:
+    """The value at a dotted `path` (a digit step indexes a list), or Unreadable naming the
+    first step that is missing or not an object."""
+    value, walked = doc, ""
+    for step in path.split("."):
+        if isinstance(value, dict) and step in value:
+            value = value[step]
+        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+            value = value[int(step)]
+        elif isinstance(value, dict):
+            raise Unreadable(f"{walked + '.' if walked else ''}{step}: is missing")
+        else:
+            raise Unreadable(f"{walked or 'record'}: is {_kind(value)}, not an object")
+        walked = f"{walked}.{step}" if walked else step
+    return value
+
+
+def text_at(doc: object, path: str) -> str:
+    """A proto string that names something (address, state, denom): printable, not empty."""
+    value = field_at(doc, path)
+    if not isinstance(value, str) or not value or len(value) > 256 or not value.isprintable():
+        raise Unreadable(f"{path}: is {_show(value)}, not a name")
+    return value
+
+
+def count_at(doc: object, path: str, limit: int = INT64_MAX) -> int:
+    """A proto integer as the gateway writes it: uint32 a JSON number, (u)int64 a decimal
+    string."""
+    value = field_at(doc, path)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise Unreadable(f"{path}: is {_show(value)}, not a whole number")
+    if not 0 <= number <= limit:
+        raise Unreadable(f"{path}: {number} is outside 0..{limit}")
+    return number
+
+
+def amount_at(doc: object, path: str) -> Decimal:
+    """A cosmos Coin (integer) or DecCoin (18 decimals) amount: always a decimal string."""
+    value = field_at(doc, path)
+    if not isinstance(value, str) or not AMOUNT.fullmatch(value):
+        raise Unreadable(f"{path}: is {_show(value)}, not a coin amount (a decimal string)")
+    return Decimal(value)
+
+
+@dataclass(frozen=True)
+class LeaseRef:
+    """A lease as this provider knows it: market v1 LeaseID less provider and bseq (a
+    provider holds at most one lease per order)."""
+
+    owner: str
+    dseq: int
+    gseq: int
+    oseq: int
+
+    @property
+    def lease_id(self) -> str:
+        return f"{self.owner}/{self.dseq}/{self.gseq}/{self.oseq}"
+
+    @property
+    def group(self) -> tuple[str, int, int]:
+        return self.owner, self.dseq, self.gseq
+
+
+def lease_ref(rec: object) -> LeaseRef:
+    return LeaseRef(text_at(rec, "lease.id.owner"), count_at(rec, "lease.id.dseq"),
+                    count_at(rec, "lease.id.gseq", UINT32_MAX),
+                    count_at(rec, "lease.id.oseq", UINT32_MAX))
+
+
+def group_gpus(doc: object, ref: LeaseRef) -> int:
+    """GPUs a group's lease holds: per resource unit, GPUs per replica times `count` (deployment
+    v1beta4 ResourceUnit); a unit without GPUs has `gpu` null or units 0."""
+    got = (text_at(doc, "group.id.owner"), count_at(doc, "group.id.dseq"),
+           count_at(doc, "group.id.gseq", UINT32_MAX))
+    if got != ref.group:
+        raise Unreadable(f"group.id: is {'/'.join(map(str, got))}, not the lease's group")
+    units = field_at(doc, "group.group_spec.resources")
+    if not isinstance(units, list):
+        raise Unreadable(f"group.group_spec.resources: is {_kind(units)}, not a list")
+    total = 0
+    for i in range(len(units)):
+        unit = f"group.group_spec.resources.{i}"
+        gpu = field_at(doc, f"{unit}.resource.gpu")
+        per_replica = 0 if gpu is None else count_at(doc, f"{unit}.resource.gpu.units.val",
+                                                     UINT32_MAX)
+        total += per_replica * count_at(doc, f"{unit}.count", UINT32_MAX)
+    return total
+
+
+def read_capped(r: requests.Response) -> bytes:
+    """The body of a streamed answer, refused past MAX_BODY_BYTES rather than held in memory."""
+    chunks, size = [], 0
+    for chunk in r.iter_content(64 << 10):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _BadAnswer(f"answered more than {MAX_BODY_BYTES >> 20} MiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_object(body: bytes) -> dict:
+    """The body as a JSON object, or _BadAnswer saying what it is instead."""
+    try:
+        doc = json.loads(body)
+    except RecursionError:  # the decoder recurses per level: deep nesting is garbage, not a bug
+        raise _BadAnswer("answered JSON nested too deep to read") from None
+    except ValueError:
+        raise _BadAnswer("answered something that is not JSON") from None
+    if not isinstance(doc, dict):
+        raise _BadAnswer(f"answered {_kind(doc)}, not a JSON object")
+    return doc
+
+
+def _excerpt(body: bytes) -> str:
+    text = body[:200].decode("utf-8", "replace")
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
 class AkashChain:
-    """This provider's leases and escrow earnings from a chain REST (LCD) endpoint."""
+    """This provider's leases and escrow earnings from a chain REST (LCD) endpoint: market
+    v1beta5 leases/list (each lease with its escrow payment), deployment v1beta4 groups/info
+    for a lease's GPUs, and the latest block to turn heights into times."""
 
     def __init__(self, rest_url: str, provider: str, block_seconds: float = 6.117,
                  akt_usd: float = 0.0, timeout_s: float = 10.0,
-                 session: requests.Session | None = None, name: str = "akash"):
+                 session: requests.Session | None = None, name: str = "akash",
+                 page_limit: int = PAGE_LIMIT):
         self.rest_url = rest_url.rstrip("/")
         self.provider = provider
         self.block_seconds = block_seconds
@@ -116,84 +287,138 @@ class AkashChain:
         self.timeout_s = timeout_s
         self.session = session or requests.Session()
         self.name = name
-        self._gpus: dict[tuple[str, str, int], int] = {}  # (owner, dseq, gseq): GPUs per lease
+        self.page_limit = page_limit
+        # GPUs per group (owner, dseq, gseq): a group's spec never changes once created
+        self._gpus: dict[tuple[str, int, int], int] = {}
         self._latest_block: tuple[int, datetime] | None = None
+        self.unreadable: dict[str, str] = {}  # lease (or record) skipped at the last sync: why
 
-    def lease_records(self) -> list[dict]:
-        """Every lease of this provider, all states, following `pagination.next_key`."""
-        out, key = [], None
+    def lease_records(self) -> list[object]:
+        """Every lease of this provider, all states, following `pagination.next_key` (with a
+        key the node ignores the filters: the key carries them)."""
+        out: list[object] = []
+        key, seen = None, set()
         for _ in range(MAX_PAGES):
-            params = {"filters.provider": self.provider, "pagination.limit": PAGE_LIMIT}
+            params = {"filters.provider": self.provider, "pagination.limit": str(self.page_limit)}
             if key:
                 params["pagination.key"] = key
-            doc = self._get("/akash/market/v1beta5/leases/list", params)
+            doc = self._get(LEASES_PATH, params)
             page = doc.get("leases")
             if not isinstance(page, list):
-                raise MarketError(f"{self.name}: leases/list answered without a leases list")
+                raise MarketError(f"{self.name}: leases/list answered {_kind(page)} for "
+                                  "'leases', not a list")
             out.extend(page)
-            key = (doc.get("pagination") or {}).get("next_key")
-            if not key:
+            key = self._next_key(doc)
+            if key is None:
                 return out
+            if key in seen:
+                raise MarketError(f"{self.name}: leases/list answered a pagination.next_key "
+                                  "it had answered before")
+            seen.add(key)
         raise MarketError(f"{self.name}: leases/list still paging after {MAX_PAGES} pages")
 
-    def leases_and_payouts(self, now: datetime) -> tuple[list[Lease], list[Payout]]:
-        """Leases, and per lease one cumulative payout: what it has earned so far (USD)."""
-        self._latest_block = None  # heights turn into times against this sync's latest block
-        leases, payouts = [], []
-        for rec in self.lease_records():
-            lease, earned = self._parse(rec)
-            leases.append(lease)
-            payouts.append(Payout(self.name, f"{lease.lease_id}@{earned:.6f}", lease.lease_id,
-                                  now, earned, cumulative=True))
-        return leases, payouts
-
-    def _parse(self, rec: dict) -> tuple[Lease, float]:
+    def _next_key(self, doc: dict) -> str | None:
+        pagination = doc.get("pagination")
+        key = pagination.get("next_key") if isinstance(pagination, dict) else None
+        if pagination is not None and not isinstance(pagination, dict):
+            raise MarketError(f"{self.name}: leases/list pagination is {_kind(pagination)}")
+        if key is None or key == "":
+            return None
         try:
-            lease, pay = rec["lease"], rec.get("escrow_payment") or {}
-            lid = lease["lease_id"]
-            owner, dseq, gseq, oseq = lid["owner"], str(lid["dseq"]), int(lid["gseq"]), int(
-                lid["oseq"])
-            state = str(lease["state"])
-            price = lease["price"]
-            usd_per_hour = self._usd(price) * 3600.0 / self.block_seconds
-            created = int(lease["created_at"])
-            closed = int(lease.get("closed_on") or 0)
-            account = pay.get("state") if isinstance(pay.get("state"), dict) else pay
-            earned = sum(self._usd(account[k]) for k in ("withdrawn", "balance") if k in account)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MarketError(f"{self.name}: a lease record is malformed ({exc!r})") from None
-        gpus = self._gpus_of(owner, dseq, gseq)
-        lease_id = f"{owner}/{dseq}/{gseq}/{oseq}"
-        started = self._block_time(created)
-        ended = self._block_time(closed) if closed and state != "active" else None
-        return Lease(self.name, lease_id, gpus, usd_per_hour / max(gpus, 1),
-                     ACTIVE if state == "active" else CLOSED, started, ended), earned
+            base64.b64decode(key, validate=True)
+        except (TypeError, ValueError):
+            raise MarketError(f"{self.name}: leases/list pagination.next_key is {_show(key)}, "
+                              "not base64") from None
+        return key
 
-    def _gpus_of(self, owner: str, dseq: str, gseq: int) -> int:
-        key = (owner, dseq, gseq)
-        if key not in self._gpus:
-            doc = self._get("/akash/deployment/v1beta4/deployments/info",
-                            {"id.owner": owner, "id.dseq": dseq})
-            total = 0
-            for group in doc.get("groups") or []:
-                if int((group.get("group_id") or {}).get("gseq", -1)) != gseq:
-                    continue
-                for unit in (group.get("group_spec") or {}).get("resources") or []:
-                    gpu = (unit.get("resource") or {}).get("gpu") or {}
-                    total += int((gpu.get("units") or {}).get("val", 0)) * int(unit.get("count", 1))
-            self._gpus[key] = total
-        return self._gpus[key]
+    def leases_and_payouts(self, now: datetime) -> tuple[list[Lease], list[Payout]]:
+        """Leases, and per lease one cumulative payout: what it has earned so far (USD).
+        A record that cannot be read is skipped and logged once, with its id and why."""
+        self._latest_block = None  # heights turn into times against this sync's latest block
+        leases: dict[str, Lease] = {}
+        payouts: dict[str, Payout] = {}
+        unreadable: dict[str, str] = {}
+        for index, rec in enumerate(self.lease_records()):
+            try:
+                lease, payout = self._parse(rec, now)
+            except Unreadable as exc:
+                unreadable[_record_name(rec, index)] = str(exc)
+                continue
+            leases[lease.lease_id], payouts[lease.lease_id] = lease, payout
+        self._note_unreadable(unreadable)
+        return list(leases.values()), list(payouts.values())
 
-    def _usd(self, coin: dict) -> float:
-        amount = float(coin["amount"])
-        denom = coin["denom"]
+    def _note_unreadable(self, now_unreadable: dict[str, str]) -> None:
+        """Log a skipped record when it starts to be skipped (or for a new reason), not at
+        every sync."""
+        for name, why in now_unreadable.items():
+            if self.unreadable.get(name) != why:
+                log.warning("%s: lease %s skipped: %s", self.name, name, redact(why))
+        for name in self.unreadable.keys() - now_unreadable.keys():
+            log.info("%s: lease %s is no longer skipped", self.name, name)
+        self.unreadable = now_unreadable
+
+    def _parse(self, rec: object, now: datetime) -> tuple[Lease, Payout]:
+        ref = lease_ref(rec)
+        provider = text_at(rec, "lease.id.provider")
+        if provider != self.provider:
+            raise Unreadable(f"lease.id.provider: is {provider}, not this provider")
+        state = text_at(rec, "lease.state")
+        if state not in LEASE_STATES:
+            raise Unreadable(f"lease.state: {_show(state)} is not one of "
+                             f"{', '.join(LEASE_STATES)}")
+        usd_per_block = self._usd_at(rec, "lease.price")
+        created, closed_on = count_at(rec, "lease.created_at"), count_at(rec, "lease.closed_on")
+        if closed_on and closed_on < created:
+            raise Unreadable(f"lease.closed_on: {closed_on} is before lease.created_at {created}")
+        earned = float(self._earned(rec, ref, provider))
+        gpus = self._group_gpus(ref)
+        usd_per_hour = float(usd_per_block) * 3600.0 / self.block_seconds
+        # a lease without GPUs (a CPU-only group) earns like any other but is no GPU lease:
+        # it holds no GPU and has no price per GPU-hour
+        per_gpu_hour = usd_per_hour / gpus if gpus else 0.0
+        status = LEASE_STATES[state]
+        ended = self._block_time(closed_on) if status == CLOSED and closed_on else None
+        lease = Lease(self.name, ref.lease_id, gpus, per_gpu_hour, status,
+                      self._block_time(created), ended)
+        return lease, Payout(self.name, f"{ref.lease_id}@{earned:.6f}", ref.lease_id, now,
+                             earned, cumulative=True)
+
+    def _earned(self, rec: object, ref: LeaseRef, provider: str) -> Decimal:
+        """What the lease has earned so far: its escrow payment's withdrawn (paid out to the
+        provider) plus balance (settled to it, not yet withdrawn); `unsettled` is owed by an
+        overdrawn account, not earned (akash-network/node x/escrow/keeper/keeper.go:
+        accountSettleFullBlocks adds to balance, paymentWithdraw moves balance to withdrawn)."""
+        xid = (text_at(rec, "escrow_payment.id.aid.xid"), text_at(rec, "escrow_payment.id.xid"))
+        if xid != (f"{ref.owner}/{ref.dseq}", f"{ref.gseq}/{ref.oseq}/{provider}"):
+            raise Unreadable(f"escrow_payment.id: is {'/'.join(xid)}, not the lease's payment")
+        return (self._usd_at(rec, "escrow_payment.state.withdrawn")
+                + self._usd_at(rec, "escrow_payment.state.balance"))
+
+    def _usd_at(self, rec: object, path: str) -> Decimal:
+        """A coin at `path` in US dollars: uact is 1e-6 USD (1 ACT = 1 USD), uakt at akt_usd."""
+        denom = text_at(rec, f"{path}.denom")
+        amount = amount_at(rec, f"{path}.amount")
         if denom == "uact":
             return amount / MICRO
         if denom == "uakt":
             if self.akt_usd <= 0:
-                raise MarketError(f"{self.name}: a lease pays in uakt; set markets.akash.akt_usd")
-            return amount / MICRO * self.akt_usd
-        raise MarketError(f"{self.name}: a lease pays in {denom!r}, not uact or uakt")
+                raise Unreadable(f"{path}: pays in uakt; set markets.akash.akt_usd to read it")
+            return amount / MICRO * Decimal(repr(self.akt_usd))
+        raise Unreadable(f"{path}.denom: {_show(denom)} is neither uact nor uakt")
+
+    def _group_gpus(self, ref: LeaseRef) -> int:
+        if ref.group not in self._gpus:
+            where = f"group {'/'.join(map(str, ref.group))}"
+            try:
+                doc = self._fetch(GROUP_PATH, {"id.owner": ref.owner, "id.dseq": str(ref.dseq),
+                                               "id.gseq": str(ref.gseq)})
+                self._gpus[ref.group] = group_gpus(doc, ref)
+            except _BadAnswer as exc:
+                raise Unreadable(f"{where}: GET {GROUP_PATH} {exc}") from None
+            except Unreadable as exc:
+                raise Unreadable(f"{where}: {exc}") from None
+        return self._gpus[ref.group]
 
     def _block_time(self, height: int) -> datetime:
         """A block height as a time, counted back from the latest block at the block time."""
@@ -202,30 +427,40 @@ class AkashChain:
 
     def _latest(self) -> tuple[int, datetime]:
         if self._latest_block is None:
-            doc = self._get("/cosmos/base/tendermint/v1beta1/blocks/latest", {})
+            doc = self._get(LATEST_BLOCK_PATH, {})
             try:
-                header = doc["block"]["header"]
-                self._latest_block = (int(header["height"]), chain_time(header["time"]))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise MarketError(f"{self.name}: latest block is malformed ({exc!r})") from None
+                self._latest_block = (count_at(doc, "block.header.height"),
+                                      chain_time(text_at(doc, "block.header.time")))
+            except (Unreadable, ValueError) as exc:
+                raise MarketError(f"{self.name}: latest block is unreadable: {exc}") from None
         return self._latest_block
 
     def _get(self, path: str, params: dict) -> dict:
-        url = self.rest_url + path
         try:
-            r = self.session.get(url, params=params, timeout=self.timeout_s)
+            return self._fetch(path, params)
+        except _BadAnswer as exc:
+            raise MarketError(f"{self.name}: GET {path} {exc}") from None
+
+    def _fetch(self, path: str, params: dict) -> dict:
+        """One document: MarketError when the node cannot be reached, _BadAnswer when what it
+        answers is no JSON object."""
+        try:
+            with self.session.get(self.rest_url + path, params=params, timeout=self.timeout_s,
+                                  stream=True) as r:
+                body = read_capped(r)
         except requests.RequestException as exc:
             raise MarketError(f"{self.name}: GET {path} failed: {http_failure(exc)}") from None
         if r.status_code != 200:
-            raise MarketError(f"{self.name}: GET {path} answered HTTP {r.status_code}: "
-                              f"{r.text[:200]}")
-        try:
-            doc = r.json()
-        except ValueError:
-            raise MarketError(f"{self.name}: GET {path} answered something not JSON") from None
-        if not isinstance(doc, dict):
-            raise MarketError(f"{self.name}: GET {path} answered a JSON {type(doc).__name__}")
-        return doc
+            raise _BadAnswer(f"answered HTTP {r.status_code}: {_excerpt(body)}")
+        return json_object(body)
+
+
+def _record_name(rec: object, index: int) -> str:
+    """A skipped record's lease id, or where it was when even that cannot be read."""
+    try:
+        return lease_ref(rec).lease_id
+    except Unreadable:
+        return f"#{index + 1} of leases/list"
 
 
 def chain_time(text: str) -> datetime:

@@ -1,5 +1,5 @@
-"""Akash: the bid-price script on real-shaped orders, the offer file, attributes, and the lease
-and escrow sync against a local chain REST stand-in."""
+"""Akash: the bid-price script on real-shaped orders, the offer file, attributes, and the
+provider's /status (the lease and escrow sync: test_akash_leases.py)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,12 @@ from market_adapter.akash import (
     AkashMarket,
     AkashPrices,
     build_offer,
-    chain_time,
     provider_attributes,
 )
 from market_adapter.akash_bid import parse_offer, price_order
 from market_adapter.akash_order import Decline, parse_order
 from market_adapter.base import Capacity, MarketError
-from node.ledger import book_payouts
+from tests.akash_chain_fixtures import ChainNode
 from tests.akash_helpers import ChainServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,73 +154,6 @@ def test_attributes_name_the_model_and_tee_only_when_verified():
     assert dict(provider_attributes("h200", 141.0, "sxm", tee=True))["tee/type"]
 
 
-@pytest.fixture
-def chain():
-    server = ChainServer()
-    yield server
-    server.close()
-
-
-def test_leases_are_read_page_by_page_in_every_state(chain):
-    c = AkashChain(chain.url, "akash1sunrigproviderqqqqqqqqqqqqqqqqqqqqqx9")
-    leases, payouts = c.leases_and_payouts(NOW)
-    assert [le.state for le in leases] == ["active", "closed"]
-    active, closed = leases
-    assert active.gpus == 2 and closed.gpus == 1
-    assert active.price_per_gpu_hour == pytest.approx(2.30, abs=1e-6)
-    assert closed.price_per_gpu_hour == pytest.approx(2.10, abs=1e-6)
-    assert closed.ended - closed.started == timedelta(seconds=(21315000 - 21301900) * 6.117)
-    assert active.started == chain_time("2026-11-20T12:00:00.123456Z") - timedelta(
-        seconds=(21450500 - 21450140) * 6.117)
-    assert [p.amount for p in payouts] == pytest.approx([14.25, 21.12375])
-    assert any("pagination.key=" in r for r in chain.requests)
-
-
-def test_syncing_twice_books_nothing_twice_and_errors_lose_nothing(chain, tmp_path, store):
-    now = [NOW]
-    market = AkashMarket(AkashChain(chain.url, "akash1sunrigprovider", timeout_s=0.5),
-                         tmp_path / "offer.json", PRICES, 1.0, lambda: now[0])
-
-    def sync():
-        market.leases()
-        return book_payouts(store, market.payouts(None), market.currency_rate)
-
-    assert sync() == 2
-    assert sync() == 0  # the same books: nothing new
-    total = store.query("SELECT sum(amount) AS s FROM payouts")[0]["s"]
-    assert total == pytest.approx(14.25 + 21.12375)
-    chain.fail_next = [503]
-    with pytest.raises(MarketError, match="HTTP 503"):
-        market.leases()
-    chain.delay_s = 1.0
-    with pytest.raises(MarketError, match="failed"):
-        market.leases()
-    chain.delay_s = 0.0
-    assert sync() == 0
-    assert store.query("SELECT sum(amount) AS s FROM payouts")[0]["s"] == pytest.approx(total)
-
-
-def test_an_escrow_that_grows_books_only_the_growth(chain, tmp_path, store):
-    page = Path(__file__).parent / "data" / "akash" / "leases_page1.json"
-    market = AkashMarket(AkashChain(chain.url, "p"), tmp_path / "o.json", PRICES, 1.0,
-                         lambda: NOW)
-    market.leases()
-    book_payouts(store, market.payouts(None), 1.0)
-    doc = json.loads(page.read_text())
-    doc["leases"][0]["escrow_payment"]["state"]["balance"]["amount"] = "2850000"
-    grown = tmp_path / "grown.json"
-    grown.write_text(json.dumps(doc))
-    original = page.read_text()
-    try:
-        page.write_text(grown.read_text())
-        market.leases()
-        assert book_payouts(store, market.payouts(None), 1.0) == 1
-    finally:
-        page.write_text(original)
-    rows = store.query("SELECT amount FROM payouts WHERE lease_id LIKE '%21450112%' ORDER BY ts")
-    assert [r["amount"] for r in rows] == pytest.approx([14.25, 1.0])
-
-
 def test_the_offer_file_is_replaced_whole(tmp_path):
     market = AkashMarket(AkashChain("http://127.0.0.1:9", "p"), tmp_path / "o.json", PRICES,
                          1.0, lambda: NOW)
@@ -233,17 +165,29 @@ def test_the_offer_file_is_replaced_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["o.json"]  # no temporary left behind
 
 
-def test_the_provider_status_is_read_and_a_down_provider_downs_the_market(chain, tmp_path):
+@pytest.fixture
+def provider():
+    server = ChainServer()  # serves the provider's /status
+    yield server
+    server.close()
+
+
+def test_the_provider_status_is_read_and_a_down_provider_downs_the_market(provider, tmp_path):
     from market_adapter.akash import AkashProvider
     address = "akash1sunrigproviderqqqqqqqqqqqqqqqqqqqqqx9"
-    market = AkashMarket(AkashChain(chain.url, address), tmp_path / "o.json", PRICES, 1.0,
-                         lambda: NOW, provider=AkashProvider(chain.url, address))
-    market.leases()
-    assert market.provider_leases == 1
-    chain.fail_next = [502]
-    with pytest.raises(MarketError, match="/status answered HTTP 502"):
+    node = ChainNode()
+    try:
+        market = AkashMarket(AkashChain(node.url, address), tmp_path / "o.json", PRICES, 1.0,
+                             lambda: NOW, provider=AkashProvider(provider.url, address))
         market.leases()
-    impostor = AkashMarket(AkashChain(chain.url, "akash1other"), tmp_path / "o.json", PRICES,
-                           1.0, lambda: NOW, provider=AkashProvider(chain.url, "akash1other"))
-    with pytest.raises(MarketError, match="not akash1other"):
-        impostor.leases()
+        assert market.provider_leases == 1
+        provider.fail_next = [502]
+        with pytest.raises(MarketError, match="/status answered HTTP 502"):
+            market.leases()
+        impostor = AkashMarket(AkashChain(node.url, "akash1other"), tmp_path / "o.json",
+                               PRICES, 1.0, lambda: NOW,
+                               provider=AkashProvider(provider.url, "akash1other"))
+        with pytest.raises(MarketError, match="not akash1other"):
+            impostor.leases()
+    finally:
+        node.close()
