@@ -488,25 +488,31 @@ class AkashProvider:
         self.session = session or requests.Session()
 
     def running_leases(self) -> int:
+        where = f"akash provider {self.url}: /status"
         try:
-            r = self.session.get(self.url + "/status", timeout=self.timeout_s, verify=self.verify)
-            doc = r.json() if r.status_code == 200 else None
+            with self.session.get(self.url + "/status", timeout=self.timeout_s,
+                                  verify=self.verify, stream=True) as r:
+                body = read_capped(r)
+        except _BadAnswer as exc:
+            raise MarketError(f"{where} {exc}") from None
         except requests.RequestException as exc:
             raise MarketError(f"akash provider {self.url}: /status failed: {http_failure(exc)}"
                               ) from None
-        except ValueError:
-            raise MarketError(f"akash provider {self.url}: /status failed: the answer is not "
-                              "JSON") from None
-        if not isinstance(doc, dict):
-            raise MarketError(f"akash provider {self.url}: /status answered HTTP {r.status_code}")
-        if doc.get("address") and doc["address"] != self.address:
-            raise MarketError(f"akash provider {self.url} is {doc['address']}, not "
-                              f"{self.address}")
+        if r.status_code != 200:
+            raise MarketError(f"{where} answered HTTP {r.status_code}")
         try:
-            return int((doc.get("cluster") or {}).get("leases", 0))
-        except (TypeError, ValueError):
-            raise MarketError(f"akash provider {self.url}: /status cluster.leases is "
-                              f"{doc['cluster'].get('leases')!r}") from None
+            doc = json_object(body)
+            address = text_at(doc, "address") if doc.get("address") else ""
+            cluster = doc.get("cluster")
+            untold = cluster is None or isinstance(cluster, dict) and "leases" not in cluster
+            leases = 0 if untold else count_at(doc, "cluster.leases", UINT32_MAX)
+        except _BadAnswer as exc:
+            raise MarketError(f"{where} {exc}") from None
+        except Unreadable as exc:
+            raise MarketError(f"{where}: {exc}") from None
+        if address and address != self.address:
+            raise MarketError(f"akash provider {self.url} is {address}, not {self.address}")
+        return leases
 
 
 class AkashMarket:

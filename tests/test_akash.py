@@ -191,3 +191,31 @@ def test_the_provider_status_is_read_and_a_down_provider_downs_the_market(provid
             impostor.leases()
     finally:
         node.close()
+
+
+@pytest.mark.parametrize("body,why", [
+    (b"<html>provider</html>", "answered something that is not JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, "answered JSON nested too deep to read"),
+    (b'{"cluster": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested too deep"),
+    (b"[]", "answered a list, not a JSON object"),
+    (b'"up"', "answered a string, not a JSON object"),
+    (b'{"cluster": "busy"}', "cluster: is a string, not an object"),
+    (b'{"cluster": {"leases": "many"}}', "cluster.leases: is 'many', not a whole number"),
+    (b'{"cluster": {"leases": true}}', "cluster.leases: is True"),
+    (b'{"cluster": {"leases": 2.5}}', "cluster.leases: is 2.5"),
+    (b'{"cluster": {"leases": -1}}', "cluster.leases: -1 is outside"),
+    (b'{"address": ["akash1"], "cluster": {"leases": 1}}', "address: is a list, not a name"),
+    (b'{"pad": "' + b"x" * (2 << 20) + b'"}', "answered more than 1 MiB"),
+])
+def test_a_garbage_provider_status_is_a_market_error_saying_what_came(monkeypatch, body, why):
+    from market_adapter import akash
+    from market_adapter.akash import AkashProvider
+    monkeypatch.setattr(akash, "MAX_BODY_BYTES", 1 << 20)
+    node = ChainNode()  # as a provider: /status answers `body`
+    try:
+        node.answer["/status"] = (200, body)
+        with pytest.raises(MarketError) as caught:
+            AkashProvider(node.url, "akash1sunrig").running_leases()
+        assert why in str(caught.value) and "/status" in str(caught.value)
+    finally:
+        node.close()
