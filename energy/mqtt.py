@@ -111,6 +111,10 @@ class MqttConnection:
                  handle: Callable[[str, bytes], None]):
         self.broker, self.topics, self._handle = broker, tuple(topics), handle
         self.connected = threading.Event()
+        # set once the broker has answered every subscription of this connection: a message
+        # published before that is not delivered to it, so whoever must not miss one waits here
+        self.subscribed = threading.Event()
+        self._unanswered: set[int] = set()  # message ids of subscriptions not yet answered
         self.malformed: dict[str, int] = {}
         self.restarts = 0
         self._lock = threading.Lock()
@@ -132,6 +136,7 @@ class MqttConnection:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def start(self) -> MqttConnection:
@@ -151,6 +156,7 @@ class MqttConnection:
             return False
         old, self.restarts = self.client, self.restarts + 1
         self.connected.clear()
+        self.subscribed.clear()
         log.warning("%s: the client's network loop had ended; starting a new client", self.name)
         with contextlib.suppress(Exception):  # the old client is abandoned in whatever state
             old.disconnect()
@@ -163,15 +169,26 @@ class MqttConnection:
         if reason_code.is_failure:
             log.warning("%s refused the connection: %s", self.name, reason_code)
             return
+        self.subscribed.clear()
+        self._unanswered.clear()  # answers to an earlier connection's subscriptions never come
         for topic in self.topics:  # a broker restart forgets subscriptions: ask again
-            client.subscribe(topic, qos=0)
+            _, mid = client.subscribe(topic, qos=0)
+            self._unanswered.add(mid)
+        if not self._unanswered:
+            self.subscribed.set()
         if not self.connected.is_set():
             log.info("%s connected", self.name)
         self.connected.set()
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self._unanswered.discard(mid)
+        if not self._unanswered:
+            self.subscribed.set()
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set() and not self._stop.is_set():
             log.warning("%s lost: %s; reconnecting", self.name, reason_code)
+        self.subscribed.clear()
         self.connected.clear()
 
     def _on_message(self, client, userdata, msg) -> None:
@@ -225,6 +242,11 @@ class MqttSite:
     @property
     def connected(self) -> threading.Event:
         return self.connection.connected
+
+    @property
+    def subscribed(self) -> threading.Event:
+        """Set while every mapped topic's subscription stands confirmed by the broker."""
+        return self.connection.subscribed
 
     @property
     def malformed(self) -> dict[str, int]:

@@ -12,6 +12,7 @@ import pytest
 
 from energy.mqtt import Mapping, MqttSettings, MqttSite, parse, preset
 from energy.types import SourceUnavailable
+from tests.conftest import HANG_S, wait_until
 from tests.mosquitto import Broker
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -31,11 +32,15 @@ def publisher(port: int) -> mqtt.Client:
     return c
 
 
-def wait_for(condition, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+def wait_for(condition, what: str = "the awaited condition") -> None:
+    wait_until(condition, what, poll_s=0.02)
+
+
+def wait_subscribed(reader) -> None:
+    """Until the broker has confirmed every subscription of `reader` (a site or a price feed):
+    a message published before that is never delivered to it."""
+    connection = getattr(reader, "connection", reader)
+    wait_for(connection.subscribed.is_set, "the broker confirming the subscriptions")
 
 
 def site(port: int, mappings, **kw) -> MqttSite:
@@ -51,8 +56,7 @@ def test_presets_parse_plain_tasmota_shelly_and_victron(broker):
     s = site(broker.port, maps, victron_portal="c0619ab1")
     pub = publisher(broker.port)
     try:
-        wait_for(s.connected.is_set)
-        time.sleep(0.2)  # let the subscriptions land
+        wait_subscribed(s)
         pub.publish("home/pv/power", "4215.5")
         pub.publish("tele/heatpump/SENSOR", json.dumps(
             {"Time": "2026-11-20T12:00:00", "ENERGY": {"Power": 812, "Voltage": 231}}))
@@ -91,8 +95,7 @@ def test_malformed_and_oversized_payloads_are_counted_never_stored(broker, caplo
     s = site(broker.port, [Mapping("meter/grid", "grid_w", "power", scale=1000.0)])
     pub = publisher(broker.port)
     try:
-        wait_for(s.connected.is_set)
-        time.sleep(0.2)
+        wait_subscribed(s)
         pub.publish("meter/grid", json.dumps({"power": 1.5}))  # kW, scaled to W
         wait_for(lambda: s.received == 1)
         for bad in (b"{not json", json.dumps({"power": "lots"}), json.dumps({"watts": 3}),
@@ -113,9 +116,9 @@ def test_a_broker_restart_reconnects_and_resubscribes(broker):
         wait_for(s.connected.is_set)
         broker.stop()
         wait_for(lambda: not s.connected.is_set())
+        assert not s.subscribed.is_set()  # a lost connection's subscriptions are gone with it
         broker.start()
-        wait_for(s.connected.is_set, timeout_s=40)
-        time.sleep(0.3)
+        wait_subscribed(s)  # subscribed anew: the restarted broker had forgotten the topics
         pub = publisher(broker.port)
         pub.publish("pv", "321")
         wait_for(lambda: s.received == 1)
@@ -149,8 +152,7 @@ def test_the_config_builds_an_mqtt_site_and_needs_a_topic(broker, tmp_path):
                         tmp_path, lambda: 0.0)
     pub = publisher(broker.port)
     try:
-        wait_for(parts.site.connected.is_set)
-        time.sleep(0.2)
+        wait_subscribed(parts.site)
         pub.publish("tele/meter/SENSOR", json.dumps({"ENERGY": {"Power": -640}}))
         wait_for(lambda: parts.site.received == 1)
         assert parts.site.read(NOW).grid_w == -640
@@ -162,21 +164,19 @@ def test_the_config_builds_an_mqtt_site_and_needs_a_topic(broker, tmp_path):
 
 
 def test_probe_mqtt_prints_the_parsed_value(broker, capsys):
-    import threading
-
     from node.cli import main
 
-    def publish_soon():
-        time.sleep(1.0)
-        pub = publisher(broker.port)
-        pub.publish("tele/pv/SENSOR", json.dumps({"ENERGY": {"Power": 2.5}}), retain=True)
-        time.sleep(0.3)
+    pub = publisher(broker.port)
+    try:  # retained, and acknowledged (QoS 1): the broker hands it to the probe's subscription
+        pub.publish("tele/pv/SENSOR", json.dumps({"ENERGY": {"Power": 2.5}}), qos=1,
+                    retain=True).wait_for_publish(HANG_S)
+    finally:
         pub.loop_stop()
-    threading.Thread(target=publish_soon, daemon=True).start()
     args = ["probe", "mqtt", f"127.0.0.1:{broker.port}", "--topic", "tele/pv/SENSOR",
-            "--json-path", "ENERGY.Power", "--scale", "1000", "--wait", "10"]
+            "--json-path", "ENERGY.Power", "--scale", "1000", "--wait", str(HANG_S)]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out) == {"topic": "tele/pv/SENSOR", "value": 2500.0}
+    # a topic nothing publishes: the probe's own wait is what ends it
     assert main(["probe", "mqtt", f"127.0.0.1:{broker.port}", "--topic", "none",
                  "--wait", "1"]) == 1
     assert "no message on none" in capsys.readouterr().err
@@ -193,8 +193,7 @@ def test_prices_from_an_mqtt_topic_keep_the_last_good_list(broker):
                  "spot_per_mwh": -20.0},
                 {"start": "2026-11-20T12:15:00+00:00", "end": "2026-11-20T12:30:00+00:00",
                  "import_per_kwh": 0.31, "export_per_kwh": 0.07}]
-        wait_for(lambda: t.client.is_connected())
-        time.sleep(0.2)
+        wait_subscribed(t)
         pub.publish("home/prices", json.dumps(good))
         wait_for(lambda: len(t.slots(start, start + timedelta(hours=1))) == 2)
         first, second = t.slots(start, start + timedelta(hours=1))
