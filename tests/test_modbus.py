@@ -7,16 +7,17 @@ import contextlib
 import logging
 import socket
 import threading
-import time
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
-from energy import sunspec
-from energy.modbus import ModbusHub, SunSpecSite
+from energy import modbus, sunspec
+from energy.modbus import BACKOFF_FIRST_S, ModbusHub, ModbusLink, SunSpecSite
 from energy.sim import BatterySpec, SimulatedSite
 from energy.sunspec_sim import SunSpecSimServer
 from energy.types import SourceUnavailable
+from tests.conftest import HANG_S, wait_until
 
 NOON = datetime(2024, 6, 12, 10, 0, tzinfo=UTC)
 
@@ -34,8 +35,30 @@ def server():
 
 
 def reader(srv, hub=None, **kw) -> SunSpecSite:
-    hub = hub or ModbusHub(timeout_s=1.0)
+    # a live local server answers; its timeout only ends a hang, never a busy machine's pause
+    hub = hub or ModbusHub(timeout_s=HANG_S)
     return SunSpecSite(hub.link("127.0.0.1", srv.port), **kw)
+
+
+def count_connection_attempts(link: ModbusLink) -> list[int]:
+    """A one-item list counting the link's TCP connection attempts from now on (pymodbus'
+    connect() is also called on a connection already open: that is no attempt)."""
+    attempts = [0]
+    connect = link.client.connect
+
+    def counted() -> bool:
+        attempts[0] += not link.client.connected
+        return connect()
+    link.client.connect = counted
+    return attempts
+
+
+@pytest.fixture
+def modbus_clock(monkeypatch) -> list[float]:
+    """energy.modbus' monotonic clock, moved only by the test: its back-off is then exact."""
+    now = [1000.0]
+    monkeypatch.setattr(modbus, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    return now
 
 
 def test_the_models_are_found_and_read_like_the_site(server):
@@ -81,25 +104,31 @@ def test_not_implemented_and_absurd_values_are_missing_not_zero(server):
     assert sunspec.value([0x7FC0, 0], sunspec.Point(0, "float32", size=2)) is None  # NaN
 
 
-def test_a_stopped_server_is_unavailable_then_recovers_on_its_own(caplog):
+def test_a_stopped_server_is_unavailable_waits_out_its_back_off_and_recovers(modbus_clock,
+                                                                             caplog):
     srv = SunSpecSimServer(sim_site(), lambda: NOON).start()
     site = reader(srv)
     site.read(NOON)
+    attempts = count_connection_attempts(site.link)
     srv.stop()
     caplog.set_level(logging.INFO, "sunrig.modbus")
-    for _ in range(5):  # each answers at once: refused, or waiting out its back-off
+    for _ in range(5):  # the first finds the connection closed, the rest wait out its back-off
         with pytest.raises(SourceUnavailable):
             site.read(NOON)
+    assert attempts[0] == 0
+    backoff_s = BACKOFF_FIRST_S
+    for tries in range(1, 4):  # once each back-off has passed: one attempt, then a longer wait
+        modbus_clock[0] += backoff_s
+        for _ in range(3):
+            with pytest.raises(SourceUnavailable):
+                site.read(NOON)
+        assert attempts[0] == tries
+        backoff_s *= 2
     again = SunSpecSimServer(sim_site(), lambda: NOON, port=srv.port).start()
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                assert site.read(NOON).pv_w is not None
-                break
-            except SourceUnavailable:
-                assert time.monotonic() < deadline, "did not recover"
-                time.sleep(0.1)
+        modbus_clock[0] += backoff_s
+        assert site.read(NOON).pv_w is not None
+        assert attempts[0] == 4  # back at the first attempt the back-off allowed
     finally:
         again.stop()
     failing = [r for r in caplog.records if "failing" in r.message]
@@ -107,7 +136,7 @@ def test_a_stopped_server_is_unavailable_then_recovers_on_its_own(caplog):
     assert len(failing) == 1 and len(recovered) == 1
 
 
-def test_a_device_that_never_answers_times_out():
+def test_a_device_that_never_answers_times_out_on_its_one_connection():
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -120,14 +149,18 @@ def test_a_device_that_never_answers_times_out():
             with contextlib.suppress(OSError):
                 conns.append(listener.accept()[0])  # and say nothing
     threading.Thread(target=accept, daemon=True).start()
-    try:
-        site = SunSpecSite(ModbusHub(timeout_s=0.5).link("127.0.0.1",
-                                                         listener.getsockname()[1]))
+    try:  # a test of the timeout itself: a short one, against a peer that never answers
+        link = ModbusHub(timeout_s=0.5).link("127.0.0.1", listener.getsockname()[1])
+        attempts = count_connection_attempts(link)
         with pytest.raises(SourceUnavailable, match="failed"):  # the client's own timeout
-            site.read(NOON)
+            SunSpecSite(link).read(NOON)
+        assert attempts[0] == 1 and not link.client.connected  # no retry; closed for a fresh one
+        wait_until(lambda: len(conns) == 1, "the listener seeing the one connection")
     finally:
         stop.set()
         listener.close()
+        for conn in conns:
+            conn.close()
 
 
 def test_a_map_without_the_marker_is_named(server):
@@ -147,12 +180,12 @@ def test_probe_prints_the_models_and_a_sample(server, capsys):
     import json
 
     from node.cli import main
-    assert main(["probe", "modbus", f"127.0.0.1:{server.port}"]) == 0
+    assert main(["probe", "modbus", f"127.0.0.1:{server.port}", "--timeout", str(HANG_S)]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [m["id"] for m in doc["models"]] == [1, 103, 160, 802, 203]
     assert doc["points"]["1"]["Mn"] == "sunrig"
     assert doc["sample"]["pv_w"] == pytest.approx(server.last.pv_w, abs=2)
-    assert main(["probe", "modbus", "127.0.0.1:1", "--timeout", "0.5"]) == 1
+    assert main(["probe", "modbus", "127.0.0.1:1", "--timeout", str(HANG_S)]) == 1  # refused
     assert "cannot connect" in capsys.readouterr().err
     assert main(["probe", "modbus", "nonsense"]) == 2
 
@@ -162,7 +195,7 @@ def test_the_agent_marks_the_site_stale_stores_nothing_wrong_and_recovers(tmp_pa
 
     agent, clock = make_agent(tmp_path)
     srv = SunSpecSimServer(sim_site(), clock.now).start()
-    agent.parts.site = SunSpecSite(ModbusHub(timeout_s=0.5).link("127.0.0.1", srv.port))
+    agent.parts.site = SunSpecSite(ModbusHub(timeout_s=HANG_S).link("127.0.0.1", srv.port))
     run_for(agent, clock, hours=0.2)
     assert agent.state.site is not None and not agent.state.site.stale
     stored = agent.store.query("SELECT count(*) AS n FROM site_samples")[0]["n"]
@@ -174,11 +207,11 @@ def test_the_agent_marks_the_site_stale_stores_nothing_wrong_and_recovers(tmp_pa
     assert agent.store.query("SELECT count(*) AS n FROM site_samples")[0]["n"] == stored
     again = SunSpecSimServer(sim_site(), clock.now, port=srv.port).start()
     try:
-        deadline = time.monotonic() + 20
-        while not agent.state.jobs["sample_site"].ok:
-            assert time.monotonic() < deadline, "the site did not come back"
-            run_for(agent, clock, hours=0.05)
-            time.sleep(0.05)
+        def sampled_again() -> bool:  # once the link's back-off (real time) has passed
+            run_for(agent, clock, hours=0.05, jobs=("sample_site",))
+            return agent.state.jobs["sample_site"].ok
+        wait_until(sampled_again, "the site sampled again")
+        run_for(agent, clock, hours=0.05)
         assert not agent.state.site.stale
         rows = agent.store.query("SELECT pv_w, grid_w FROM site_samples ORDER BY ts")
         assert len(rows) > stored and all(r["grid_w"] is not None for r in rows)
