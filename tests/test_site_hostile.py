@@ -25,12 +25,14 @@ from energy.mqtt import Mapping, MqttDisconnected, MqttSettings, MqttSilent, Mqt
 from energy.mqtt_tariff import MqttTariff
 from energy.plausible import DEFAULT_LIMITS, SiteLimits
 from energy.register_maps import MAPS, RegisterMapSite
+from energy.series import SeriesError
 from energy.sim import SimulatedSite
 from energy.sunspec_sim import SunSpecSimServer
 from energy.types import SiteSample, SourceUnavailable
+from tests.conftest import HANG_S, wait_until
 from tests.mosquitto import Broker
 from tests.test_modbus import NOON, sim_site
-from tests.test_mqtt import publisher, wait_for
+from tests.test_mqtt import publisher, wait_for, wait_subscribed
 from tests.test_register_maps import DEVICES, f32_low_first, s32
 
 FIELDS = ("pv_w", "load_w", "grid_w", "battery_w", "soc_pct")
@@ -64,22 +66,20 @@ def corrupt(srv: SunSpecSimServer, registers: dict[int, int]) -> None:
 
 
 def fresh_reader(srv: SunSpecSimServer, map_ttl_s: float = 600.0) -> SunSpecSite:
-    return SunSpecSite(ModbusHub(timeout_s=2.0).link("127.0.0.1", srv.port),
+    return SunSpecSite(ModbusHub(timeout_s=HANG_S).link("127.0.0.1", srv.port),
                        rig_power_w=lambda: 4000.0, map_ttl_s=map_ttl_s)
 
 
 def reads_again(site: SunSpecSite) -> SiteSample:
     """The good sample a reader gets once the device is sane again (a reader that saw a broken
     map walks it anew after a failed read; a failed connection waits its back-off first)."""
-    for _ in range(10):
+    def good() -> SiteSample | None:
         try:
             sample = site.read(NOON)
         except SourceUnavailable:
-            time.sleep(0.1)
-            continue
-        if not sample.stale:
-            return sample
-    raise AssertionError("the reader did not read the good values again")
+            return None
+        return None if sample.stale else sample
+    return wait_until(good, "the reader reading the good values again")
 
 
 # (model, offset from its id register, value, the field left missing, the field counted).
@@ -234,7 +234,7 @@ def test_a_map_that_runs_past_the_last_register_is_a_sunspec_error():
 @pytest.mark.parametrize("address, count", [(-1, 1), (0xFFFF, 2), (65000, 600), (0, 0),
                                             (0, 126), (70000, 2)])
 def test_a_read_outside_the_register_space_is_a_stale_source_not_a_client_error(address, count):
-    link = ModbusLink("127.0.0.1", 1, timeout_s=0.2)
+    link = ModbusLink("127.0.0.1", 1, timeout_s=HANG_S)  # refused before any I/O
     with pytest.raises(SourceUnavailable, match="no read of"):
         link.read(1, address, count)
 
@@ -256,24 +256,31 @@ def answer_frame(request: bytes, pdu: bytes, length: int | None = None,
 
 
 MARKER_PDU = b"\x03\x04" + struct.pack(">HH", *sunspec.MARKER)
+# Answers the client reads whole and turns away at once, with what it says about them.
 WIRE_GARBAGE = {
+    "byte count past the frame": (lambda r: answer_frame(r, b"\x03\xff" + b"\0" * 4),
+                                  "Unable to decode"),
+    "cut short": (lambda r: answer_frame(r, b"\x03\x04\x00"), "Unable to decode"),
+    "another function": (lambda r: answer_frame(r, b"\x10\x00\x00\x00\x01"), "got 0"),
+    "an unknown exception code": (lambda r: answer_frame(r, b"\x83\xff"), "no SunSpec marker"),
+    "an odd byte count": (lambda r: answer_frame(r, b"\x03\x03SuS"), "got 1"),
+    "more registers than asked": (lambda r: answer_frame(r, b"\x03\x08" + b"SunS" * 2),
+                                  "got 4"),
+}
+# Answers the client skips or keeps reading for: no answer ever completes, so its timeout ends it.
+WIRE_NEVER_ANSWERS = {
     "noise": lambda r: bytes(range(7, 40)),
-    "byte count past the frame": lambda r: answer_frame(r, b"\x03\xff" + b"\0" * 4),
-    "cut short": lambda r: answer_frame(r, b"\x03\x04\x00"),
-    "another function": lambda r: answer_frame(r, b"\x10\x00\x00\x00\x01"),
-    "an unknown exception code": lambda r: answer_frame(r, b"\x83\xff"),
     "another transaction": lambda r: answer_frame(r, MARKER_PDU, tid=b"\xff\xff"),
     "another unit": lambda r: answer_frame(r, MARKER_PDU, unit=99),
     "a length of 65535": lambda r: answer_frame(r, MARKER_PDU, length=65535),
     "a length of 0": lambda r: answer_frame(r, MARKER_PDU, length=0),
-    "an odd byte count": lambda r: answer_frame(r, b"\x03\x03SuS"),
-    "more registers than asked": lambda r: answer_frame(r, b"\x03\x08" + b"SunS" * 2),
     "nothing": lambda r: b"",
 }
 
 
-@pytest.mark.parametrize("kind", WIRE_GARBAGE)
-def test_garbage_on_the_wire_is_a_stale_source(kind):
+def garbage_peer(answer) -> socket.socket:
+    """A listener on 127.0.0.1 that answers every request on its first connection with
+    `answer(request)`; closing it ends the peer."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
@@ -281,12 +288,31 @@ def test_garbage_on_the_wire_is_a_stale_source(kind):
             conn, _ = listener.accept()
             with conn:
                 while request := conn.recv(260):
-                    conn.sendall(WIRE_GARBAGE[kind](request))
+                    conn.sendall(answer(request))
     threading.Thread(target=serve, daemon=True).start()
-    try:
+    return listener
+
+
+@pytest.mark.parametrize("kind", WIRE_GARBAGE)
+def test_garbage_on_the_wire_is_a_stale_source(kind):
+    answer, why = WIRE_GARBAGE[kind]
+    listener = garbage_peer(answer)
+    try:  # a generous timeout: the answer itself, not the clock, must end the read
+        site = SunSpecSite(ModbusHub(timeout_s=HANG_S).link("127.0.0.1",
+                                                            listener.getsockname()[1]))
+        with pytest.raises(SourceUnavailable, match=why):
+            site.read(NOON)
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("kind", WIRE_NEVER_ANSWERS)
+def test_garbage_that_never_makes_an_answer_times_out_as_a_stale_source(kind):
+    listener = garbage_peer(WIRE_NEVER_ANSWERS[kind])
+    try:  # a test of the timeout itself: a short one
         site = SunSpecSite(ModbusHub(timeout_s=0.5).link("127.0.0.1",
                                                          listener.getsockname()[1]))
-        with pytest.raises(SourceUnavailable):
+        with pytest.raises(SourceUnavailable, match="No response received"):
             site.read(NOON)
     finally:
         listener.close()
@@ -299,7 +325,7 @@ def test_the_agent_stays_healthy_while_its_inverter_sends_garbage(tmp_path):
     srv = SunSpecSimServer(sim_site(), clock.now).start()
     mppt = srv.addr[160]
     try:
-        agent.parts.site = SunSpecSite(ModbusHub(timeout_s=1.0).link("127.0.0.1", srv.port))
+        agent.parts.site = SunSpecSite(ModbusHub(timeout_s=HANG_S).link("127.0.0.1", srv.port))
         for registers in ({mppt + 8: 0}, {mppt + 8: 0xFFFF}, {mppt + 1: 2000},
                           {srv.addr[802] + 11: 0x8000}):
             srv.corrupt = registers
@@ -336,7 +362,7 @@ def map_site(servers: dict[str, RegisterImageServer], name: str,
         servers[name] = RegisterImageServer(65000, unit=MAPS[name].unit).start()
     for address, values in image.items():
         servers[name].set(address, values)
-    return RegisterMapSite(ModbusHub(timeout_s=2.0).link("127.0.0.1", servers[name].port),
+    return RegisterMapSite(ModbusHub(timeout_s=HANG_S).link("127.0.0.1", servers[name].port),
                            MAPS[name], rig_power_w=lambda: 1000.0)
 
 
@@ -416,8 +442,7 @@ def mqtt_site(broker):
     s = MqttSite(MqttSettings(port=broker.port, client_id=f"hostile-{time.monotonic_ns()}",
                               mappings=mappings)).start()
     pub = publisher(broker.port)
-    wait_for(s.connected.is_set)
-    time.sleep(0.2)  # let the subscriptions land
+    wait_subscribed(s)
     yield s, pub
     pub.loop_stop()
     s.stop()
@@ -498,8 +523,7 @@ def test_a_dead_network_thread_is_noticed_and_the_client_restarted(broker):
                               mappings=[Mapping("d/pv", "pv_w", timeout_s=3600)])).start()
     pub = publisher(broker.port)
     try:
-        wait_for(s.connected.is_set)
-        time.sleep(0.2)
+        wait_subscribed(s)
 
         def boom(*_):  # a failure inside paho's own thread, past any payload handling
             raise RuntimeError("network loop failure")
@@ -509,8 +533,7 @@ def test_a_dead_network_thread_is_noticed_and_the_client_restarted(broker):
         with pytest.raises(SourceUnavailable):
             s.read(NOW)  # notices, restarts; nothing fresh yet
         assert s.connection.restarts == 1
-        wait_for(s.connected.is_set)
-        time.sleep(0.2)
+        wait_subscribed(s)  # the new client's own subscription
         pub.publish("d/pv", "2500")
         wait_for(lambda: s.fresh()["pv_w"] == 2500.0)
         assert s.read(NOW).pv_w == 2500.0
@@ -530,7 +553,7 @@ def test_connected_and_silent_is_told_apart_from_disconnected(tmp_path):
         wait_for(s.connected.is_set)
         with pytest.raises(MqttSilent, match="connected, but .*nothing has arrived"):
             s.read(NOW)
-        time.sleep(0.2)
+        wait_subscribed(s)
         pub.publish("q/grid", "400")
         wait_for(lambda: s.received == 1)
         now[0] += 31
@@ -578,8 +601,7 @@ def test_a_malformed_price_list_is_counted_and_the_feed_keeps_reading(broker, pa
     pub = publisher(broker.port)
     start = datetime(2026, 11, 20, 12, tzinfo=UTC)
     try:
-        wait_for(lambda: t.client.is_connected())
-        time.sleep(0.2)
+        wait_subscribed(t)
         pub.publish("h/prices", payload)
         pub.publish("h/prices", json.dumps([{**PRICE_SLOT, "spot_per_mwh": 100.0}]))
         wait_for(lambda: len(t.slots(start, start + timedelta(hours=1))) == 1)
@@ -613,14 +635,26 @@ def test_the_site_limits_come_from_its_breaker_array_and_battery(tmp_path):
     assert unknown.pv_w.holds(12_000) and not unknown.pv_w.holds(12_600)
 
 
-@pytest.mark.parametrize("pv, load", [("nan", "500"), ("inf", "500"), ("1e9", "500"),
-                                      ("2000", "-5000"), ("2000", "1e12"), ("-1e6", "400")])
-def test_a_recording_with_impossible_values_is_screened_like_a_device(tmp_path, pv, load):
+def recording(tmp_path, pv: str, load: str) -> str:
     csv = tmp_path / "site.csv"
     csv.write_text("ts_utc,load_w,pv_w\n"
                    f"2024-06-12T10:00:00+00:00,{load},{pv}\n"
                    "2024-06-12T10:30:00+00:00,400,2000\n")
-    site = SimulatedSite(str(csv), limits=SiteLimits.for_site(25_000.0, 5_000.0), replay=False)
+    return str(csv)
+
+
+@pytest.mark.parametrize("pv, load, column", [("nan", "500", "pv_w"), ("inf", "500", "pv_w"),
+                                              ("2000", "1e12", "load_w")])
+def test_a_recording_with_a_cell_that_is_no_number_is_refused_naming_it(tmp_path, pv, load,
+                                                                         column):
+    with pytest.raises(SeriesError, match=f"site.csv, line 2, column {column}"):
+        SimulatedSite(recording(tmp_path, pv, load), replay=False)
+
+
+@pytest.mark.parametrize("pv, load", [("1e9", "500"), ("2000", "-5000"), ("-1e6", "400")])
+def test_a_recording_with_impossible_values_is_screened_like_a_device(tmp_path, pv, load):
+    site = SimulatedSite(recording(tmp_path, pv, load),
+                         limits=SiteLimits.for_site(25_000.0, 5_000.0), replay=False)
     sample = site.read(datetime(2024, 6, 12, 10, 0, tzinfo=UTC))
     assert sample.stale and within_limits(sample)
     assert sum(site.implausible.values()) >= 1
@@ -632,7 +666,8 @@ def test_probe_modbus_shows_what_it_turned_away(sunspec_server, capsys):
     from node.cli import main
     corrupt(sunspec_server, {sunspec_server.addr[802] + 11: 0x8000})
     try:
-        assert main(["probe", "modbus", f"127.0.0.1:{sunspec_server.port}"]) == 0
+        assert main(["probe", "modbus", f"127.0.0.1:{sunspec_server.port}",
+                     "--timeout", str(HANG_S)]) == 0
     finally:
         corrupt(sunspec_server, {})
     doc = json.loads(capsys.readouterr().out)
@@ -642,8 +677,11 @@ def test_probe_modbus_shows_what_it_turned_away(sunspec_server, capsys):
 def test_probe_mqtt_names_a_number_no_meter_reads(broker, capsys):
     from node.cli import main
     pub = publisher(broker.port)
-    pub.publish("probe/meter", "1e9", retain=True).wait_for_publish()
-    pub.loop_stop()
-    args = ["probe", "mqtt", f"127.0.0.1:{broker.port}", "--topic", "probe/meter", "--wait", "20"]
+    try:  # retained, and acknowledged (QoS 1): the broker hands it to the probe's subscription
+        pub.publish("probe/meter", "1e9", qos=1, retain=True).wait_for_publish(HANG_S)
+    finally:
+        pub.loop_stop()
+    args = ["probe", "mqtt", f"127.0.0.1:{broker.port}", "--topic", "probe/meter",
+            "--wait", str(HANG_S)]
     assert main(args) == 1
     assert "no site's meter reads" in capsys.readouterr().err
