@@ -223,16 +223,9 @@ class ChainNode:
                     node.requests.append((url.path, query))
                     status, doc = node.answer.get(url.path) or node.route(url.path, query)
                 if isinstance(doc, bytes):
-                    self.send_raw(status, doc)
+                    self.send_body(status, doc)
                 else:
                     self.send_json(status, doc)
-
-            def send_raw(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
 
         self.httpd, self.url = serve(Handler)
 

@@ -98,6 +98,13 @@ def test_one_page_holds_them_all_at_the_default_limit(node):
     assert [q["pagination.limit"] for p, q in node.requests if p == LEASES] == ["100"]
 
 
+def test_a_lease_listed_twice_is_read_once(node):
+    node.leases.append(copy.deepcopy(serve_record(node)))
+    node.indexed.append(copy.deepcopy(serve_record(node)["lease"]))
+    leases, payouts = chain_of(node).leases_and_payouts(NOW)
+    assert len(leases) == len(payouts) == len(EXPECTED)
+
+
 def test_a_gpu_left_null_counts_none(node):
     train = node.groups[(TENANT_A, 26104512, 1)]
     train["group"]["group_spec"]["resources"][1]["resource"]["gpu"] = None  # the sidecar
