@@ -288,7 +288,8 @@ class AkashChain:
         self.session = session or requests.Session()
         self.name = name
         self.page_limit = page_limit
-        # GPUs per group (owner, dseq, gseq): a group's spec never changes once created
+        # GPUs per group (owner, dseq, gseq): a group's spec never changes once created (node
+        # x/deployment/handler/server.go UpdateDeployment changes only the hash)
         self._gpus: dict[tuple[str, int, int], int] = {}
         self._latest_block: tuple[int, datetime] | None = None
         self.unreadable: dict[str, str] = {}  # lease (or record) skipped at the last sync: why
