@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import math
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from datetime import datetime
 
 import paho.mqtt.client as mqtt
 
+from energy.files import tls_client_context
 from energy.plausible import DEFAULT_LIMITS, Plausibility, SiteLimits
 from energy.types import SiteSample, SourceUnavailable
 
@@ -130,8 +130,8 @@ class MqttConnection:
         client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=b.client_id)
         if b.username:
             client.username_pw_set(b.username, b.password or None)
-        if b.tls_ca_file:
-            client.tls_set(ca_certs=b.tls_ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -499,6 +499,9 @@ class AkashProvider:
         except requests.RequestException as exc:
             raise MarketError(f"akash provider {self.url}: /status failed: {http_failure(exc)}"
                               ) from None
+        except OSError:  # requests' own check of the CA file: gone since sunrig started
+            raise MarketError(f"akash provider {self.url}: /status failed: the CA file "
+                              f"{self.verify} is missing") from None
         if r.status_code != 200:
             raise MarketError(f"{where} answered HTTP {r.status_code}")
         try:

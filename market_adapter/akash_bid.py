@@ -159,6 +159,15 @@ def price_order(order: Order, offer: Offer, now: datetime) -> str:
     return f"{bid:.{order.price_precision}f}"
 
 
+def price_request(body: bytes, offer: Offer | None, now: datetime) -> str:
+    """One order as the provider sent it, priced from the agent's current offer: the bid
+    endpoint's work. Decline (FieldError for a malformed order) says why there is no price."""
+    order = parse_order(body)
+    if offer is None:
+        raise Decline("no offer yet: the agent has not planned since it started")
+    return price_order(order, offer, now)
+
+
 def _usd_per_unit(denom: str, offer: Offer) -> float:
     """USD per whole coin of the order's denom (the bid is in its micro unit)."""
     if denom == "uact":  # ACT is pegged to the US dollar
@@ -198,16 +207,16 @@ def _gpu_floor(gpu: GpuRequest, offer: Offer) -> float:
     if wanted and "nvidia" not in wanted:
         raise Decline(f"GPU vendor {', '.join(wanted)} not on this rig")
     spec = wanted.get("nvidia", GpuModel("nvidia", WILDCARD))
-    _check_gpu_attributes(spec, offer)
     if spec.model == WILDCARD:  # any GPU will do: it gets ours, at the wildcard price
-        if WILDCARD in floors:
-            return floors[WILDCARD]
         if not floors:
             raise Decline("the offer prices no GPU")
-        return max(floors.values())
-    if spec.model not in floors:
+        floor = floors.get(WILDCARD, max(floors.values()))
+    elif spec.model not in floors:
         raise Decline(f"GPU model {spec.model!r} is not on this rig")
-    return floors[spec.model]
+    else:
+        floor = floors[spec.model]
+    _check_gpu_attributes(spec, offer)
+    return floor
 
 
 def _check_gpu_attributes(spec: GpuModel, offer: Offer) -> None:

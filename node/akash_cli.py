@@ -1,4 +1,5 @@
-"""`sunrig akash`: the bid-price script and the provider attributes for this rig."""
+"""`sunrig akash`: the provider's bid-price script, its provider attributes, and the stdin pricing
+command for debugging."""
 
 from __future__ import annotations
 
@@ -9,25 +10,53 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from market_adapter.akash import provider_attributes
+from market_adapter.akash_bid_server import PRICE_PATH, bid_script, parse_listen
 from node.attest import trust_from_config
-from node.config import DEFAULT_CONFIG_PATH, default_config, load_config
-from node.wiring import build_inventory, tee_source
+from node.config import DEFAULT_CONFIG_PATH, Config, default_config, load_config
+from node.errors import ConfigError
+from node.wiring import akash_bid_token, build_inventory, tee_source
 from tee.attest import attest
 from tee.evidence import TeeError
+
+INSTALL_HINT = """\
+# This script holds the agent's bid token: it is a secret (keep it out of shared files and logs).
+# Install it as the Akash provider chart's bid-price script, base64-encoded:
+#   sunrig akash bid-script --config {config} | base64 -w0 > bidpricescript.b64
+#   helm upgrade akash-provider akash/provider -n akash-services --reuse-values \\
+#     --set bidpricescript="$(cat bidpricescript.b64)"
+"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("akash", help="Akash provider integration")
-    inner = p.add_subparsers(required=True, metavar="price-script|attributes")
-    script = inner.add_parser("price-script", help="price one order on stdin from the offer file "
-                              "(the provider's bid-price script)")
-    script.add_argument("--offer", help="the offer file the agent writes")
-    script.set_defaults(func=_cmd_price_script)
-    attrs = inner.add_parser("attributes", help="provider attributes for this rig's GPUs")
-    attrs.add_argument("--config", help=f"sunrig config (default {DEFAULT_CONFIG_PATH}, or the "
-                       "embedded demo when it is missing)")
-    attrs.add_argument("--json", action="store_true")
+    inner = p.add_subparsers(required=True, metavar="bid-script|attributes|price-script")
+    script = inner.add_parser("bid-script", help="print the provider's bid-price script, which "
+                              "asks this agent's bid endpoint (it holds the bid token)")
+    _config_arg(script)
+    script.add_argument("--url", help="the bid endpoint as the provider's pod reaches it "
+                        "(default: from markets.akash.bid_listen)")
+    script.set_defaults(func=_cmd_bid_script)
+    attrs = inner.add_parser("attributes", help="provider attributes for this rig")
+    _config_arg(attrs)
+    form = attrs.add_mutually_exclusive_group()
+    form.add_argument("--helm-values", action="store_true",
+                      help="the chart values' attributes: block (the default)")
+    form.add_argument("--json", action="store_true")
     attrs.set_defaults(func=_cmd_attributes)
+    price = inner.add_parser("price-script", help="price one order on stdin from the offer "
+                             "file, as the bid endpoint would (for debugging)")
+    price.add_argument("--offer", help="the offer file the agent writes")
+    price.set_defaults(func=_cmd_price_script)
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help=f"sunrig config (default {DEFAULT_CONFIG_PATH}, or the "
+                        "embedded demo when it is missing)")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path = args.config or (DEFAULT_CONFIG_PATH if Path(DEFAULT_CONFIG_PATH).exists() else None)
+    return load_config(path) if path else default_config()
 
 
 def _cmd_price_script(args: argparse.Namespace) -> int:
@@ -35,27 +64,57 @@ def _cmd_price_script(args: argparse.Namespace) -> int:
     return price_script(["--offer", args.offer] if args.offer else [])
 
 
+def _cmd_bid_script(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    url = args.url or bid_url(cfg)
+    try:
+        script = bid_script(url, akash_bid_token(cfg))
+    except ValueError as exc:
+        raise ConfigError("command line", "--url", str(exc)) from None
+    sys.stdout.write(script)
+    print(INSTALL_HINT.format(config=args.config or DEFAULT_CONFIG_PATH), end="",
+          file=sys.stderr)
+    return 0
+
+
+def bid_url(cfg: Config) -> str:
+    """The endpoint's URL from where it listens; an unspecified address names no host the
+    provider could reach, so then the owner gives --url."""
+    a = cfg.markets.akash
+    host, port = parse_listen(a.bid_listen, allow_any=True)
+    if host in ("0.0.0.0", "::"):
+        raise ConfigError("command line", "--url", f"is needed: markets.akash.bid_listen "
+                          f"{a.bid_listen} names no address the provider's pod could reach; "
+                          f"give http://<this node's address>:{port}{PRICE_PATH}")
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}{PRICE_PATH}"
+
+
 def _cmd_attributes(args: argparse.Namespace) -> int:
-    path = args.config or (DEFAULT_CONFIG_PATH if Path(DEFAULT_CONFIG_PATH).exists() else None)
-    cfg = load_config(path) if path else default_config()
+    cfg = _config(args)
+    a = cfg.markets.akash
     model, memory_gib = build_inventory(cfg)
-    tee, why = False, "no confidential-computing GPU here"
-    source = tee_source(cfg)
-    if source is not None:
-        try:
-            _, verdict = attest(source, trust_from_config(cfg.tee), tsm_root=Path(
-                cfg.tee.configfs_tsm))
-            tee, why = verdict.passed, "attestation " + ("passed" if verdict.passed else "failed")
-        except TeeError as exc:
-            why = f"attestation could not run: {exc}"
-    attrs = provider_attributes(model, memory_gib, cfg.markets.akash.gpu_interface, tee)
+    tee, why = _attested(cfg)
+    attrs = provider_attributes(model, memory_gib, a.gpu_interface, tee, a.region, a.gpu_ram)
     if args.json:
         print(json.dumps({"attributes": [{"key": k, "value": v} for k, v in attrs],
                           "tee": tee, "tee_reason": why,
                           "checked": datetime.now(UTC).isoformat()}, indent=2))
-    else:  # the provider's helm values / provider.yaml attribute list
+    else:  # the chart's values: a list of key and value, both strings
         print("attributes:")
         for k, v in attrs:
-            print(f"  - key: {k}\n    value: \"{v}\"")
+            print(f"  - key: {k}\n    value: {json.dumps(v)}")
         print(f"# tee/type: {'included' if tee else 'left out'} ({why})", file=sys.stderr)
     return 0
+
+
+def _attested(cfg: Config) -> tuple[bool, str]:
+    """Whether this rig's confidential computing verifies now, and why (not)."""
+    source = tee_source(cfg)
+    if source is None:
+        return False, "no confidential-computing GPU here"
+    try:
+        _, verdict = attest(source, trust_from_config(cfg.tee),
+                            tsm_root=Path(cfg.tee.configfs_tsm))
+    except TeeError as exc:
+        return False, f"attestation could not run: {exc}"
+    return verdict.passed, "attestation " + ("passed" if verdict.passed else "failed")

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from energy.series import EMBEDDED_PREFIX
 from energy.tariff import compile_formula
+from market_adapter.akash_bid_server import parse_listen
 from node.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/sunrig/sunrig.toml"
@@ -295,6 +296,23 @@ class StoragePricesConfig:
     beta3: float = field(default=0.04, metadata=num(0, 100))  # persistent NVMe
 
 
+def _bid_listen(value: str) -> None:
+    # the address's form here; whether it may be 0.0.0.0 depends on bid_listen_any, checked
+    # when the endpoint starts
+    parse_listen(value, allow_any=True)
+
+
+def _akash_value(value: str) -> None:
+    if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+        raise ValueError(f"{shown(value)} is not an attribute value: letters, digits, '.', '_' "
+                         "and '-', at most 64")
+
+
+def _gpu_ram(value: str) -> None:
+    if value and not re.fullmatch(r"[1-9][0-9]{0,4}Gi", value):
+        raise ValueError(f"{shown(value)} is not GPU memory as Akash names it, such as '141Gi'")
+
+
 @dataclass(frozen=True)
 class AkashConfig:
     """Selling through the Akash provider (provider-services) running on the rig's Kubernetes."""
@@ -306,6 +324,15 @@ class AkashConfig:
     provider_ca_file: str = ""  # its certificate's CA; empty: /status is read unverified
     offer_file: str = field(default="/var/lib/sunrig/akash-offer.json", metadata=string(path=True))
     offer_valid_s: float = field(default=300.0, metadata=num(60, MAX_INTERVAL_S))
+    # the bid endpoint the provider's bid-price script asks: an address of this node that the
+    # provider's pod reaches; 0.0.0.0 or :: only with bid_listen_any
+    bid_listen: str = field(default="127.0.0.1:8787", metadata=string(check=_bid_listen))
+    bid_listen_any: bool = False
+    bid_token_file: str = field(default="/var/lib/sunrig/akash-bid.token",
+                                metadata=string(path=True))
+    region: str = field(default="", metadata=string(check=_akash_value))  # attribute `region`
+    # GPU memory as Akash names it; empty: the GPUs' memory rounded up to whole GiB
+    gpu_ram: str = field(default="", metadata=string(check=_gpu_ram))
     margin_pct: float = field(default=5.0, metadata=num(0, 1000))
     block_seconds: float = field(default=6.117, metadata=num(0.1, 600))
     akt_usd: float = field(default=0.0, metadata=num(0, MAX_USD))  # only for orders still in uakt

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from werkzeug.serving import make_server
 
+from market_adapter.akash import AkashMarket
+from market_adapter.akash_bid_server import BidServer
 from node import settings
 from node.agent import Agent
 from node.backup import StoreLock
@@ -20,7 +22,7 @@ from node.errors import ConfigError
 from node.sdnotify import notify, watchdog_period_s
 from node.status import agent_status, history_view, payback_view, plan_view
 from node.store import Store
-from node.wiring import build_parts, read_secret, tariff_for
+from node.wiring import akash_bid_server, build_parts, read_secret, tariff_for
 from webui.app import create_app
 from webui.auth import Auth
 from webui.homeassistant import HaPublisher, HaSettings
@@ -74,9 +76,10 @@ def serve(cfg: Config, speed: float | None = None, stop: threading.Event | None 
 
 def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> int:
     agent = open_agent(cfg, speed=speed)
-    server, ha = None, None
+    server, ha, bid = None, None, None
     try:
         agent.start()
+        bid = start_bid_server(agent)
         ha = _home_assistant(cfg, agent)
         if cfg.webui.enabled:
             local = cfg.webui.host in LOCALHOST
@@ -97,9 +100,19 @@ def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> in
             server.shutdown()
         if ha is not None:
             ha.stop()
+        if bid is not None:
+            bid.stop()
         agent.stop()
         agent.store.close()
     return 0
+
+
+def start_bid_server(agent: Agent) -> BidServer | None:
+    """The Akash bid endpoint, once the agent has made its first offer; None without Akash."""
+    market = agent.parts.markets.get("akash")
+    if not isinstance(market, AkashMarket):
+        return None
+    return akash_bid_server(agent.cfg, market).start()
 
 
 def views_for(agent: Agent) -> dict:

@@ -21,6 +21,14 @@ from energy.sunspec_sim import SunSpecSimServer
 from energy.tariff import DayAheadTariff, FixedTariff, TimeOfUseTariff, TouWindow
 from energy.types import SiteReader, Tariff
 from market_adapter.akash import AkashChain, AkashMarket, AkashPrices, AkashProvider
+from market_adapter.akash_bid import price_request
+from market_adapter.akash_bid_server import (
+    BidServer,
+    check_token,
+    check_token_file_mode,
+    ensure_token_file,
+    parse_listen,
+)
 from market_adapter.base import Market
 from market_adapter.hyperbolic import HyperbolicClient, HyperbolicMarket
 from market_adapter.sim import ORDER_SIZE_WEIGHTS, ORDER_SIZES, SimMarket, SimMarketSettings
@@ -246,7 +254,48 @@ def akash_market(cfg: Config, clock: Clock) -> AkashMarket:
     provider = AkashProvider(a.provider_url, a.provider_address,
                              a.provider_ca_file or None) if a.provider_url else None
     return AkashMarket(chain, a.offer_file, prices, 1.0 / cfg.markets.usd_per_site_currency,
-                       clock.now, a.offer_valid_s, provider=provider)
+                       clock.now, a.offer_valid_s, provider=provider,
+                       gpu_interface=a.gpu_interface, gpu_ram=a.gpu_ram)
+
+
+def akash_bid_token(cfg: Config, create: bool = False) -> str:
+    """The bid endpoint's token from its file (created, 0600, when `create` and missing), read
+    as every secret is so that nothing ever shows it."""
+    path, key = cfg.markets.akash.bid_token_file, "markets.akash.bid_token_file"
+    try:
+        if create:
+            ensure_token_file(path)
+        check_token_file_mode(path)
+    except FileNotFoundError:
+        raise ConfigError("config", key, f"{path} does not exist yet: the agent creates it when "
+                                         "it starts with Akash enabled") from None
+    except OSError as exc:
+        raise ConfigError("config", key, f"cannot create or read {path}: {exc.strerror}"
+                          ) from None
+    except ValueError as exc:
+        raise ConfigError("config", key, str(exc)) from None
+    token = read_secret(path, key, "the bid token")
+    try:
+        return check_token(token)
+    except ValueError as exc:
+        raise ConfigError("config", key, str(exc)) from None
+
+
+def akash_bid_server(cfg: Config, market: AkashMarket) -> BidServer:
+    """The bid endpoint for the provider's bid-price script, pricing from the market's current
+    offer; started by the caller, stopped with the agent."""
+    a = cfg.markets.akash
+    token = akash_bid_token(cfg, create=True)
+    try:
+        host, port = parse_listen(a.bid_listen, a.bid_listen_any)
+    except ValueError as exc:
+        raise ConfigError("config", "markets.akash.bid_listen", str(exc)) from None
+    try:
+        return BidServer(host, port, token, lambda body: price_request(
+            body, market.current_offer, market.now()), a.bid_listen_any)
+    except OSError as exc:
+        raise ConfigError("config", "markets.akash.bid_listen",
+                          f"cannot listen on {a.bid_listen}: {exc.strerror}") from None
 
 
 def sim_terms(cfg: Config) -> MarketTerms:

@@ -1,0 +1,281 @@
+"""Files the config names (token files, CA certificates, RIMs and AMD certificates) and the state
+files the markets keep, when they are broken or hostile. A file the config names is a ConfigError
+naming its key; a corrupt state file is kept aside and the market starts fresh; nothing is a
+traceback, a read that blocks, or a secret in a message."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from energy.files import MAX_CA_FILE_BYTES
+from market_adapter.akash import AkashProvider
+from market_adapter.base import MarketError
+from node.clock import SimulatedClock
+from node.config import parse_config
+from node.errors import ConfigError
+from node.wiring import MAX_SECRET_BYTES, build_parts, read_secret, tariff_for
+from tests.conftest import START
+from tests.tee_helpers import CHAIN_PEM, RIM_FILES
+from tests.test_config_hostile import release_a_reader
+
+TOKEN = "s3cret-token-0123456789"
+T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+
+# --- what a path may hold -------------------------------------------------------------------------
+
+NOT_TEXT = {
+    "not_utf8": b"tok\xe9n\xff\xfe",
+    "utf16": TOKEN.encode("utf-16"),
+    "binary": bytes(range(256)) * 4,
+}
+NOT_A_FILE = ("folder", "fifo", "missing", "under_a_file")
+
+
+def hostile(tmp_path: Path, kind: str, contents: dict[str, bytes]) -> Path:
+    """A path holding `kind`: one of NOT_A_FILE, or a file of `contents[kind]`."""
+    path = tmp_path / f"hostile-{kind}"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "under_a_file":
+        path.write_bytes(b"x")
+        path = path / "child"
+    elif kind != "missing":
+        path.write_bytes(contents[kind])
+    return path
+
+
+@pytest.fixture
+def fifo_guard(tmp_path):
+    """Releases any read of a FIFO under tmp_path that blocks, so a regression fails the test
+    instead of hanging it."""
+    done = threading.Event()
+    threads: list[threading.Thread] = []
+    yield lambda path: threads.append(release_a_reader(path, done)) if path.is_fifo() else None
+    done.set()
+    for t in threads:
+        t.join()
+
+
+# --- token files ------------------------------------------------------------------------------
+
+SECRET_FILES = NOT_TEXT | {
+    "empty": b"",
+    "blank": b" \n\t\r\n",
+    "huge": b"x" * (MAX_SECRET_BYTES + 1),
+    "two_lines": f"{TOKEN}\n{TOKEN}-2\n".encode(),
+    "nul_inside": f"{TOKEN}\x00{TOKEN}".encode(),
+    "all_nul": b"\x00" * 64,
+    "escape_inside": f"{TOKEN}\x1b[2J".encode(),
+    "c1_inside": f"{TOKEN}\u0085x".encode(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SECRET_FILES) + list(NOT_A_FILE))
+def test_a_hostile_token_file_is_a_config_error_naming_the_key_never_the_token(
+        tmp_path, fifo_guard, kind):
+    path = hostile(tmp_path, kind, SECRET_FILES)
+    fifo_guard(path)
+    with pytest.raises(ConfigError) as err:
+        read_secret(str(path), "tariff.entsoe_token_file", "the ENTSO-E token")
+    assert err.value.key == "tariff.entsoe_token_file"
+    assert str(path) in str(err.value) and len(str(err.value)) < 300
+    assert TOKEN not in str(err.value)
+
+
+def test_a_token_file_that_is_not_utf8_says_so(tmp_path):
+    path = hostile(tmp_path, "not_utf8", SECRET_FILES)
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        read_secret(str(path), "markets.hyperbolic.api_key_file", "the API key")
+
+
+def test_a_token_is_read_whole_stripped_and_kept_out_of_logs(tmp_path, caplog):
+    path = tmp_path / "token"
+    path.write_text(f"  {TOKEN}  \n")
+    assert read_secret(str(path), "tariff.entsoe_token_file", "the token") == TOKEN
+    logging.getLogger("sunrig.test").warning("sending %s", TOKEN)
+    assert TOKEN not in caplog.text
+
+
+def secrets_config(tmp_path: Path, path: Path) -> str:
+    return f"""
+[energy]
+source = "mqtt"
+[energy.mqtt]
+password_file = "{path}"
+[[energy.mqtt.mappings]]
+topic = "meter/pv"
+field = "pv_w"
+[tariff]
+kind = "entsoe"
+entsoe_token_file = "{path}"
+[markets.hyperbolic]
+enabled = true
+api_key_file = "{path}"
+state_file = "{tmp_path / 'hyperbolic.json'}"
+"""
+
+
+def test_each_token_file_the_config_names_is_refused_by_its_own_key(tmp_path):
+    path = hostile(tmp_path, "binary", SECRET_FILES)
+    cfg = parse_config(secrets_config(tmp_path, path), "t.toml", tmp_path)
+    clock = SimulatedClock(START, speed=0)
+    with pytest.raises(ConfigError) as err:
+        tariff_for(cfg)
+    assert err.value.key == "tariff.entsoe_token_file"
+    with pytest.raises(ConfigError) as err:  # markets first, then the site
+        build_parts(cfg, clock, tmp_path, lambda: 0.0)
+    assert err.value.key == "markets.hyperbolic.api_key_file"
+    cfg = parse_config(secrets_config(tmp_path, path).replace("enabled = true", ""), "t.toml",
+                       tmp_path)
+    with pytest.raises(ConfigError) as err:
+        build_parts(cfg, clock, tmp_path, lambda: 0.0)
+    assert err.value.key == "energy.mqtt.password_file"
+
+
+# --- CA certificate files ---------------------------------------------------------------------
+
+def make_ca(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate it signed for 127.0.0.1: (ca.pem, server.pem, key)."""
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.now(UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def cert(subject: str, public_key, ca: bool, san: x509.GeneralName | None = None):
+        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name("test CA"))
+             .public_key(public_key).serial_number(x509.random_serial_number())
+             .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=2))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            b = b.add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
+                                              False, False), critical=True)
+        if san is not None:
+            b = b.add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        return b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    paths = (tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key")
+    paths[0].write_bytes(cert("test CA", ca_key.public_key(), True))
+    paths[1].write_bytes(cert("127.0.0.1", key.public_key(), False,
+                              x509.IPAddress(ipaddress.ip_address("127.0.0.1"))))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+CA_FILES = NOT_TEXT | {
+    "empty": b"",
+    "huge": b"-----BEGIN CERTIFICATE-----\n" + b"A" * MAX_CA_FILE_BYTES,
+    "not_pem": b"just some text\n",
+    "a_rim": RIM_FILES[0].read_bytes(),
+    "key_only": b"-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----\n",
+    "pem_garbage": b"-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n",
+    "pem_not_a_certificate": b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    "pem_cut_short": CHAIN_PEM[:200],
+    "pem_not_ascii": "-----BEGIN CERTIFICATE-----\nMIIBé\n-----END CERTIFICATE-----\n".encode(),
+    "der": x509.load_pem_x509_certificates(CHAIN_PEM)[0].public_bytes(
+        serialization.Encoding.DER),
+}
+CA_KEYS = ("energy.mqtt.tls_ca_file", "markets.akash.provider_ca_file")
+
+
+def ca_config(ca: Path, tmp_path: Path, key: str) -> str:
+    if key == "energy.mqtt.tls_ca_file":
+        return f"""
+[energy]
+source = "mqtt"
+[energy.mqtt]
+tls_ca_file = "{ca}"
+[[energy.mqtt.mappings]]
+topic = "meter/pv"
+field = "pv_w"
+"""
+    return f"""
+[markets.akash]
+enabled = true
+provider_address = "akash1sunrigprovider"
+provider_url = "https://127.0.0.1:8443"
+provider_ca_file = "{ca}"
+offer_file = "{tmp_path / 'offer.json'}"
+"""
+
+
+def build_with_ca(ca: Path, tmp_path: Path, key: str) -> None:
+    cfg = parse_config(ca_config(ca, tmp_path, key), "t.toml", tmp_path)
+    build_parts(cfg, SimulatedClock(START, speed=0), tmp_path, lambda: 0.0).close()
+
+
+@pytest.mark.parametrize("key", CA_KEYS)
+@pytest.mark.parametrize("kind", sorted(CA_FILES) + list(NOT_A_FILE))
+def test_a_ca_file_that_is_no_pem_certificate_is_a_config_error_naming_the_key(
+        tmp_path, fifo_guard, kind, key):
+    path = hostile(tmp_path, kind, CA_FILES)
+    fifo_guard(path)
+    with pytest.raises(ConfigError) as err:
+        build_with_ca(path, tmp_path, key)
+    assert err.value.key == key and str(path) in err.value.problem
+    assert len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize("key", CA_KEYS)
+def test_a_pem_ca_file_is_taken(tmp_path, key):
+    ca, _, _ = make_ca(tmp_path)
+    build_with_ca(ca, tmp_path, key)
+
+
+def test_the_provider_status_with_a_ca_file_gone_since_the_start_is_a_market_error(tmp_path):
+    ca, _, _ = make_ca(tmp_path)
+    provider = AkashProvider("https://127.0.0.1:9", "akash1sunrigprovider", str(ca))
+    ca.unlink()
+    with pytest.raises(MarketError, match="CA file .*ca.pem is missing"):
+        provider.running_leases()
+
+
+@pytest.mark.slow
+def test_mqtt_over_tls_trusts_the_ca_file_read_once_at_the_start(tmp_path):
+    import paho.mqtt.client as mqtt
+
+    from energy.mqtt import Mapping, MqttSettings, MqttSite
+    from tests.conftest import wait_until
+    from tests.mosquitto import Broker
+
+    ca, cert, key = make_ca(tmp_path)
+    broker = Broker(tmp_path)
+    # user root: mosquitto started as root would read the key as its own user, which may not
+    # enter the test's private folder (no effect when the tests run as another user)
+    broker.conf.write_text(f"listener {broker.port} 127.0.0.1\nallow_anonymous true\n"
+                           f"persistence false\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+                           "user root\n")
+    broker.start()
+    site = MqttSite(MqttSettings(port=broker.port, tls_ca_file=str(ca), client_id="tls-site",
+                                 mappings=[Mapping("meter/pv", "pv_w")])).start()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tls-pub")
+    pub.tls_set(ca_certs=str(ca))
+    try:
+        ca.unlink()  # read once: a client started later does not need it
+        wait_until(site.connection.connected.is_set, "the TLS connection", poll_s=0.02)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+
+        def published() -> bool:
+            pub.publish("meter/pv", "1234.5")
+            return site.received > 0
+        wait_until(published, "a value over TLS", poll_s=0.05)
+        assert site.read(T0).pv_w == 1234.5
+        site.connection._new_client()  # what a restart of the network loop builds
+    finally:
+        pub.loop_stop()
+        site.stop()
+        broker.stop()
