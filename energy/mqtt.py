@@ -119,6 +119,9 @@ class MqttConnection:
         self.restarts = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # the CA file is read once, here: a broken one is a clear error now, and a client
+        # started later (ensure_running) never meets a file changed or gone meanwhile
+        self._tls = tls_client_context(broker.tls_ca_file) if broker.tls_ca_file else None
         self.client = self._new_client()
 
     @property
