@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from energy import redact
+from energy.files import FileProblem, read_text, tls_client_context
 from energy.modbus import ModbusHub, SunSpecSite
 from energy.mqtt import Mapping, MqttSettings, MqttSite
 from energy.mqtt_tariff import MqttTariff
@@ -34,7 +36,7 @@ from market_adapter.hyperbolic import HyperbolicClient, HyperbolicMarket
 from market_adapter.sim import ORDER_SIZE_WEIGHTS, ORDER_SIZES, SimMarket, SimMarketSettings
 from node.attest import trust_from_config
 from node.clock import Clock
-from node.config import WEEKDAYS, Config
+from node.config import UNPRINTABLE, WEEKDAYS, Config
 from node.errors import ConfigError
 from node.gpus import GpuBackend, NvmlBackend, SimulatedGpuModel, SimulatedRig
 from node.kube import KubeSplit, api_client
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 
 # A GPU under sustained inference or training load draws close to its power limit.
 BUSY_SHARE_OF_LIMIT = 0.93
+# an API key, token or password is at most a few KiB (a JWT with many claims)
+MAX_SECRET_BYTES = 64 << 10
 
 
 @dataclass
@@ -172,7 +176,9 @@ def _mqtt_site(cfg: Config, limits: SiteLimits) -> tuple[SiteReader, Callable[[]
     password = read_secret(q.password_file, "energy.mqtt.password_file",
                        "the MQTT password") if q.password_file else ""
     site = MqttSite(MqttSettings(
-        q.host, q.port, q.username, password, q.tls_ca_file, client_id="sunrig",
+        q.host, q.port, q.username, password,
+        ca_file(q.tls_ca_file, "energy.mqtt.tls_ca_file") if q.tls_ca_file else "",
+        client_id="sunrig",
         victron_portal=q.victron_portal,
         mappings=[Mapping(m.topic, m.field, m.json_path, m.scale, m.timeout_s)
                   for m in q.mappings]), limits=limits).start()
@@ -227,13 +233,27 @@ def read_secret(path: str, key: str, what: str) -> str:
     """A token kept in its own file (readable by sunrig only), not in the config. Every secret
     sunrig holds is read here and registered, so no log, event or error ever shows it."""
     try:
-        text = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
+        text = read_text(path, MAX_SECRET_BYTES).strip()
+    except FileProblem as exc:
         raise ConfigError("config", key, f"cannot read {what}: {exc}") from None
     if not text:
-        raise ConfigError("config", key, "the file is empty")
-    redact.register(text)
+        raise ConfigError("config", key, f"{what} file {path}: is empty")
+    redact.register(text)  # before any check that could quote it
+    bad = next((i for i, ch in enumerate(text) if unicodedata.category(ch) in UNPRINTABLE), None)
+    if bad is not None:  # it would go into a header or a login as it is; say where, not what
+        raise ConfigError("config", key, f"{what} file {path}: holds a line break or control "
+                                         f"character (character {bad + 1}); a token is one line")
     return text
+
+
+def ca_file(path: str, key: str) -> str:
+    """A CA file the config names, checked when sunrig starts: one that is missing, a folder,
+    binary or no PEM certificate is a ConfigError naming the key, not an ssl error later."""
+    try:
+        tls_client_context(path)
+    except FileProblem as exc:
+        raise ConfigError("config", key, str(exc)) from None
+    return path
 
 
 def hyperbolic_market(cfg: Config, clock: Clock) -> HyperbolicMarket:
@@ -251,8 +271,9 @@ def akash_market(cfg: Config, clock: Clock) -> AkashMarket:
                           ("beta3", s.beta3)), a.endpoint_usd_per_month, a.ip_usd_per_month,
                          a.margin_pct, a.block_seconds, a.akt_usd)
     chain = AkashChain(a.rest_url, a.provider_address, a.block_seconds, a.akt_usd)
-    provider = AkashProvider(a.provider_url, a.provider_address,
-                             a.provider_ca_file or None) if a.provider_url else None
+    ca = ca_file(a.provider_ca_file, "markets.akash.provider_ca_file") \
+        if a.provider_ca_file else None
+    provider = AkashProvider(a.provider_url, a.provider_address, ca) if a.provider_url else None
     return AkashMarket(chain, a.offer_file, prices, 1.0 / cfg.markets.usd_per_site_currency,
                        clock.now, a.offer_valid_s, provider=provider,
                        gpu_interface=a.gpu_interface, gpu_ram=a.gpu_ram)
