@@ -9,9 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
+from cryptography import x509
+
+from energy.files import MIB, FileProblem, read_bytes
 from node.config import TeeConfig, load_config
 from node.errors import ConfigError
 from tee import rim as rims
@@ -31,6 +36,9 @@ from tee.spdm import parse_report, read_report_hex
 from tee.verify import Trust, verify
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
+# RIMs, certificate chains and reports are a few KiB each
+MAX_INPUT_BYTES = 4 * MIB
+T = TypeVar("T")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,28 +74,45 @@ def parse_nonce(text: str) -> bytes:
 
 def _read(path: str, what: str) -> bytes:
     try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise TeeError(f"{what} {path}: {exc.strerror}") from None
+        return read_bytes(path, MAX_INPUT_BYTES)
+    except FileProblem as exc:
+        raise TeeError(f"{what} {exc}") from None
+
+
+def load_rim(path: str) -> rims.Rim:
+    return rims.parse_rim(_read(path, "RIM"), path)
+
+
+def load_vcek(path: str) -> x509.Certificate:
+    return load_certificate(_read(path, "VCEK"), path)
+
+
+def load_amd_chain(path: str) -> tuple[x509.Certificate, ...]:
+    return tuple(load_pem_chain(_read(path, "AMD chain"), path))
 
 
 def trust_from_files(rim_files: list[str], vcek: str | None = None, amd_chain: str | None = None,
                      at: datetime | None = None) -> Trust:
-    chain: tuple = ()
-    if amd_chain:
-        chain = tuple(load_pem_chain(_read(amd_chain, "AMD chain"), amd_chain))
-    return Trust(
-        rims=tuple(rims.parse_rim(_read(f, "RIM"), f) for f in rim_files),
-        vcek=load_certificate(_read(vcek, "VCEK"), vcek) if vcek else None,
-        amd_chain=chain, at=at)
+    return Trust(rims=tuple(load_rim(f) for f in rim_files),
+                 vcek=load_vcek(vcek) if vcek else None,
+                 amd_chain=load_amd_chain(amd_chain) if amd_chain else (), at=at)
 
 
 def trust_from_config(tee: TeeConfig, file: str = "config") -> Trust:
-    """Trust material named in [tee]; a file that is missing or wrong is a ConfigError."""
+    """Trust material named in [tee]; a file that is missing or wrong is a ConfigError naming
+    its key (tee.rims[1], tee.vcek, tee.amd_cert_chain)."""
+    return Trust(
+        rims=tuple(_for_key(file, f"tee.rims[{i}]", load_rim, f) for i, f in enumerate(tee.rims)),
+        vcek=_for_key(file, "tee.vcek", load_vcek, tee.vcek) if tee.vcek else None,
+        amd_chain=_for_key(file, "tee.amd_cert_chain", load_amd_chain, tee.amd_cert_chain)
+        if tee.amd_cert_chain else ())
+
+
+def _for_key(file: str, key: str, load: Callable[[str], T], path: str) -> T:
     try:
-        return trust_from_files(list(tee.rims), tee.vcek or None, tee.amd_cert_chain or None)
+        return load(path)
     except TeeError as exc:
-        raise ConfigError(file, "tee", str(exc)) from None
+        raise ConfigError(file, key, str(exc)) from None
 
 
 def cmd_attest(args: argparse.Namespace, source: TeeSource | None = None) -> int:

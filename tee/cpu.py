@@ -40,7 +40,7 @@ def collect_cpu_report(report_data: bytes, root: Path = TSM_REPORT_ROOT) -> CpuE
     entry = root / ENTRY_NAME
     created = _make_entry(entry)
     try:
-        provider = _read(entry / "provider").decode().strip()
+        provider = _read(entry / "provider").decode("ascii", "replace").strip()
         if provider not in PROVIDERS:
             raise TeeError(f"{entry}/provider is {provider!r}; supported: {', '.join(PROVIDERS)}")
         (entry / "inblob").write_bytes(report_data)

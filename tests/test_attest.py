@@ -83,7 +83,7 @@ def test_other_bad_inputs_exit_2_with_the_reason(tmp_path, capsys):
     assert verify_cli("--rim", str(bad_rim)) == 2
     assert "not XML" in capsys.readouterr().err
     assert verify_cli(certs=tmp_path / "missing.pem") == 2
-    assert "No such file" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err.lower()
     assert verify_cli("--at", "yesterday") == 2
 
 

@@ -21,8 +21,10 @@ from cryptography.x509.oid import NameOID
 from energy.files import MAX_CA_FILE_BYTES
 from market_adapter.akash import AkashProvider
 from market_adapter.base import MarketError
+from node.attest import MAX_INPUT_BYTES, trust_from_config
+from node.cli import main
 from node.clock import SimulatedClock
-from node.config import parse_config
+from node.config import TeeConfig, parse_config
 from node.errors import ConfigError
 from node.wiring import MAX_SECRET_BYTES, build_parts, read_secret, tariff_for
 from tests.conftest import START
@@ -279,3 +281,53 @@ def test_mqtt_over_tls_trusts_the_ca_file_read_once_at_the_start(tmp_path):
         pub.loop_stop()
         site.stop()
         broker.stop()
+
+
+# --- trust material: RIMs, the VCEK, AMD's chain ----------------------------------------------
+
+TRUST_FILES = NOT_TEXT | {
+    "empty": b"",
+    "huge": b"<a>" + b" " * MAX_INPUT_BYTES + b"</a>",
+    "not_xml_or_pem": b"hello",
+    "deep_xml": b"<a>" * 50_000 + b"</a>" * 50_000,
+    "pem_garbage": CA_FILES["pem_garbage"],
+}
+TRUST_KEYS = ("tee.rims[1]", "tee.vcek", "tee.amd_cert_chain")
+
+
+def tee_with(key: str, path: Path) -> TeeConfig:
+    if key == "tee.rims[1]":
+        return TeeConfig(rims=(str(RIM_FILES[0]), str(path)))
+    return TeeConfig(**{key.removeprefix("tee."): str(path)})
+
+
+@pytest.mark.parametrize("key", TRUST_KEYS)
+@pytest.mark.parametrize("kind", sorted(TRUST_FILES) + ["the_other_kind", *NOT_A_FILE])
+def test_a_broken_trust_file_is_a_config_error_naming_its_own_key(tmp_path, fifo_guard, kind,
+                                                                   key):
+    # the other kind: a certificate chain where a RIM belongs, a RIM where a certificate does
+    other = CHAIN_PEM if key == "tee.rims[1]" else RIM_FILES[0].read_bytes()
+    path = hostile(tmp_path, kind, TRUST_FILES | {"the_other_kind": other})
+    fifo_guard(path)
+    with pytest.raises(ConfigError) as err:
+        trust_from_config(tee_with(key, path), "sunrig.toml")
+    assert (err.value.file, err.value.key) == ("sunrig.toml", key)
+    assert str(path) in err.value.problem and len(str(err.value)) < 600
+
+
+def test_attest_with_a_config_naming_a_broken_rim_exits_2_naming_its_key(tmp_path, capsys):
+    broken = tmp_path / "broken.swidtag"
+    broken.write_bytes(b"\x00\xff" * 100)
+    config = tmp_path / "sunrig.toml"
+    config.write_text(f'[tee]\nrims = ["{RIM_FILES[0]}", "{broken}"]\n')
+    assert main(["attest", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: tee.rims[1]:" in err and "Traceback" not in err
+
+
+def test_attest_verify_of_a_fifo_exits_2_instead_of_waiting(tmp_path, fifo_guard, capsys):
+    fifo = hostile(tmp_path, "fifo", {})
+    fifo_guard(fifo)
+    assert main(["attest", "verify", "--report", str(fifo), "--certs", str(fifo),
+                 "--nonce", "00" * 32]) == 2
+    assert "not a regular file" in capsys.readouterr().err
