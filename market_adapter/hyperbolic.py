@@ -16,7 +16,7 @@ the payout statement (prices are in cents per GPU-hour).
 
 from __future__ import annotations
 
-import json
+import os
 import statistics
 import threading
 from collections.abc import Callable
@@ -25,11 +25,24 @@ from pathlib import Path
 
 import requests
 
+from energy.files import (
+    FileProblem,
+    load_state,
+    number_field,
+    shown,
+    text_field,
+    time_field,
+    whole_field,
+)
 from energy.redact import http_failure, register
 from market_adapter.base import ACTIVE, CLOSED, Capacity, Lease, MarketError, Payout
 from market_adapter.files import write_json_atomic
 
 API_URL = "https://api.hyperbolic.xyz"
+# what a lease read back from the state file may plausibly hold; beyond is a corrupt file
+MAX_GPUS = 1_000
+MAX_USD_PER_GPU_HOUR = 1e6
+MAX_ID_PREFIX_CHARS = 40
 
 
 class HyperbolicClient:
@@ -114,6 +127,7 @@ class HyperbolicMarket:
         self._now = now
         self._state_path = Path(state_path)
         self._lock = threading.Lock()
+        self._id_prefix = ""  # set when a corrupt state file was set aside
         self._leases: dict[str, dict] = self._load()
         self.floor_usd_per_gpu_hour: float | None = None
         self.reference_usd_per_gpu_hour: dict[str, float] = {}  # by model, from the listing
@@ -170,7 +184,7 @@ class HyperbolicMarket:
         if reserved > held:
             price = node_price_usd(node)
             seq = sum(1 for r in self._leases.values() if r["node"] == node_id) + 1
-            self._leases[f"{node_id}#{seq}"] = {
+            self._leases[f"{node_id}#{self._id_prefix}{seq}"] = {
                 "node": node_id, "gpus": reserved - held, "price": price or 0.0,
                 "start": now.isoformat(), "end": None}
         for rec in running:  # fewer reserved: the oldest rentals ended
@@ -186,15 +200,49 @@ class HyperbolicMarket:
                      datetime.fromisoformat(rec["end"]) if rec["end"] else None)
 
     def _load(self) -> dict[str, dict]:
+        """The leases kept in the state file; a corrupt one is set aside and the market starts
+        with none (the leases still rented show up again as new ones at the next read)."""
+        existed = os.path.lexists(self._state_path)
         try:
-            doc = json.loads(self._state_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise MarketError(f"{self.name}: state file {self._state_path} is unreadable "
-                              f"({exc}); move it aside to start over") from None
-        return doc.get("leases", {})
+            state = load_state(self._state_path, _parse_state, self.name)
+        except FileProblem as exc:  # corrupt, and it cannot be moved aside to start fresh
+            raise MarketError(f"{self.name}: state file {exc}") from None
+        if state is not None:
+            leases, self._id_prefix = state
+            return leases
+        if existed:  # set aside: its leases are not known, so new ones get ids of their own
+            # and a lease's earnings are never weighed against what an old one booked
+            self._id_prefix = self._now().strftime("%Y%m%dT%H%M%S.")
+        return {}
 
     def _save(self) -> None:
-        write_json_atomic(self._state_path, {"leases": self._leases,
+        write_json_atomic(self._state_path, {"leases": self._leases, "id_prefix": self._id_prefix,
                                              "saved": datetime.now(UTC).isoformat()}, 0o600)
+
+
+def _parse_state(doc: object) -> tuple[dict[str, dict], str]:
+    """The state file's document, every value checked: (leases by id, lease id prefix)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("leases", {}), dict):
+        raise ValueError("not an object with an object of leases")
+    prefix = doc.get("id_prefix", "")
+    if not isinstance(prefix, str) or len(prefix) > MAX_ID_PREFIX_CHARS:
+        raise ValueError("id_prefix is not a short text")
+    leases: dict[str, dict] = {}
+    for lease_id, rec in doc.get("leases", {}).items():
+        try:
+            leases[lease_id] = _parse_lease(rec)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"lease {shown(lease_id)}: {exc}") from None
+    return leases, prefix
+
+
+def _parse_lease(rec: object) -> dict:
+    if not isinstance(rec, dict):
+        raise ValueError("not an object")
+    lease = {"node": text_field(rec, "node"), "gpus": whole_field(rec, "gpus", 1, MAX_GPUS),
+             "price": number_field(rec, "price", 0.0, MAX_USD_PER_GPU_HOUR),
+             "start": rec["start"], "end": rec["end"]}
+    start = time_field(rec, "start")
+    if rec["end"] is not None and time_field(rec, "end") < start:
+        raise ValueError("ends before it starts")
+    return lease

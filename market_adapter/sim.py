@@ -11,7 +11,6 @@ The market keeps its own state in a JSON file, as a real market keeps it on its 
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import threading
@@ -20,6 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from energy.files import (
+    FileProblem,
+    load_state,
+    number_field,
+    text_field,
+    time_field,
+    whole_field,
+)
 from market_adapter.base import ACTIVE, CLOSED, Capacity, Lease, MarketError, Payout
 from market_adapter.files import write_json_atomic
 
@@ -27,6 +34,9 @@ HOUR = timedelta(hours=1)
 ORDER_SIZES = (1, 2, 4, 8)
 ORDER_SIZE_WEIGHTS = (0.4, 0.3, 0.2, 0.1)
 KEEP_CLOSED = timedelta(days=45)  # closed leases stay visible for a month and a half
+# what a lease read back from the state file may plausibly hold; beyond is a corrupt file
+MAX_GPUS_PER_LEASE = 1_000
+MAX_PRICE_PER_GPU_HOUR = 1e6
 
 
 @dataclass(frozen=True)
@@ -162,15 +172,15 @@ class SimMarket:
 
     # --- persistence ----------------------------------------------------------------------------
     def _load_state(self) -> None:
-        if self._state_path is None or not self._state_path.exists():
+        if self._state_path is None:
             return
         try:
-            state = json.loads(self._state_path.read_text())
-            self._processed_until = max(self._processed_until, _dt(state["processed_until"]))
-            self._leases = {r["lease_id"]: r for r in state["leases"]}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise MarketError(f"{self.name}: state file {self._state_path} is unreadable: "
-                              f"{exc}") from None
+            state = load_state(self._state_path, _parse_state, f"{self.name} market")
+        except FileProblem as exc:  # corrupt, and it cannot be moved aside to start fresh
+            raise MarketError(f"{self.name}: state file {exc}") from None
+        if state is not None:
+            processed_until, self._leases = state
+            self._processed_until = max(self._processed_until, processed_until)
 
     def _save_state(self) -> None:
         if self._state_path is None:
@@ -200,6 +210,32 @@ def _hourly_payouts(market: str, rec: dict, until: datetime) -> list[Payout]:
         out.append(Payout(market, f"{rec['lease_id']}/{k}", rec["lease_id"], chunk_end,
                           round(rec["gpus"] * rec["price"] * hours, 6)))
         k += 1
+
+
+def _parse_state(doc: object) -> tuple[datetime, dict[str, dict]]:
+    """The state file's document, every value checked: (processed until, leases by id)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("leases"), list):
+        raise ValueError("not an object with a list of leases")
+    leases: dict[str, dict] = {}
+    for i, rec in enumerate(doc["leases"]):
+        try:
+            lease = _parse_lease(rec)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"leases[{i}]: {exc}") from None
+        leases[lease["lease_id"]] = lease
+    return time_field(doc, "processed_until").astimezone(UTC), leases
+
+
+def _parse_lease(rec: object) -> dict:
+    if not isinstance(rec, dict):
+        raise ValueError("not an object")
+    lease = {"lease_id": text_field(rec, "lease_id"),
+             "gpus": whole_field(rec, "gpus", 1, MAX_GPUS_PER_LEASE),
+             "price": number_field(rec, "price", 0.0, MAX_PRICE_PER_GPU_HOUR),
+             "start": rec["start"], "end": rec["end"]}
+    if time_field(rec, "end") < time_field(rec, "start"):
+        raise ValueError("ends before it starts")
+    return lease
 
 
 def _dt(text: str) -> datetime:

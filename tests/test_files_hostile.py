@@ -5,7 +5,9 @@ traceback, a read that blocks, or a secret in a message."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import json
 import logging
 import os
 import threading
@@ -18,9 +20,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+import energy.files
 from energy.files import MAX_CA_FILE_BYTES
 from market_adapter.akash import AkashProvider
-from market_adapter.base import MarketError
+from market_adapter.base import Capacity, MarketError
+from market_adapter.hyperbolic import HyperbolicMarket
+from market_adapter.sim import SimMarket, SimMarketSettings
 from node.attest import MAX_INPUT_BYTES, trust_from_config
 from node.cli import main
 from node.clock import SimulatedClock
@@ -30,6 +35,8 @@ from node.wiring import MAX_SECRET_BYTES, build_parts, read_secret, tariff_for
 from tests.conftest import START
 from tests.tee_helpers import CHAIN_PEM, RIM_FILES
 from tests.test_config_hostile import release_a_reader
+from tests.test_market_sim import T0 as SIM_T0
+from tests.test_market_sim import Now
 
 TOKEN = "s3cret-token-0123456789"
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -331,3 +338,204 @@ def test_attest_verify_of_a_fifo_exits_2_instead_of_waiting(tmp_path, fifo_guard
     assert main(["attest", "verify", "--report", str(fifo), "--certs", str(fifo),
                  "--nonce", "00" * 32]) == 2
     assert "not a regular file" in capsys.readouterr().err
+
+
+# --- state files the markets keep -------------------------------------------------------------
+
+def sim_lease(**change) -> dict:
+    return {"lease_id": "sim-1-0", "gpus": 2, "price": 2.5, "start": "2026-11-20T06:00:00+00:00",
+            "end": "2026-11-20T09:00:00+00:00"} | change
+
+
+def sim_doc(*leases: dict, **change) -> bytes:
+    doc = {"processed_until": "2026-11-20T07:00:00+00:00", "leases": list(leases)} | change
+    return json.dumps(doc).encode()
+
+
+def deep(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
+
+
+NOT_A_DOCUMENT = {
+    "not_json": b"{not json",
+    "cut_short": sim_doc(sim_lease())[:30],
+    "empty": b"",
+    "not_utf8": b'{"leases": "\xff\xfe"}',
+    "binary": bytes(range(256)),
+    "deep_list": deep(100_000),
+    "deep_objects": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    "a_list": b"[]",
+    "a_text": b'"state"',
+    "a_number": b"42",
+    "null": b"null",
+    "huge_number": b'{"leases": ' + b"9" * 5000 + b"}",
+}
+SIM_WRONG_INSIDE = {
+    "no_leases": json.dumps({"processed_until": "2026-11-20T07:00:00+00:00"}).encode(),
+    "leases_an_object": sim_doc(leases={}),
+    "lease_a_list": sim_doc([1, 2]),
+    "no_processed_until": json.dumps({"leases": []}).encode(),
+    "processed_until_a_number": sim_doc(processed_until=1732089600),
+    "processed_until_naive": sim_doc(processed_until="2026-11-20T07:00:00"),
+    "processed_until_garbage": sim_doc(processed_until="soon"),
+    "gpus_text": sim_doc(sim_lease(gpus="2")),
+    "gpus_true": sim_doc(sim_lease(gpus=True)),
+    "gpus_zero": sim_doc(sim_lease(gpus=0)),
+    "gpus_huge": sim_doc(sim_lease(gpus=10**12)),
+    "gpus_float": sim_doc(sim_lease(gpus=2.5)),
+    "price_nan": sim_doc(sim_lease(price=float("nan"))),
+    "price_inf": sim_doc(sim_lease(price=float("inf"))),
+    "price_1e308": sim_doc(sim_lease(price=1e308)),
+    "price_negative": sim_doc(sim_lease(price=-1)),
+    "price_text": sim_doc(sim_lease(price="2.5")),
+    "lease_id_number": sim_doc(sim_lease(lease_id=7)),
+    "lease_id_empty": sim_doc(sim_lease(lease_id="")),
+    "start_missing": sim_doc({k: v for k, v in sim_lease().items() if k != "start"}),
+    "start_naive": sim_doc(sim_lease(start="2026-11-20T06:00:00")),
+    "end_garbage": sim_doc(sim_lease(end="later")),
+    "end_null": sim_doc(sim_lease(end=None)),
+    "ends_before_it_starts": sim_doc(sim_lease(end="2026-11-20T05:00:00+00:00")),
+}
+
+
+def sim_market(path: Path, now: Now) -> SimMarket:
+    return SimMarket(SimMarketSettings(orders_per_hour=3), now, path)
+
+
+def assert_kept_aside_once(path: Path, original: bytes, caplog) -> None:
+    kept = path.with_name(path.name + ".corrupt")
+    assert kept.read_bytes() == original
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(path) in warnings[0].getMessage()
+    assert "kept as " + kept.name in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_A_DOCUMENT | SIM_WRONG_INSIDE))
+def test_a_corrupt_sim_market_state_is_kept_aside_and_the_market_starts_fresh(
+        tmp_path, caplog, kind):
+    original = (NOT_A_DOCUMENT | SIM_WRONG_INSIDE)[kind]
+    path = tmp_path / "sim-market.json"
+    path.write_bytes(original)
+    now = Now()
+    with caplog.at_level(logging.WARNING):
+        market = sim_market(path, now)
+    assert_kept_aside_once(path, original, caplog)
+    assert market.leases() == [] and market.payouts(None) == []
+    market.offer(Capacity(8, "h200", 141.0), 0.5)
+    now.t = SIM_T0 + timedelta(hours=12)
+    assert market.leases()  # trades again, and keeps it in a state file that reads back
+    assert sim_market(path, now).leases() == market.leases()
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_state_path_that_is_no_file_is_moved_aside_too(tmp_path, fifo_guard, kind):
+    path = tmp_path / "sim-market.json"
+    if kind == "folder":
+        path.mkdir()
+        (path / "inside").write_text("kept")
+    else:
+        os.mkfifo(path)
+        fifo_guard(path)
+    market = sim_market(path, Now())
+    assert market.leases() == []
+    assert path.with_name("sim-market.json.corrupt").exists()
+    if kind == "folder":
+        assert (tmp_path / "sim-market.json.corrupt" / "inside").read_text() == "kept"
+
+
+def test_each_corrupt_copy_is_kept_none_overwritten(tmp_path):
+    path = tmp_path / "sim-market.json"
+    for n in range(3):
+        path.write_bytes(b"{broken %d" % n)
+        sim_market(path, Now())
+    kept = sorted(p.name for p in tmp_path.glob("sim-market.json.corrupt*"))
+    assert kept == ["sim-market.json.corrupt", "sim-market.json.corrupt.1",
+                    "sim-market.json.corrupt.2"]
+    assert (tmp_path / "sim-market.json.corrupt.2").read_bytes() == b"{broken 2"
+
+
+def test_a_corrupt_state_that_cannot_be_moved_aside_is_a_market_error_and_stays(
+        tmp_path, monkeypatch):
+    path = tmp_path / "sim-market.json"
+    path.write_bytes(b"[[[")
+
+    def read_only(src, dst):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(energy.files.os, "rename", read_only)  # root ignores file modes
+    with pytest.raises(MarketError, match="sim-market.json: is corrupt .* cannot be moved aside"):
+        sim_market(path, Now())
+    assert path.read_bytes() == b"[[["
+    hyperbolic = tmp_path / "hyperbolic.json"
+    hyperbolic.write_bytes(b"[]")
+    with pytest.raises(MarketError, match="hyperbolic.json: is corrupt .* cannot be moved aside"):
+        HyperbolicMarket(Supplier([]), hyperbolic, lambda: T0)
+    assert hyperbolic.read_bytes() == b"[]"
+
+
+class Supplier:
+    """Hyperbolic's supplied nodes, as its client returns them."""
+
+    def __init__(self, nodes: list[dict]):
+        self.nodes = nodes
+
+    def supplied_nodes(self) -> list[dict]:
+        return self.nodes
+
+
+def hyp_lease(**change) -> dict:
+    return {"node": "hgx-01", "gpus": 2, "price": 2.29, "start": "2026-11-20T06:00:00+00:00",
+            "end": None} | change
+
+
+def hyp_doc(lease: object) -> bytes:
+    return json.dumps({"leases": {"hgx-01#1": lease}, "saved": "x"}).encode()
+
+
+HYP_WRONG_INSIDE = {
+    "leases_a_list": json.dumps({"leases": []}).encode(),
+    "leases_a_text": json.dumps({"leases": "none"}).encode(),
+    "lease_a_list": hyp_doc([1]),
+    "lease_null": hyp_doc(None),
+    "node_missing": hyp_doc({k: v for k, v in hyp_lease().items() if k != "node"}),
+    "node_a_number": hyp_doc(hyp_lease(node=1)),
+    "gpus_text": hyp_doc(hyp_lease(gpus="2")),
+    "gpus_negative": hyp_doc(hyp_lease(gpus=-2)),
+    "price_nan": hyp_doc(hyp_lease(price=float("nan"))),
+    "price_1e308": hyp_doc(hyp_lease(price=1e308)),
+    "price_null": hyp_doc(hyp_lease(price=None)),
+    "start_naive": hyp_doc(hyp_lease(start="2026-11-20T06:00:00")),
+    "start_a_number": hyp_doc(hyp_lease(start=0)),
+    "end_garbage": hyp_doc(hyp_lease(end="later")),
+    "end_a_number": hyp_doc(hyp_lease(end=5)),
+    "ends_before_it_starts": hyp_doc(hyp_lease(end="2026-11-20T05:00:00+00:00")),
+    "id_prefix_a_number": json.dumps({"leases": {}, "id_prefix": 3}).encode(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_A_DOCUMENT | HYP_WRONG_INSIDE))
+def test_a_corrupt_hyperbolic_state_is_kept_aside_and_the_market_starts_fresh(
+        tmp_path, caplog, kind):
+    original = (NOT_A_DOCUMENT | HYP_WRONG_INSIDE)[kind]
+    path = tmp_path / "hyperbolic.json"
+    path.write_bytes(original)
+    supplier = Supplier([{"id": "hgx-01", "gpus_reserved": 3}])
+    with caplog.at_level(logging.WARNING):
+        market = HyperbolicMarket(supplier, path, lambda: T0)
+    assert_kept_aside_once(path, original, caplog)
+    leases = market.leases()
+    assert [(le.gpus, le.started) for le in leases] == [(3, T0)]
+    again = HyperbolicMarket(supplier, path, lambda: T0 + timedelta(hours=1))
+    assert again.leases() == leases  # the fresh state reads back
+
+
+def test_leases_after_a_corrupt_hyperbolic_state_never_reuse_an_old_lease_id(tmp_path):
+    path = tmp_path / "hyperbolic.json"
+    supplier = Supplier([{"id": "hgx-01", "gpus_reserved": 3}])
+    before = HyperbolicMarket(supplier, path, lambda: T0).leases()
+    path.write_bytes(b"{broken")
+    after = HyperbolicMarket(supplier, path, lambda: T0 + timedelta(hours=2)).leases()
+    assert {le.lease_id for le in before} == {"hgx-01#1"}
+    assert len(after) == 1 and after[0].lease_id not in {"hgx-01#1"}
+    supplier.nodes[0]["gpus_reserved"] = 5
+    later = HyperbolicMarket(supplier, path, lambda: T0 + timedelta(hours=3)).leases()
+    assert len({le.lease_id for le in later} | {"hgx-01#1"}) == 3

@@ -70,7 +70,7 @@ def test_payouts_add_up_to_price_times_hours_and_are_stable():
     assert sum(le.state == CLOSED for le in leases) > 5
 
 
-def test_state_survives_a_restart_and_a_broken_file_is_named(tmp_path):
+def test_state_survives_a_restart_and_a_broken_file_is_kept_aside(tmp_path, caplog):
     path = tmp_path / "sim.json"
     now = Now()
     m = market(state=path, now=now)
@@ -81,8 +81,10 @@ def test_state_survives_a_restart_and_a_broken_file_is_named(tmp_path):
     again = market(state=path, now=now)
     assert again.leases() == before
     path.write_text("{not json")
-    with pytest.raises(MarketError, match="sim.json"):
-        market(state=path, now=now)
+    fresh = market(state=path, now=now)  # a broken file never stops the agent
+    assert fresh.leases() == []
+    assert (tmp_path / "sim.json.corrupt").read_text() == "{not json"
+    assert "sim.json is corrupt" in caplog.text and "kept as sim.json.corrupt" in caplog.text
 
 
 def test_invalid_offers_are_refused():
