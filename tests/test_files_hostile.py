@@ -118,15 +118,21 @@ def test_a_token_is_read_whole_stripped_and_kept_out_of_logs(tmp_path, caplog):
     assert TOKEN not in caplog.text
 
 
-def secrets_config(tmp_path: Path, path: Path) -> str:
+def mqtt_site(line: str) -> str:
+    """The config of a site read over MQTT, with one more line in [energy.mqtt]."""
     return f"""
 [energy]
 source = "mqtt"
 [energy.mqtt]
-password_file = "{path}"
+{line}
 [[energy.mqtt.mappings]]
 topic = "meter/pv"
 field = "pv_w"
+"""
+
+
+def secrets_config(tmp_path: Path, path: Path) -> str:
+    return mqtt_site(f'password_file = "{path}"') + f"""
 [tariff]
 kind = "entsoe"
 entsoe_token_file = "{path}"
@@ -202,15 +208,7 @@ CA_KEYS = ("energy.mqtt.tls_ca_file", "markets.akash.provider_ca_file")
 
 def ca_config(ca: Path, tmp_path: Path, key: str) -> str:
     if key == "energy.mqtt.tls_ca_file":
-        return f"""
-[energy]
-source = "mqtt"
-[energy.mqtt]
-tls_ca_file = "{ca}"
-[[energy.mqtt.mappings]]
-topic = "meter/pv"
-field = "pv_w"
-"""
+        return mqtt_site(f'tls_ca_file = "{ca}"')
     return f"""
 [markets.akash]
 enabled = true

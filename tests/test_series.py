@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import energy.files
 import energy.series
 from energy.series import MAX_ABS_VALUE, SeriesError, load_series
 from energy.tariff import DayAheadTariff
+from tests.test_config_hostile import release_a_reader
 
 HEADER = "ts_utc,eur_per_mwh\n"
 GOOD_ROWS = "2024-01-01T00:00:00Z,50.0\n2024-01-01T01:00:00Z,60.5\n"
@@ -81,22 +81,6 @@ def test_a_folder_a_fifo_and_nothing_are_named_for_what_they_are(tmp_path):
     finally:
         done.set()
         writer.join()
-
-
-def release_a_reader(fifo: Path, done: threading.Event) -> threading.Thread:
-    """Should the FIFO be opened for reading and block, open it for writing and close it, so the
-    read ends and the test fails instead of hanging."""
-    def writer() -> None:
-        deadline = time.monotonic() + 30
-        while not done.wait(0.05) and time.monotonic() < deadline:
-            try:
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-                return
-            except OSError:  # no reader: as it should be
-                continue
-    thread = threading.Thread(target=writer, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_a_file_sunrig_may_not_read_is_named(tmp_path, monkeypatch):
