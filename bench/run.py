@@ -11,8 +11,9 @@
   MQTT messages per second parsed from a real mosquitto, with the CPU each costs;
 - dashboard API: p95 latency of each /api endpoint over a store holding a generated year of
   1-minute site and GPU samples, daily ledger and prices, and that store's size on disk;
-- Akash bid-price script: wall time of one order priced by a fresh process, as the provider
-  runs it (the wrapper's `python -m market_adapter.akash_bid`, and `sunrig akash price-script`).
+- Akash bid-price script: wall time per order of the whole script process as the provider runs
+  it (bash, curl, the agent's bid endpoint), beside the chart's price_script_generic.sh when
+  AKASH_REFERENCE_PRICE_SCRIPT names a copy of it.
 The economics benchmark is `sunrig bench economics` (the Makefile runs it per scenario).
 """
 
@@ -162,35 +163,58 @@ def bench_planner() -> None:
           f"process peak RSS {rss_mib:.0f} MiB")
 
 
-def bench_price_script() -> None:
+def bench_price_script(orders: int = 200) -> None:
+    """The provider's view: one order priced by the whole bid-price script process (the printed
+    bash script, curl and the agent's bid endpoint), and the chart's reference script beside it
+    when AKASH_REFERENCE_PRICE_SCRIPT names a copy of price_script_generic.sh."""
+    import os
+    import secrets
     from datetime import UTC, datetime, timedelta
 
     from market_adapter.akash import AkashPrices, build_offer
+    from market_adapter.akash_bid import parse_offer, price_request
+    from market_adapter.akash_bid_server import BidServer, bid_script
     from market_adapter.base import Capacity
-    with tempfile.TemporaryDirectory() as tmp:
-        offer = Path(tmp) / "offer.json"
-        offer.write_text(json.dumps(build_offer(Capacity(6, "h200", 141.0), 2.1, AkashPrices(),
-                                                datetime.now(UTC) + timedelta(hours=1))))
-        order = json.dumps({"resources": [{"cpu": 8000, "memory": 2**36, "gpu": {
-            "units": 2, "attributes": {"vendor": {"nvidia": {"model": "h200"}}}},
-            "storage": [{"class": "beta3", "size": 2**37}], "count": 1, "endpoint_quantity": 1,
-            "ip_lease_quantity": 0}], "price": {"denom": "uact", "amount": "100000"},
-            "price_precision": 6})
-        sunrig = Path(sys.executable).with_name("sunrig")
-        commands = {"python -m market_adapter.akash_bid":
-                    [sys.executable, "-m", "market_adapter.akash_bid", "--offer", str(offer)],
-                    "sunrig akash price-script":
-                    [str(sunrig), "akash", "price-script", "--offer", str(offer)]}
-        for label, cmd in commands.items():
-            times = []
-            for _ in range(20):
-                t0 = time.perf_counter()
-                out = subprocess.run(cmd, input=order, capture_output=True, text=True, cwd=ROOT,
-                                     check=True)
-                times.append(time.perf_counter() - t0)
-            print(f"Akash bid-price script ({label}, 20 orders): median "
-                  f"{statistics.median(times) * 1000:.0f} ms, worst {max(times) * 1000:.0f} ms "
-                  f"-> {out.stdout.strip()} uact/block")
+    from tests.akash_helpers import provider_order, provider_service, provider_stdin
+    offer = parse_offer(build_offer(Capacity(6, "h200", 141.0), 2.1, AkashPrices(),
+                                    datetime.now(UTC) + timedelta(hours=1), "sxm"))
+    token = secrets.token_urlsafe(32)
+    server = BidServer("127.0.0.1", 0, token, lambda body: price_request(
+        body, offer, datetime.now(UTC))).start()
+    # uact: neither script needs an exchange rate
+    stdin = provider_stdin(provider_order(provider_service(units=2), amount="100000"))
+    env = {"PATH": "/usr/bin:/bin", "AKASH_OWNER": "akash1tenant", "AKASH_DENOM": "uact"}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            script = Path(tmp) / "price_script.sh"
+            script.write_text(bid_script(server.url, token))
+            script.chmod(0o700)
+            _time_script("sunrig script + agent endpoint", [str(script)], stdin, env, orders)
+    finally:
+        server.stop()
+    reference = os.environ.get("AKASH_REFERENCE_PRICE_SCRIPT")
+    if reference:
+        # it reads the AKT price (cached 60 min) before any denom is looked at; a fresh cache
+        # keeps it offline, and a uact order never uses the price
+        cache = Path("/tmp/aktprice.cache")
+        if not cache.exists() or time.time() - cache.stat().st_mtime > 1800:
+            cache.write_text("1.0\n")
+        _time_script("chart's price_script_generic.sh", ["bash", reference], stdin,
+                     {**env, "PRICE_TARGET_GPU_MAPPINGS": "h200=1500"}, orders)
+
+
+def _time_script(label: str, cmd: list[str], stdin: bytes, env: dict, orders: int) -> None:
+    import math
+    times = []
+    for _ in range(orders):
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, input=stdin, capture_output=True, env=env, check=True)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    print(f"Akash bid-price script ({label}, {orders} orders): median "
+          f"{statistics.median(times) * 1000:.1f} ms, p95 "
+          f"{times[math.ceil(0.95 * orders) - 1] * 1000:.1f} ms -> "
+          f"{out.stdout.decode().strip()} uact/block")
 
 
 def bench_site_io() -> None:

@@ -101,11 +101,10 @@ render_unit() {
     "$SOURCE/systemd/sunrig.service" | write_file "$UNIT" 0644
 }
 
-render_bid_script() {
-  # the Akash provider's bid-price script: one line, no shell logic, fast
-  run mkdir -p "$OPT/bin"
-  sed -e "s|/opt/sunrig|$OPT|g" -e "s|/var/lib/sunrig|$STATE|g" \
-    "$SOURCE/systemd/akash-bid-price" | write_file "$OPT/bin/akash-bid-price" 0755
+remove_old_bid_script() {
+  # Earlier versions installed a Python bid-price wrapper here, which the Akash provider's
+  # container cannot run; its script now comes from `sunrig akash bid-script` (README).
+  if [ -e "$OPT/bin/akash-bid-price" ]; then run rm -f "$OPT/bin/akash-bid-price"; fi
 }
 
 install() {
@@ -126,7 +125,7 @@ install() {
     run chmod 0750 "$CONF_DIR"
   fi
   render_unit
-  render_bid_script
+  remove_old_bid_script
   if [ "$SYSTEM" -eq 1 ]; then
     run systemctl daemon-reload
     run systemctl enable sunrig

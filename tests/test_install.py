@@ -74,15 +74,6 @@ def test_install_lays_out_program_config_data_and_unit(staged):
     verify(unit)
 
 
-def test_the_akash_bid_script_is_installed_and_declines_without_an_offer(staged):
-    script = staged / "opt" / "sunrig" / "bin" / "akash-bid-price"
-    assert script.stat().st_mode & 0o111
-    assert f"{staged}/var/lib/sunrig/akash-offer.json" in script.read_text()
-    out = subprocess.run([str(script)], input='{"resources": [], "price": {}}', text=True,
-                         capture_output=True, timeout=HANG_S, env={"AKASH_OWNER": "akash1t"})
-    assert out.returncode == 1 and "is the sunrig agent running" in out.stderr
-
-
 def test_the_service_runs_in_that_layout(staged):
     config = staged / "etc" / "sunrig" / "sunrig.toml"
     port = int(config.read_text().split("port = ")[1].split()[0])
@@ -107,9 +98,13 @@ def test_upgrade_keeps_config_and_data_then_uninstall_keeps_them_unless_purged(s
     before = config.read_text()
     with sqlite3.connect(db) as conn:
         samples = conn.execute("SELECT count(*) FROM site_samples").fetchone()[0]
+    old_wrapper = staged / "opt" / "sunrig" / "bin" / "akash-bid-price"  # an earlier version's
+    old_wrapper.parent.mkdir(parents=True, exist_ok=True)
+    old_wrapper.write_text("#!/bin/sh\nexec python -m market_adapter.akash_bid\n")
     r = install(staged)
     assert r.returncode == 0, r.stderr
     assert config.read_text() == before
+    assert not old_wrapper.exists()  # the provider's container could never run it
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM site_samples").fetchone()[0] == samples
 
