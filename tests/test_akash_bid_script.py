@@ -10,6 +10,7 @@ import logging
 import shutil
 import stat
 import subprocess
+import threading
 from dataclasses import replace
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler
@@ -231,56 +232,44 @@ def test_an_agent_that_is_down_means_no_bid(rig):
     assert_declined(rig.run(provider_stdin(provider_order())), "did not answer")
 
 
-def test_an_agent_that_does_not_answer_in_time_means_no_bid(image_path, tmp_path):
-    """curl gives up by itself (--max-time 2): the provider's 10 s never run out."""
-    release = __import__("threading").Event()
-
-    class Silent(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            release.wait(HANG_S)
-
-        def log_message(self, *args):
-            pass
-
-    httpd, url = serve(Silent)
+def script_against_stub(tmp_path: Path, image_path: Path, do_post,
+                        release: threading.Event | None = None) -> str:
+    """The script run against a stand-in endpoint that answers with `do_post`; its stderr."""
+    handler = type("Stub", (BaseHTTPRequestHandler,), {
+        "do_POST": do_post, "log_message": lambda self, *args: None})
+    httpd, url = serve(handler)
     try:
         script = tmp_path / "price_script.sh"
         script.write_text(bid_script(url + "/akash/v1/price", "t" * 43))
         script.chmod(0o744)
-        err = assert_declined(run_script(script, image_path, provider_stdin(provider_order())),
-                              "did not answer")
-        assert "Operation timed out" in err or "timed out" in err.lower()
+        return assert_declined(run_script(script, image_path, provider_stdin(provider_order())),
+                               "")
     finally:
-        release.set()
+        if release is not None:
+            release.set()
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_an_agent_that_does_not_answer_in_time_means_no_bid(image_path, tmp_path):
+    """curl gives up by itself (--max-time 2): the provider's 10 s never run out."""
+    release = threading.Event()
+    err = script_against_stub(tmp_path, image_path, lambda self: release.wait(HANG_S), release)
+    assert "did not answer" in err and "timed out" in err.lower()
 
 
 @pytest.mark.parametrize("answer", [b"1e5", b"NaN", b"-12.5", b"", b"12 34", b"1.2.3",
                                     b"<html>oops</html>", b"1." + b"1" * 19, b"0x10",
                                     b"\xff\xfe", b"12.5; rm -rf /"])
 def test_an_answer_that_is_not_a_plain_decimal_is_no_bid(image_path, tmp_path, answer):
-    class Odd(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(answer) + 1))
-            self.end_headers()
-            self.wfile.write(answer + b"\n")
+    def odd(self: BaseHTTPRequestHandler) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer) + 1))
+        self.end_headers()
+        self.wfile.write(answer + b"\n")
 
-        def log_message(self, *args):
-            pass
-
-    httpd, url = serve(Odd)
-    try:
-        script = tmp_path / "price_script.sh"
-        script.write_text(bid_script(url + "/akash/v1/price", "t" * 43))
-        script.chmod(0o744)
-        assert_declined(run_script(script, image_path, provider_stdin(provider_order())),
-                        "not a plain decimal")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    assert "not a plain decimal" in script_against_stub(tmp_path, image_path, odd)
 
 
 def test_the_script_needs_nothing_but_bash_and_curl(rig, tmp_path):
