@@ -24,7 +24,8 @@ from market_adapter.akash_bid import parse_offer, price_order
 from market_adapter.akash_order import Decline, parse_order
 from market_adapter.base import Capacity, MarketError
 from tests.akash_chain_fixtures import ChainNode
-from tests.akash_helpers import ChainServer
+
+DATA = Path(__file__).parent / "data" / "akash"
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -167,7 +168,9 @@ def test_the_offer_file_is_replaced_whole(tmp_path):
 
 @pytest.fixture
 def provider():
-    server = ChainServer()  # serves the provider's /status
+    """The provider's own API: only /status, as the recorded answer shows it."""
+    server = ChainNode()
+    server.answer["/status"] = (200, json.loads((DATA / "provider_status.json").read_text()))
     yield server
     server.close()
 
@@ -181,9 +184,11 @@ def test_the_provider_status_is_read_and_a_down_provider_downs_the_market(provid
                              lambda: NOW, provider=AkashProvider(provider.url, address))
         market.leases()
         assert market.provider_leases == 1
-        provider.fail_next = [502]
+        status = provider.answer["/status"]
+        provider.answer["/status"] = (502, {"code": 13, "message": "internal"})
         with pytest.raises(MarketError, match="/status answered HTTP 502"):
             market.leases()
+        provider.answer["/status"] = status
         impostor = AkashMarket(AkashChain(node.url, "akash1other"), tmp_path / "o.json",
                                PRICES, 1.0, lambda: NOW,
                                provider=AkashProvider(provider.url, "akash1other"))

@@ -34,9 +34,9 @@ from node.config import AkashConfig, parse_config
 from node.errors import ConfigError
 from node.service import open_agent, start_bid_server
 from node.wiring import akash_bid_server
+from tests.akash_chain_fixtures import ChainNode
 from tests.akash_helpers import (
     GIB,
-    ChainServer,
     provider_order,
     provider_service,
     provider_stdin,
@@ -65,7 +65,7 @@ def image_path(tmp_path) -> Path:
 
 @pytest.fixture
 def chain():
-    server = ChainServer()
+    server = ChainNode()
     yield server
     server.close()
 
