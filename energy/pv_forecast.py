@@ -4,7 +4,8 @@ array actually did lately.
 The clear-sky output (Ineichen, transposed onto the array's tilt and azimuth, times a system
 derate) is what a cloudless sky would give; the ratio of measured output to that clear-sky output
 over the recent daylight hours carries today's weather and the array's soiling and shading into
-the coming hours. pvlib is imported when a forecast is first made, not at start-up.
+the coming hours. pvlib is imported when a forecast is first made, not at start-up, and the
+clear sky is computed once per day and array (the planner asks for the same days every cycle).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
 # pvlib still calls pandas API that pandas now deprecates. Filtered once for pvlib's own modules:
 # catch_warnings() around each call is not thread-safe, and the agent's jobs run in threads.
@@ -33,18 +35,38 @@ class Array:
     altitude_m: float = 0.0
 
 
+CURVE_STEP_MIN = 5  # the day's clear-sky curve: fine enough that straight lines between follow it
+CACHED_DAYS = 64  # curves kept: a forecast spans three days, a weather ratio three more
+
+
 def clear_sky_w(array: Array, times: list[datetime]) -> list[float]:
-    """Clear-sky AC output in W at each time (UTC-aware datetimes)."""
+    """Clear-sky AC output in W at each time (UTC-aware datetimes), read off the day's curve:
+    pvlib's sun position and clear sky are computed once per day and array, not per call."""
+    out = []
+    for t in times:
+        utc = t.astimezone(UTC)
+        minute = (utc - utc.replace(hour=0, minute=0, second=0, microsecond=0)
+                  ) / timedelta(minutes=CURVE_STEP_MIN)
+        curve = _day_curve(array, utc.date())
+        k = min(int(minute), len(curve) - 2)
+        out.append(float(curve[k] + (curve[k + 1] - curve[k]) * (minute - k)))
+    return out
+
+
+@lru_cache(maxsize=CACHED_DAYS)
+def _day_curve(array: Array, day: date) -> tuple[float, ...]:
+    """Clear-sky W every CURVE_STEP_MIN minutes over a UTC day, both midnights included."""
     import pandas as pd
     from pvlib import irradiance, location
 
-    if not times:
-        return []
-    return _clear_sky_w(array, times, pd, irradiance, location)
+    first = datetime.combine(day, datetime.min.time(), UTC)
+    times = [first + timedelta(minutes=CURVE_STEP_MIN * k)
+             for k in range(24 * 60 // CURVE_STEP_MIN + 1)]
+    return tuple(_clear_sky_w(array, times, pd, irradiance, location))
 
 
 def _clear_sky_w(array: Array, times: list[datetime], pd, irradiance, location) -> list[float]:
-    index = pd.DatetimeIndex([t.astimezone(UTC) for t in times])
+    index = pd.DatetimeIndex(times)
     site = location.Location(array.latitude, array.longitude, "UTC", array.altitude_m)
     sky = site.get_clearsky(index, model="ineichen")
     sun = site.get_solarposition(index)

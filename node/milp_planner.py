@@ -15,6 +15,10 @@ at the import price and exported at the feed-in price. The breaker bounds the wo
 offered GPU leased at once. A lease's value is booked when it starts (price x expected hours);
 energy beyond the horizon is priced at the horizon's mean import price.
 
+The envelope enters as its segments: leases started are the sum of one bounded variable per
+segment, each earning the segment's slope. The slopes fall, so the program fills them in order,
+and the bound on each segment costs the solver nothing where a row per piece would.
+
 Anything that goes wrong (no prices, no solution within the time limit) gives a safe plan that
 offers nothing new.
 """
@@ -27,14 +31,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_array
 
 from node.planner import (
     MarketTerms,
     Plan,
     PlanInputs,
     PlanSlot,
+    best_floors,
     price_at,
     slot_starts,
 )
@@ -43,6 +46,7 @@ from node.planner import (
 LADDER_Z = tuple(z / 4 for z in range(-6, 13))
 FLAP_COST = 0.01  # site currency per GPU of change in the offer between slots
 OFFER_REWARD = 0.002  # a tie-breaker: with nothing against it, a free GPU is offered
+MIP_GAP = 1e-3
 
 
 @dataclass
@@ -67,15 +71,88 @@ class MilpPlanner:
         if model is None:
             self.last = SolveStats(time.perf_counter() - t0, "no prices")
             return Plan(now, self.name, ())
-        result = milp(model.c, integrality=model.integrality, bounds=model.bounds,
-                      constraints=model.constraints,
-                      options={"time_limit": self.time_limit_s, "mip_rel_gap": 1e-3})
-        seconds = time.perf_counter() - t0
-        if result.x is None:
-            self.last = SolveStats(seconds, f"fallback: {result.message}")
-            return model.safe_plan(now, self.name)
-        self.last = SolveStats(seconds, "optimal" if result.status == 0 else result.message)
-        return model.to_plan(now, self.name, result.x)
+        x, status = model.solve(self.time_limit_s)
+        if x is None:
+            plan = model.safe_plan(now, self.name)
+            self.last = SolveStats(time.perf_counter() - t0, f"fallback: {status}")
+            return plan
+        plan = model.to_plan(now, self.name, x)
+        self.last = SolveStats(time.perf_counter() - t0, status)
+        return plan
+
+
+class Columns:
+    """The program's variables as named blocks of column numbers, each block an array of the
+    block's shape (per market and slot, per slot, ...), so coefficients are set by block."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._blocks: dict[str, np.ndarray] = {}
+
+    def add(self, name: str, shape: tuple[int, ...]) -> None:
+        size = math.prod(shape)
+        self._blocks[name] = np.arange(self.n, self.n + size).reshape(shape)
+        self.n += size
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._blocks[name]
+
+
+class Rows:
+    """Sparse constraint rows, a block at a time: one row per leading element of a block's
+    column arrays. A term is (columns, value) or (columns, value, first row): a term that
+    starts at a later row (the slot before, from the second slot on) names it."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._r: list[np.ndarray] = []
+        self._c: list[np.ndarray] = []
+        self._v: list[np.ndarray] = []
+        self._lo: list[np.ndarray] = []
+        self._hi: list[np.ndarray] = []
+
+    def add(self, terms: list[tuple], lo, hi) -> None:
+        count = len(terms[0][0])
+        for term in terms:
+            cols, value, first = (*term, 0) if len(term) == 2 else term
+            cols = np.asarray(cols)
+            rows = self.n + first + np.arange(len(cols))
+            value = np.asarray(value, dtype=float)
+            if cols.ndim == 2:  # a sum over the second axis in each row
+                rows = np.repeat(rows, cols.shape[1])
+                value = value[:, None] if value.ndim == 1 else value
+            self._r.append(rows.ravel())
+            self._c.append(cols.ravel())
+            self._v.append(np.broadcast_to(value, cols.shape).ravel())
+        self._lo.append(np.broadcast_to(np.asarray(lo, dtype=float), (count,)))
+        self._hi.append(np.broadcast_to(np.asarray(hi, dtype=float), (count,)))
+        self.n += count
+
+    def constraint(self, n_cols: int):
+        from scipy.optimize import LinearConstraint
+        from scipy.sparse import csr_array
+
+        matrix = csr_array((np.concatenate(self._v), (np.concatenate(self._r),
+                                                      np.concatenate(self._c))),
+                           shape=(self.n, n_cols))
+        return LinearConstraint(matrix, np.concatenate(self._lo), np.concatenate(self._hi))
+
+
+def rows_constraint(rows: list, n: int):
+    """Rows of (entries [(column, value)], low, high) as one sparse constraint."""
+    from scipy.optimize import LinearConstraint
+    from scipy.sparse import coo_array
+
+    r, cols, vals, lo, hi = [], [], [], [], []
+    for i, (entries, low, high) in enumerate(rows):
+        for col, val in entries:
+            r.append(i)
+            cols.append(col)
+            vals.append(val)
+        lo.append(low)
+        hi.append(high)
+    matrix = coo_array((vals, (r, cols)), shape=(len(rows), n)).tocsr()
+    return LinearConstraint(matrix, np.array(lo), np.array(hi))
 
 
 @dataclass
@@ -84,19 +161,12 @@ class _Model:
     starts: list[datetime]
     hours: float
     markets: list[str]
-    envelopes: dict  # per (market, capacity): (intercept, slope) pieces of the revenue bound
     base: dict  # per-slot constants
+    cols: Columns
     c: np.ndarray
-    integrality: np.ndarray
-    bounds: Bounds
-    constraints: list[LinearConstraint]
-
-    # variable layout: per slot t and market m: GPUs in the market role o (besides old leases),
-    # leases started s, revenue r, new leases still running L; then per slot: import, export,
-    # charge, discharge, soc, flap u, the market role's whole GPUs (integer, the sum of o;
-    # only the sum is integer, so markets alike do not make the search symmetric), and the
-    # reserved GPUs that leases started in the plan are expected to still hold (short)
-    FLOWS = ("imp", "exp", "ch", "dis", "soc", "u", "role", "short")
+    lo: np.ndarray
+    hi: np.ndarray
+    rows: Rows
 
     @staticmethod
     def build(now: datetime, inp: PlanInputs, horizon_hours: int, slot_minutes: int):
@@ -113,7 +183,6 @@ class _Model:
         m.inp, m.starts, m.hours = inp, starts, slot_minutes / 60.0
         m.markets = sorted(inp.markets)
         m.base = _constants(inp, starts, prices, m.hours)
-        m.envelopes = {}
         m._assemble()
         return m
 
@@ -121,127 +190,182 @@ class _Model:
     def T(self) -> int:  # noqa: N802 - the usual name of a horizon's length
         return len(self.starts)
 
-    @property
-    def width(self) -> int:
-        return len(self.markets) * 4 + len(self.FLOWS)
-
-    def var(self, t: int, name: str, m: int = 0) -> int:
-        if name in self.FLOWS:
-            return t * self.width + len(self.markets) * 4 + self.FLOWS.index(name)
-        return t * self.width + m * 4 + ("o", "s", "r", "leased").index(name)
-
     def _assemble(self) -> None:
-        inp, b, h, n_m = self.inp, self.base, self.hours, len(self.markets)
-        n = self.T * self.width
-        c, integrality = np.zeros(n), np.zeros(n)
-        lo, hi = np.zeros(n), np.full(n, np.inf)
-        rows: list[tuple[list[tuple[int, float]], float, float]] = []
-        bat = inp.battery
-        extra_w = (inp.gpu_busy_w - b["idle_w"]) * inp.cooling_factor
-        gpu_kw = extra_w / 1000.0  # a lease's draw beyond an idle GPU
-        for t in range(self.T):
-            v = lambda name, m=0, t=t: self.var(t, name, m)  # noqa: E731
-            for m, name in enumerate(self.markets):
-                terms = inp.markets[name]
-                decay = math.exp(-h / terms.mean_lease_hours)
-                hi[v("o", m)] = b["room"][t]
-                # free GPUs in the market role are what orders can land on: the price, not a
-                # short offer, is what limits leases, so offer what room allows
-                c[v("o", m)] = -OFFER_REWARD
-                # no lease below the floor: at most what tenants keep leased at the floor price
-                cap = b["cap"][t]
-                hi[v("s", m)] = terms.carried_gpus(max(
-                    b["floor"][t][name], terms.ask_price_per_gpu_hour), cap
-                ) / terms.mean_lease_hours * h
-                lo[v("r", m)] = -np.inf
-                c[v("r", m)] = -1.0
-                for intercept, slope in self._envelope(name, cap):
-                    rows.append(([(v("r", m), 1.0), (v("s", m), -slope)], -np.inf, intercept))
-                entries = [(v("leased", m), 1.0), (v("s", m), -1.0)]
-                if t > 0:
-                    entries.append((self.var(t - 1, "leased", m), -decay))
-                rows.append((entries, 0.0, 0.0))
-                c[v("leased", m)] += inp.wear_per_gpu_hour * h
-                if t == self.T - 1:  # what still runs at the end is paid beyond the horizon
-                    c[v("leased", m)] += decay * terms.mean_lease_hours * (
-                        gpu_kw * b["mean_import"] + inp.wear_per_gpu_hour)
+        """Columns, per market (m, t): GPUs in the market role o besides old leases, new leases
+        still running; per market, slot and envelope segment: leases started on it; per slot:
+        import, export, charge, discharge, soc, flap u, the market role's whole GPUs (integer,
+        the sum of o; only the sum is integer, so markets alike do not make the search
+        symmetric), and the reserved GPUs that leases started in the plan are expected to still
+        hold (short)."""
+        n_m, T = len(self.markets), self.T
+        widths, slopes = self._segments()
+        cols = Columns()
+        for name in ("o", "leased"):
+            cols.add(name, (n_m, T))
+        cols.add("seg", widths.shape)
+        for name in ("imp", "exp", "ch", "dis", "soc", "u", "role", "short"):
+            cols.add(name, (T,))
+        self.cols = cols
+        self.c, self.lo, self.hi = np.zeros(cols.n), np.zeros(cols.n), np.full(cols.n, np.inf)
+        self.rows = Rows()
+        self._market_terms(widths, slopes)
+        self._role_terms()
+        self._energy_terms()
+
+    def _segments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per market, slot and segment of the revenue envelope: how many leases started it
+        spans (cut at what tenants keep leased at the floor) and what each earns."""
+        b, h = self.base, self.hours
+        caps = np.asarray(b["cap"])
+        per_market = []
+        for name in self.markets:
+            terms = self.inp.markets[name]
+            by_cap = {cap: _revenue_segments(terms, h, cap) for cap in set(b["cap"])}
+            k = max(len(width) for width, _ in by_cap.values())
+            ends, slopes = np.zeros((self.T, k)), np.zeros((self.T, k))
+            for cap, (width, slope) in by_cap.items():
+                at = caps == cap
+                ends[at] = np.concatenate([np.cumsum(width), np.full(k - len(width),
+                                                                     width.sum())])
+                slopes[at, :len(slope)] = slope
+            # no lease below the floor: at most what tenants keep leased at the floor price
+            most = np.array([terms.carried_gpus(max(b["floor"][t][name],
+                                                    terms.ask_price_per_gpu_hour), b["cap"][t])
+                             for t in range(self.T)]) / terms.mean_lease_hours * h
+            ends = np.minimum(ends, most[:, None])
+            per_market.append((np.diff(ends, axis=1, prepend=0.0).clip(min=0.0), slopes))
+        k = max(w.shape[1] for w, _ in per_market)
+        widths, slopes = np.zeros((len(per_market), self.T, k)), np.zeros((len(per_market),
+                                                                          self.T, k))
+        for m, (width, slope) in enumerate(per_market):
+            widths[m, :, :width.shape[1]], slopes[m, :, :slope.shape[1]] = width, slope
+        return widths, slopes
+
+    def _market_terms(self, widths: np.ndarray, slopes: np.ndarray) -> None:
+        inp, b, h, cols = self.inp, self.base, self.hours, self.cols
+        o, leased, seg = cols["o"], cols["leased"], cols["seg"]
+        room = np.asarray(b["room"])
+        self.hi[o] = room[None, :]
+        # free GPUs in the market role are what orders can land on: the price, not a short
+        # offer, is what limits leases, so offer what room allows
+        self.c[o] = -OFFER_REWARD
+        self.hi[seg], self.c[seg] = widths, -slopes
+        gpu_kw = (inp.gpu_busy_w - b["idle_w"]) * inp.cooling_factor / 1000.0
+        self.c[leased] = inp.wear_per_gpu_hour * h
+        for m, name in enumerate(self.markets):
+            terms = inp.markets[name]
+            decay = math.exp(-h / terms.mean_lease_hours)
+            # what still runs at the end is paid beyond the horizon
+            self.c[leased[m, -1]] += decay * terms.mean_lease_hours * (
+                gpu_kw * b["mean_import"] + inp.wear_per_gpu_hour)
+            # leased[t] = decay * leased[t-1] + started[t]
+            self.rows.add([(leased[m], 1.0), (seg[m], -1.0), (leased[m, :-1], -decay, 1)],
+                          0.0, 0.0)
             # the market role (whole GPUs) holds the expected new leases and fits the room
             # beside the owner's GPUs and old leases, even if every GPU in it were leased; a
             # soft reservation lets leases run on into GPUs the owner reserves later, at the
             # price of renting those elsewhere
-            for m in range(n_m):
-                rows.append(([(v("leased", m), 1.0), (v("o", m), -1.0), (v("short"), -1.0)],
-                             -np.inf, 0.0))
-            if inp.shortfall_per_gpu_hour is None:
-                hi[v("short")] = 0.0
-            else:
-                hi[v("short")] = b["reserved_later"][t]
-                c[v("short")] = inp.shortfall_per_gpu_hour * h
-            integrality[v("role")], hi[v("role")] = 1, b["room"][t]
-            rows.append(([(v("o", m), 1.0) for m in range(n_m)] + [(v("role"), -1.0)], 0.0, 0.0))
-            c[v("imp")] = b["import"][t] * h / 1000.0
-            c[v("exp")] = -b["export"][t] * h / 1000.0
-            if bat:
-                eff = bat.efficiency
-                hi[v("ch")], hi[v("dis")] = bat.max_charge_w, bat.max_discharge_w
-                initial = min(max(bat.soc_wh, bat.min_soc_wh), bat.capacity_wh)
-                lo[v("soc")], hi[v("soc")] = bat.min_soc_wh, bat.capacity_wh
-                prev = [(self.var(t - 1, "soc"), -1.0)] if t > 0 else []
-                rhs = 0.0 if t > 0 else initial
-                rows.append(([(v("soc"), 1.0), (v("ch"), -eff * h), (v("dis"), h / eff)] + prev,
-                             rhs, rhs))
-                if t == self.T - 1:  # leave the battery as full as it was found
-                    lo[v("soc")] = initial
-            else:
-                hi[v("ch")] = hi[v("dis")] = hi[v("soc")] = 0.0
-            rows.append(([(v("imp"), 1.0), (v("exp"), -1.0), (v("ch"), -1.0), (v("dis"), 1.0)]
-                         + [(v("leased", m), -extra_w) for m in range(n_m)],
-                         b["fixed_w"][t], b["fixed_w"][t]))
-            c[v("u")] = FLAP_COST
-            if t > 0:
-                # u >= |change in GPUs held back|: the room shrinking as the owner's GPUs come
-                # is no flapping, and must not make the plan hold GPUs back before it
-                d = b["room"][t] - b["room"][t - 1]
-                change = [(v("role"), 1.0), (self.var(t - 1, "role"), -1.0)]
-                rows.append(([(v("u"), 1.0)] + [(i, -x) for i, x in change], -d, np.inf))
-                rows.append(([(v("u"), 1.0)] + change, d, np.inf))
-        self.c, self.integrality, self.bounds = c, integrality, Bounds(lo, hi)
-        self.constraints = [rows_constraint(rows, n)]
+            self.rows.add([(leased[m], 1.0), (o[m], -1.0), (cols["short"], -1.0)],
+                          -np.inf, 0.0)
+        short = cols["short"]
+        if inp.shortfall_per_gpu_hour is None:
+            self.hi[short] = 0.0
+        else:
+            self.hi[short] = b["reserved_later"]
+            self.c[short] = inp.shortfall_per_gpu_hour * h
 
-    def _envelope(self, name: str, capacity: int) -> list[tuple[float, float]]:
-        key = (name, capacity)
-        if key not in self.envelopes:
-            self.envelopes[key] = _revenue_envelope(self.inp.markets[name], self.hours, capacity)
-        return self.envelopes[key]
+    def _role_terms(self) -> None:
+        b, cols = self.base, self.cols
+        role, u = cols["role"], cols["u"]
+        self.hi[role] = b["room"]
+        self.rows.add([(cols["o"].T, 1.0), (role, -1.0)], 0.0, 0.0)
+        self.c[u] = FLAP_COST
+        # u >= |change in GPUs held back|: the room shrinking as the owner's GPUs come is no
+        # flapping, and must not make the plan hold GPUs back before it
+        d = np.diff(np.asarray(b["room"]))
+        self.rows.add([(u[1:], 1.0), (role[1:], -1.0), (role[:-1], 1.0)], -d, np.inf)
+        self.rows.add([(u[1:], 1.0), (role[1:], 1.0), (role[:-1], -1.0)], d, np.inf)
+
+    def _energy_terms(self) -> None:
+        inp, b, h, cols = self.inp, self.base, self.hours, self.cols
+        self.c[cols["imp"]] = np.asarray(b["import"]) * h / 1000.0
+        self.c[cols["exp"]] = -np.asarray(b["export"]) * h / 1000.0
+        bat = inp.battery
+        ch, dis, soc = cols["ch"], cols["dis"], cols["soc"]
+        if bat:
+            eff = bat.efficiency
+            self.hi[ch], self.hi[dis] = bat.max_charge_w, bat.max_discharge_w
+            initial = min(max(bat.soc_wh, bat.min_soc_wh), bat.capacity_wh)
+            self.lo[soc], self.hi[soc] = bat.min_soc_wh, bat.capacity_wh
+            rhs = np.zeros(self.T)
+            rhs[0] = initial
+            self.rows.add([(soc, 1.0), (ch, -eff * h), (dis, h / eff), (soc[:-1], -1.0, 1)],
+                          rhs, rhs)
+            self.lo[soc[-1]] = initial  # leave the battery as full as it was found
+        else:
+            self.hi[ch] = self.hi[dis] = self.hi[soc] = 0.0
+        extra_w = (inp.gpu_busy_w - b["idle_w"]) * inp.cooling_factor
+        fixed = np.asarray(b["fixed_w"])
+        self.rows.add([(cols["imp"], 1.0), (cols["exp"], -1.0), (ch, -1.0), (dis, 1.0),
+                       (cols["leased"].T, -extra_w)], fixed, fixed)
+
+    def solve(self, time_limit_s: float) -> tuple[np.ndarray | None, str]:
+        """The relaxation first: where its whole-GPU roles come out whole (as they mostly
+        do), it is the integer optimum too and the branch and bound is not needed."""
+        from scipy.optimize import Bounds, milp
+
+        t0 = time.perf_counter()
+        bounds, constraints = Bounds(self.lo, self.hi), [self.rows.constraint(self.cols.n)]
+        relaxed = milp(self.c, bounds=bounds, constraints=constraints,
+                       options={"time_limit": time_limit_s})
+        if relaxed.x is not None and relaxed.status == 0:
+            roles = relaxed.x[self.cols["role"]]
+            if np.all(np.abs(roles - np.round(roles)) < 1e-6):
+                return relaxed.x, "optimal"
+        left_s = time_limit_s - (time.perf_counter() - t0)
+        if left_s <= 0:
+            return None, "time limit reached"
+        integrality = np.zeros(self.cols.n)
+        integrality[self.cols["role"]] = 1
+        result = milp(self.c, integrality=integrality, bounds=bounds, constraints=constraints,
+                      options={"time_limit": left_s, "mip_rel_gap": MIP_GAP})
+        if result.x is None:
+            return None, result.message
+        return result.x, "optimal" if result.status == 0 else result.message
 
     def to_plan(self, now: datetime, planner: str, x: np.ndarray) -> Plan:
         step = timedelta(minutes=round(self.hours * 60))
+        cols, b = self.cols, self.base
+        started = x[cols["seg"]].sum(axis=2).tolist()
+        o, leased = x[cols["o"]].tolist(), x[cols["leased"]].tolist()
+        floors = {name: self._floors(name) for name in self.markets}
         slots = []
         for t, start in enumerate(self.starts):
-            offered, floors, held, want = {}, {}, {}, {}
+            offered, held, want = {}, {}, {}
             for m, name in enumerate(self.markets):
-                terms = self.inp.markets[name]
-                started = x[self.var(t, "s", m)]
-                # the floor that earns most over the leases, whether the plan aims for new
-                # ones here or not: a GPU that is free anyway (expected leases rounded up)
-                # must not sell at the ask
-                floor = max(self.base["floor"][t][name], terms.best_floor(
-                    self.base["lease_cost"][t][name] - self.inp.wear_per_gpu_hour,
-                    self.base["cap"][t]))
-                floors[name] = round(max(floor, terms.ask_price_per_gpu_hour), 4)
                 # aiming for no new lease here: hold only what is leased, offer nothing free
-                want[name] = x[self.var(t, "o", m)] if started > 1e-3 else math.ceil(
-                    x[self.var(t, "leased", m)] - 1e-6)
-                held[name] = math.ceil(self.base["old"][t][name] - 1e-9)  # never taken back
+                want[name] = o[m][t] if started[m][t] > 1e-3 else math.ceil(
+                    leased[m][t] - 1e-6)
+                held[name] = math.ceil(b["old"][t][name] - 1e-9)  # never taken back
             for name, n in _apportion(want).items():
                 offered[name] = held[name] + n
-            _clip(offered, held, int(math.floor(self.base["room"][t] + 1e-6)) + sum(held.values()))
-            margin = sum(n * (floors[k] - self.base["gpu_cost"][t]) * self.hours
+            _clip(offered, held, int(math.floor(b["room"][t] + 1e-6)) + sum(held.values()))
+            floor = {name: floors[name][t] for name in self.markets}
+            margin = sum(n * (floor[k] - b["gpu_cost"][t]) * self.hours
                          for k, n in offered.items())
-            slots.append(PlanSlot(start, start + step, offered, floors,
-                                  self.base["local"][t], self.inp.gpu_min_limit_w,
-                                  round(margin, 4)))
+            slots.append(PlanSlot(start, start + step, offered, floor, b["local"][t],
+                                  self.inp.gpu_min_limit_w, round(margin, 4)))
         return Plan(now, planner, tuple(slots))
+
+    def _floors(self, name: str) -> list[float]:
+        """Per slot, the floor that earns most over the leases, whether the plan aims for new
+        ones there or not: a GPU that is free anyway (expected leases rounded up) must not sell
+        at the ask."""
+        b, terms = self.base, self.inp.markets[name]
+        best = best_floors(terms, [costs[name] - self.inp.wear_per_gpu_hour
+                                   for costs in b["lease_cost"]], b["cap"])
+        return [round(max(b["floor"][t][name], floor, terms.ask_price_per_gpu_hour), 4)
+                for t, floor in enumerate(best)]
 
     def safe_plan(self, now: datetime, planner: str) -> Plan:
         """Offer nothing new: only what running leases hold stays in the market role."""
@@ -254,23 +378,10 @@ class _Model:
         return Plan(now, planner + ":safe", tuple(slots))
 
 
-def rows_constraint(rows: list, n: int) -> LinearConstraint:
-    """Rows of (entries [(column, value)], low, high) as one sparse constraint."""
-    r, cols, vals, lo, hi = [], [], [], [], []
-    for i, (entries, low, high) in enumerate(rows):
-        for col, val in entries:
-            r.append(i)
-            cols.append(col)
-            vals.append(val)
-        lo.append(low)
-        hi.append(high)
-    matrix = coo_array((vals, (r, cols)), shape=(len(rows), n)).tocsr()
-    return LinearConstraint(matrix, np.array(lo), np.array(hi))
-
-
-def _revenue_envelope(terms: MarketTerms, hours: float, capacity: int
-                      ) -> list[tuple[float, float]]:
-    """Concave piecewise-linear bound on a slot's lease value as a function of leases started.
+def _revenue_segments(terms: MarketTerms, hours: float, capacity: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Concave piecewise-linear bound on a slot's lease value as a function of leases started,
+    as (width, slope) per segment from zero, the slopes falling.
 
     Points: at floor p, `capacity` offered GPUs keep carried(p) leased, so a slot starts
     carried(p) / mean hours * h leases, each worth p * mean hours.
@@ -289,12 +400,12 @@ def _revenue_envelope(terms: MarketTerms, hours: float, capacity: int
         while len(hull) >= 2 and _cross(hull[-2], hull[-1], point) >= 0:
             hull.pop()
         hull.append(point)
-    pieces = []
+    widths, slopes = [], []
     for (x0, y0), (x1, y1) in zip(hull, hull[1:], strict=False):
         if x1 - x0 > 1e-12:
-            slope = (y1 - y0) / (x1 - x0)
-            pieces.append((y0 - slope * x0, slope))
-    return pieces or [(0.0, 0.0)]
+            widths.append(x1 - x0)
+            slopes.append((y1 - y0) / (x1 - x0))
+    return np.array(widths), np.array(slopes)
 
 
 def _cross(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> float:
@@ -353,8 +464,9 @@ def _constants(inp: PlanInputs, starts: list[datetime], prices: list, hours: flo
         surplus_w = -fixed[t]  # PV left after house and the rig as it stands
         marginal = exports[t] if surplus_w >= extra_w else imports[t]
         gpu_cost.append(gpu_kw * marginal)
-    lease_cost = [{m: _lease_energy_cost(gpu_cost, t, hours, terms.mean_lease_hours)
-                   + inp.wear_per_gpu_hour for m, terms in inp.markets.items()}
+    energy = {m: _lease_energy_cost(gpu_cost, hours, terms.mean_lease_hours)
+              for m, terms in inp.markets.items()}
+    lease_cost = [{m: float(energy[m][t]) + inp.wear_per_gpu_hour for m in inp.markets}
                   for t in range(len(starts))]
     floors = [{m: max(inp.min_floor_per_gpu_hour, cost + inp.margin_per_gpu_hour)
                for m, cost in costs.items()} for costs in lease_cost]
@@ -362,7 +474,8 @@ def _constants(inp: PlanInputs, starts: list[datetime], prices: list, hours: flo
                                                                                 strict=True)]
     # GPUs the owner reserves at t beyond the fewest reserved since the plan began: only those
     # can a lease started earlier in the plan still hold
-    reserved_later = [local[t] - min(local[:t + 1]) for t in range(len(starts))]
+    fewest = np.minimum.accumulate(local)
+    reserved_later = [local[t] - int(fewest[t]) for t in range(len(starts))]
     return {"local": local, "old": old, "room": room, "cap": cap, "fixed_w": fixed,
             "reserved_later": reserved_later,
             "idle_w": idle_w, "import": imports, "export": exports, "floor": floors,
@@ -370,17 +483,19 @@ def _constants(inp: PlanInputs, starts: list[datetime], prices: list, hours: flo
             "mean_import": sum(imports) / len(imports)}
 
 
-def _lease_energy_cost(gpu_cost: list[float], t: int, hours: float, mean_hours: float) -> float:
-    """Expected energy cost per GPU-hour of a lease starting in slot t (survival-weighted)."""
+def _lease_energy_cost(gpu_cost: list[float], hours: float, mean_hours: float) -> np.ndarray:
+    """Expected energy cost per GPU-hour of a lease starting in each slot (survival-weighted),
+    from the last slot back: each slot's sums are its own cost plus the next slot's, decayed."""
     decay = math.exp(-hours / mean_hours)
-    weight, total, w = 0.0, 0.0, 1.0
-    for k in range(t, len(gpu_cost)):
-        total += w * gpu_cost[k]
-        weight += w
-        w *= decay
-    if w > 1e-3:  # beyond the horizon: the horizon's mean cost
-        mean = sum(gpu_cost) / len(gpu_cost)
-        tail = w / (1.0 - decay)
-        total += tail * mean
-        weight += tail
-    return total / weight
+    n = len(gpu_cost)
+    total, weight = np.zeros(n), np.zeros(n)
+    running_total = running_weight = 0.0
+    for t in range(n - 1, -1, -1):
+        running_total = gpu_cost[t] + decay * running_total
+        running_weight = 1.0 + decay * running_weight
+        total[t], weight[t] = running_total, running_weight
+    # what survives the horizon: a lease starting at t still runs with decay ** (n - t)
+    left = decay ** (n - np.arange(n))
+    tail = np.where(left > 1e-3, left / (1.0 - decay), 0.0)
+    mean = sum(gpu_cost) / n
+    return (total + tail * mean) / (weight + tail)

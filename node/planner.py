@@ -8,10 +8,13 @@ breaker allows. The optimising planner returns the same `Plan` type.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+
+import numpy as np
 
 from energy.types import PriceSlot
 
@@ -92,7 +95,7 @@ class MarketTerms:
         """The floor that earns most over time with `capacity` GPUs offered: the margin over the
         cost times the GPUs it keeps leased. A high floor sells fewer GPU-hours; a low one sells
         them cheap."""
-        return _best_floor(self, round(cost_per_gpu_hour, 4), capacity)
+        return best_floors(self, [cost_per_gpu_hour], [capacity])[0]
 
 
 @lru_cache(maxsize=65536)
@@ -112,37 +115,85 @@ def _expected_started(terms: MarketTerms, share: float, free: int, arrivals: flo
     return expected
 
 
-@lru_cache(maxsize=65536)
-def _best_floor(terms: MarketTerms, cost: float, capacity: int) -> float:
-    """A coarse ladder, then a fine one around its best step: a cost that moves by a cent
-    moves the floor too."""
-    def earns(p: float) -> float:
-        return (p - cost) * terms.carried_gpus(p, capacity)
+FLOOR_STEPS = 80  # the coarse ladder's steps from the ask to where few tenants pay
+FINE_STEPS = 20  # the fine ladder's steps on each side of the coarse best
 
-    top = terms.expected_price_per_gpu_hour * math.exp(3 * terms.price_spread)
-    low = terms.ask_price_per_gpu_hour
+
+def best_floors(terms: MarketTerms, costs: Sequence[float], capacities: Sequence[int]
+                ) -> list[float]:
+    """`best_floor` for many slots at once: a coarse ladder, then a fine one around its best
+    step (a cost that moves by a cent moves the floor too). What tenants keep leased at each
+    rung does not depend on the cost, so it is computed once per market and capacity; a cost
+    only picks the best rung."""
+    costs, capacities = np.asarray(costs, dtype=float), np.asarray(capacities)
+    floors = np.full(len(costs), terms.ask_price_per_gpu_hour)
+    for capacity in np.unique(capacities).tolist():
+        coarse = _coarse_ladder(terms, capacity)
+        if coarse is None:
+            continue
+        at = np.flatnonzero(capacities == capacity)
+        prices, carried = coarse
+        rungs = np.argmax((prices[None, :] - costs[at, None]) * carried[None, :], axis=1)
+        for k in np.unique(rungs).tolist():
+            near = at[rungs == k]
+            prices, carried = _fine_ladder(terms, capacity, k)
+            best = np.argmax((prices[None, :] - costs[near, None]) * carried[None, :], axis=1)
+            floors[near] = prices[best]
+    return floors.tolist()
+
+
+def _ladder_ends(terms: MarketTerms) -> tuple[float, float]:
+    return (terms.ask_price_per_gpu_hour,
+            terms.expected_price_per_gpu_hour * math.exp(3 * terms.price_spread))
+
+
+@lru_cache(maxsize=1024)
+def _coarse_ladder(terms: MarketTerms, capacity: int) -> tuple[np.ndarray, np.ndarray] | None:
+    low, top = _ladder_ends(terms)
     if top <= low:
-        return low
-    step = (top - low) / 80
-    coarse = max((low + step * k for k in range(81)), key=earns)
-    fine = (coarse + step * k / 20 for k in range(-20, 21))
-    return max((p for p in fine if low <= p <= top), key=earns)
+        return None
+    step = (top - low) / FLOOR_STEPS
+    return _rungs(terms, capacity, [low + step * k for k in range(FLOOR_STEPS + 1)])
+
+
+@lru_cache(maxsize=4096)
+def _fine_ladder(terms: MarketTerms, capacity: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    low, top = _ladder_ends(terms)
+    step = (top - low) / FLOOR_STEPS
+    coarse = low + step * k
+    fine = (coarse + step * j / FINE_STEPS for j in range(-FINE_STEPS, FINE_STEPS + 1))
+    return _rungs(terms, capacity, [p for p in fine if low <= p <= top])
+
+
+def _rungs(terms: MarketTerms, capacity: int, prices: list[float]
+           ) -> tuple[np.ndarray, np.ndarray]:
+    shares = np.array([terms.share_paying(p) for p in prices])
+    carried = _carried_at(terms, shares, capacity) if capacity > 0 else np.zeros(len(prices))
+    return np.array(prices), carried
 
 
 @lru_cache(maxsize=65536)
 def _carried(terms: MarketTerms, share: float, capacity: int) -> float:
+    """One floor's occupancy; a plan asks the same few prices and capacities slot after slot."""
+    return float(_carried_at(terms, np.array([share]), capacity)[0])
+
+
+def _carried_at(terms: MarketTerms, shares: np.ndarray, capacity: int) -> np.ndarray:
     """Kaufman-Roberts: the occupancy distribution of `capacity` GPUs under each order size's
-    offered load; a plan asks the same few prices and capacities slot after slot."""
+    offered load, for many shares of tenants paying at once (a ladder of floors)."""
     sizes = terms.order_sizes or ((max(1, round(terms.mean_gpus_per_order)), 1.0),)
     total = sum(w for _, w in sizes) or 1.0
-    loads = [(b, terms.orders_per_hour * share * w / total * terms.mean_lease_hours)
+    loads = [(b, terms.orders_per_hour * shares * w / total * terms.mean_lease_hours)
              for b, w in sizes if b <= capacity]
-    q = [1.0] + [0.0] * capacity
+    q = np.zeros((len(shares), capacity + 1))
+    q[:, 0] = 1.0
     for j in range(1, capacity + 1):
-        q[j] = sum(a * b * q[j - b] for b, a in loads if b <= j) / j
-        if q[j] > 1e200:  # rescale: only the shape matters
-            q = [x / q[j] for x in q]
-    return sum(j * qj for j, qj in enumerate(q)) / sum(q)
+        q[:, j] = sum((a * b * q[:, j - b] for b, a in loads if b <= j),
+                      np.zeros(len(shares))) / j
+        big = q[:, j] > 1e200  # rescale: only the shape matters
+        if big.any():
+            q[big] /= q[big, j][:, None]
+    return q @ np.arange(capacity + 1) / q.sum(axis=1)
 
 
 class FillCalibration:
@@ -278,7 +329,10 @@ def _breaker_room_gpus(inp: PlanInputs, local_gpus: int) -> int:
 
 
 def price_at(prices: list[PriceSlot], ts: datetime) -> PriceSlot | None:
-    for p in prices:
-        if p.covers(ts):
-            return p
-    return None
+    """The slot covering `ts` in a list of slots in time order (a tariff's or a forecast's)."""
+    k = bisect_right(prices, ts, key=_slot_start) - 1
+    return prices[k] if k >= 0 and prices[k].covers(ts) else None
+
+
+def _slot_start(slot: PriceSlot) -> datetime:
+    return slot.start
