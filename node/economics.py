@@ -12,15 +12,17 @@ charged only for what the rig changed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from energy.flows import shares_of
-from energy.series import SeriesError
+from energy.series import SeriesError, load_series
 from energy.sim import SimulatedSite
+from energy.tariff import DayAheadTariff
+from energy.types import PriceSlot
 from market_adapter.sim import Order, SimMarket, SimMarketSettings, order_takes_offer
 from node.config import Config
 from node.gpus import WORKLOAD_UTIL
@@ -29,6 +31,8 @@ from node.wiring import tariff_for
 
 STEP = timedelta(minutes=15)
 STEP_H = 0.25
+WEEK = timedelta(weeks=1)
+YEAR = timedelta(days=365.2425)
 
 
 @dataclass
@@ -58,13 +62,43 @@ def load_site(cfg: Config, start: date | None = None, days: int | None = None) -
     trace = SimulatedSite(es.data_file, es.pv_array_kwp / es.trace_array_kwp, None, 0.0,
                           lambda: 0.0)
     samples = [trace.read(ts + STEP / 2) for ts in starts]
-    slots = tariff_for(cfg).slots(first, starts[-1] + STEP)
-    imp, exp = _per_step(starts, slots)
+    imp, exp = _per_step(starts, _price_slots(cfg, first, starts[-1] + STEP))
     local = np.array([min(reserved_local_gpus(cfg.local, ts.astimezone(tz)),
                           cfg.gpus.simulated.count) for ts in starts])
     return Site(starts, np.array([s.pv_w or 0.0 for s in samples]),
                 np.array([s.load_w or 0.0 for s in samples]), imp, exp, local,
                 _orders(cfg, starts))
+
+
+def _price_slots(cfg: Config, first: datetime, end: datetime) -> list[PriceSlot]:
+    """The tariff's slots over the period. Day-ahead prices of another year are moved onto the
+    period by whole weeks, so each slot keeps its weekday and hour (a Monday evening peak stays
+    on a Monday evening) and lands on about the same day of the year."""
+    t = cfg.tariff
+    if t.kind != "day_ahead":
+        return tariff_for(cfg).slots(first, end)
+    span = load_series(t.prices_file, "ts_utc", ["eur_per_mwh"])
+    shift = year_shift(first, end, span.start, span.end)
+    tariff = DayAheadTariff(t.prices_file, t.import_formula, t.export_formula)
+    return [replace(p, start=p.start - shift, end=p.end - shift)
+            for p in tariff.slots(first + shift, end + shift)]
+
+
+def year_shift(first: datetime, end: datetime, known_from: datetime, known_until: datetime
+               ) -> timedelta:
+    """Whole weeks that move the period [first, end) into [known_from, known_until): none where
+    it lies inside already, else the whole years between them rounded to whole weeks (nudged a
+    week where that falls just short of a year's edge)."""
+    if known_from <= first and end <= known_until:
+        return timedelta(0)
+    middle = first + (end - first) / 2
+    years = round((known_from + (known_until - known_from) / 2 - middle) / YEAR)
+    weeks = round(years * YEAR / WEEK)
+    for nudge in (0, 1, -1, 2, -2):
+        shift = (weeks + nudge) * WEEK
+        if known_from <= first + shift and end + shift <= known_until:
+            return shift
+    return weeks * WEEK  # nothing fits: the missing price is reported where it is missing
 
 
 def _per_step(starts: list[datetime], slots: list) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                          "hindsight over the same period and order stream")
     e.add_argument("--scenario", help="a sunrig config with a [simulation] section")
     e.add_argument("--site", help="household CSV (ts_utc, load_w, pv_w) replacing the scenario's")
-    e.add_argument("--prices", help="day-ahead CSV replacing the scenario's")
+    e.add_argument("--prices", help="day-ahead CSV (ts_utc, eur_per_mwh) replacing the "
+                   "scenario's tariff; another year's prices are moved onto the simulated "
+                   "dates by whole weeks (same weekday and hour)")
     e.add_argument("--days", type=int)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_bench)
@@ -46,8 +48,9 @@ def scenario(path: str | None, site: str | None = None, prices: str | None = Non
     if site:
         sim = replace(cfg.energy.simulated, data_file=str(Path(site).resolve()))
         cfg = replace(cfg, energy=replace(cfg.energy, simulated=sim))
-    if prices:
-        cfg = replace(cfg, tariff=replace(cfg.tariff, prices_file=str(Path(prices).resolve())))
+    if prices:  # a scenario on a fixed tariff gets day-ahead prices with its formulas
+        cfg = replace(cfg, tariff=replace(cfg.tariff, kind="day_ahead",
+                                          prices_file=str(Path(prices).resolve())))
     if days:
         cfg = replace(cfg, simulation=replace(cfg.simulation, days=days))
     return cfg
@@ -90,10 +93,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     results = run_bench(cfg)
     if args.json:
-        print(json.dumps({name: round(r.profit, 2) for name, r in results.items()}))
+        print(json.dumps(bench_figures(cfg, results)))
         return 0
     print_table(cfg, results, time.perf_counter() - t0)
     return 0
+
+
+def bench_figures(cfg: Config, results: dict[str, Result]) -> dict:
+    """Per policy, revenue, the rig's energy cost, what leases left the owner short and profit,
+    in the site currency; hindsight stays among them as the ceiling no seller reaches, and
+    `online_bound` is the revenue no seller posting its floor before the orders come can beat."""
+    doc: dict = {name: {"revenue": round(r.revenue, 2), "energy_cost": round(r.rig_energy_cost, 2),
+                        "local_shortfall_cost": round(r.local_shortfall_cost, 2),
+                        "profit": round(r.profit, 2), "currency": cfg.site.currency}
+                 for name, r in results.items()}
+    doc["online_bound"] = round(online_revenue_bound(cfg), 2)
+    return doc
 
 
 def print_table(cfg: Config, results: dict[str, Result], seconds: float) -> None:

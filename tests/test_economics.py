@@ -15,7 +15,7 @@ from node.config import default_config, load_config
 from node.economics import Decision, load_site, simulate
 from node.hindsight import step_options
 from node.policies import POLICIES
-from node.simulate_cli import BENCH_ORDER
+from node.simulate_cli import BENCH_ORDER, online_revenue_bound, scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,13 +70,79 @@ def test_simulate_cli_prints_the_year_figures(capsys):
     assert doc["payback_years"] is None or doc["payback_years"] > 0
 
 
-def test_bench_economics_json_has_every_policy(capsys):
+def test_bench_economics_json_gives_every_policys_money_and_the_online_bound(capsys):
     args = ["bench", "economics", "--scenario", str(ROOT / "scenarios/owner-8gpu.toml"),
             "--days", "2", "--json"]
     assert main(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert list(doc) == ["planner", "always_sell", "solar_only", "cheapest_hours",
-                         "never_sell", "hindsight"]
+                         "never_sell", "hindsight", "online_bound"]
+    for name in BENCH_ORDER:
+        r = doc[name]
+        assert r["currency"] == "EUR"
+        assert r["profit"] == pytest.approx(r["revenue"] - r["energy_cost"]
+                                            - r["local_shortfall_cost"], abs=0.03)
+        assert r["energy_cost"] > 0  # the idle rig draws even when nothing sells
+    assert doc["never_sell"]["revenue"] == 0
+    # no seller posting its floor first earns more than the bound; hindsight is no such seller
+    cfg = scenario(str(ROOT / "scenarios/owner-8gpu.toml"), days=2)
+    assert doc["online_bound"] == pytest.approx(online_revenue_bound(cfg), abs=0.01)
+    assert doc["always_sell"]["revenue"] < doc["online_bound"] < doc["hindsight"]["revenue"]
+
+
+def _price_file(path: Path, first: datetime, days: int) -> Path:
+    """Hourly day-ahead prices that name their own weekday and UTC hour: 100 x weekday + hour
+    EUR/MWh, so a price read off the file says which hour of which weekday it came from."""
+    lines = ["ts_utc,eur_per_mwh"]
+    for h in range(days * 24):
+        ts = first + timedelta(hours=h)
+        lines.append(f"{ts.strftime('%Y-%m-%dT%H:%M:%SZ')},{100 * ts.weekday() + ts.hour}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("year", [2019, 2022, 2023, 2025, 2026])
+@pytest.mark.parametrize("replay", [True, False])
+def test_prices_of_another_year_keep_their_weekday_and_hour(tmp_path, year, replay):
+    prices = _price_file(tmp_path / f"{year}.csv", datetime(year, 1, 1, tzinfo=UTC), 365)
+    cfg = scenario(str(ROOT / "scenarios/owner-8gpu.toml"), prices=str(prices))
+    cfg = replace(cfg, simulation=replace(cfg.simulation, start="2024-06-10", days=3),
+                  tariff=replace(cfg.tariff, replay=replay))
+    site = load_site(cfg)
+    for k in range(0, site.steps, 7):
+        ts = site.starts[k].astimezone(UTC)
+        spot = (100 * ts.weekday() + ts.hour) / 1000.0
+        assert site.import_per_kwh[k] == pytest.approx((spot + 0.02 + 0.1088) * 1.21)
+
+
+def test_another_years_prices_land_on_about_the_same_day_of_the_year():
+    from node.economics import year_shift
+    june = datetime(2024, 6, 10, tzinfo=UTC)
+    for year in (2021, 2023, 2025, 2027):
+        first = datetime(year, 1, 1, tzinfo=UTC)
+        shift = year_shift(june, june + timedelta(days=364), first, first + timedelta(days=365))
+        assert shift % timedelta(weeks=1) == timedelta(0)
+        assert abs((june + shift).replace(year=2024) - june) <= timedelta(days=7)
+    # prices covering the period are used as they are
+    assert year_shift(june, june + timedelta(days=3), june, june + timedelta(days=3)) == (
+        timedelta(0))
+
+
+def test_prices_that_cannot_cover_the_period_are_named_not_guessed(tmp_path):
+    from energy.series import SeriesError
+    prices = _price_file(tmp_path / "short.csv", datetime(2023, 6, 1, tzinfo=UTC), 20)
+    cfg = scenario(str(ROOT / "scenarios/owner-8gpu.toml"), prices=str(prices))
+    cfg = replace(cfg, simulation=replace(cfg.simulation, start="2024-06-10", days=30))
+    with pytest.raises(SeriesError, match="does not cover the simulated period"):
+        load_site(cfg)
+
+
+def test_prices_given_to_a_fixed_tariff_scenario_are_the_ones_simulated(tmp_path):
+    prices = _price_file(tmp_path / "2023.csv", datetime(2023, 1, 1, tzinfo=UTC), 365)
+    cfg = scenario(str(ROOT / "scenarios/seed-study-40gpu.toml"), prices=str(prices), days=2)
+    site = load_site(cfg)
+    assert cfg.tariff.kind == "day_ahead"
+    assert len(set(site.import_per_kwh.round(6))) > 24  # an hourly price, not one fixed price
 
 
 def test_shipped_scenarios_are_valid_configs():
