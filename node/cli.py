@@ -50,11 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=DEFAULT_CONFIG_PATH)
     run.set_defaults(func=_cmd_run)
 
-    demo = sub.add_parser("demo", help="run on the embedded default: simulated rig, site, market")
+    demo = sub.add_parser("demo", help="run on the embedded default (simulated rig, site, "
+                          "market) or on --config FILE, with the demo's store and port")
     demo.add_argument("--speed", type=float, default=120.0,
                       help="simulated seconds per real second (default 120)")
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its store")
+    demo.add_argument("--config", default=None,
+                      help="run on this config's settings instead of the embedded default; "
+                      "its store path and dashboard port give way to --data-dir and --port")
     demo.set_defaults(func=_cmd_demo)
 
     attest.add_parser(sub)
@@ -99,7 +103,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         print("--speed must be positive", file=sys.stderr)
         return EXIT_CONFIG
-    cfg = demo_config(default_config(), Path(args.data_dir), args.port)
+    base = load_config(args.config) if args.config else default_config()
+    cfg = demo_config(base, Path(args.data_dir), args.port)
     return serve(cfg, speed=args.speed)
 
 

@@ -3,26 +3,53 @@ reads would block it once full) and is shown when the demo dies or does not stop
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import HANG_S, ROOT, wait_until
-from tests.test_cli import free_port, get_status
+from tests.short_year_demo import short_year_config
+
+# An answer from a live local dashboard: a busy machine may take seconds; one that does not come
+# only means asking again, so this is no test of how fast it answers.
+STATUS_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_status(port: int) -> dict | None:
+    """The agent's status on 127.0.0.1:`port`, None while nothing answers there."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status",
+                                    timeout=STATUS_TIMEOUT_S) as r:
+            return json.load(r)
+    except OSError:
+        return None
 
 
 class Demo:
-    """Starts at once; `wait_for` a status, `stop` with a signal."""
+    """Starts at once; `wait_for` a status, `stop` with a signal. `short_year`: the embedded
+    default with a week to simulate for the payback page, at the agent's priority."""
 
     def __init__(self, data_dir: Path, *args: str, short_year: bool = False,
                  env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.with_name(data_dir.name + ".log")
-        module = "tests.short_year_demo" if short_year else "node.cli"
-        command = [sys.executable, "-m", module, *([] if short_year else ["demo"])]
+        if short_year:
+            config = short_year_config(data_dir.with_name(data_dir.name + ".short-year.toml"))
+            command = [sys.executable, "-m", "tests.short_year_demo", "--config", str(config)]
+        else:
+            command = [sys.executable, "-m", "node.cli", "demo"]
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(
                 [*command, "--port", str(self.port), "--data-dir", str(data_dir), *args],
