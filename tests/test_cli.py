@@ -1,57 +1,46 @@
 """The real command in a real process: `sunrig demo`, signals, restart, `sunrig status`."""
 
-import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.request
+from datetime import datetime
+from importlib import resources
 from pathlib import Path
 
 import pytest
+
+from energy.files import MAX_SET_ASIDE
+from node.cli import main
+from tests.conftest import HANG_S
+
+# free_port and get_status live beside Demo; other test modules import them from here too
+from tests.demo_process import Demo, free_port, get_status  # noqa: F401
 
 pytestmark = pytest.mark.slow
 SUNRIG = [sys.executable, "-m", "node.cli"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_status(port: int) -> dict | None:
+def start_demo(data_dir: Path, *args: str, ready, what: str) -> tuple[Demo, dict]:
+    """A demo at 600x and its first status for which `ready` holds; stopped if it never comes."""
+    demo = Demo(data_dir, "--speed", "600", *args)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2) as r:
-            return json.load(r)
-    except OSError:
-        return None
+        return demo, demo.wait_for(ready, what)
+    except BaseException:
+        demo.stop(signal.SIGKILL)
+        raise
 
 
-def start_demo(port: int, data_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([*SUNRIG, "demo", "--port", str(port), "--speed", "600",
-                             "--data-dir", str(data_dir)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def stopped_cleanly(demo: Demo, sig: int) -> None:
+    assert demo.stop(sig) == 0, demo.tail()
+    assert "Traceback" not in demo.log.read_text(), demo.tail()
 
 
-def wait_for(port: int, ok, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    status = None
-    while time.monotonic() < deadline:
-        status = get_status(port)
-        if status and ok(status):
-            return status
-        time.sleep(0.3)
-    raise AssertionError(f"not reached in {timeout_s} s; last status: {status}")
-
-
-def stop(proc: subprocess.Popen, sig=signal.SIGTERM) -> str:
-    proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=30)
-    return out
+def synced_after(status: dict, ts: str) -> bool:
+    """Whether the markets were synced (payouts booked) after the simulated time `ts`."""
+    last = status["jobs"].get("sync_markets", {}).get("last_ok")
+    return bool(last) and datetime.fromisoformat(last) > datetime.fromisoformat(ts)
 
 
 def over_paid_leases(db: Path) -> list:
@@ -65,34 +54,28 @@ def over_paid_leases(db: Path) -> list:
 
 
 def test_demo_serves_leases_stops_on_signals_and_resumes(tmp_path):
-    port, data = free_port(), tmp_path / "demo"
-    proc = start_demo(port, data)
-    try:
-        first = wait_for(port, lambda s: s["leases"], timeout_s=90)
-    except AssertionError:
-        proc.kill()
-        raise
+    data = tmp_path / "demo"
+    demo, first = start_demo(data, ready=lambda s: s["leases"], what="the demo's first leases")
     assert len(first["gpus"]) == 8 and all(g["role"] for g in first["gpus"])
     assert first["site"]["load_w"] is not None and first["price"] is not None
-    text = subprocess.run([*SUNRIG, "status", "--url", f"http://127.0.0.1:{port}"],
-                          capture_output=True, text=True, timeout=30)
+    try:
+        text = subprocess.run([*SUNRIG, "status", "--url", demo.url], capture_output=True,
+                              text=True, timeout=HANG_S)
+    finally:
+        stopped_cleanly(demo, signal.SIGTERM)
     assert text.returncode == 0 and "gpus:" in text.stdout and "leases:" in text.stdout
     assert "payback: " in text.stdout and "484,000 EUR" in text.stdout
-    out = stop(proc, signal.SIGTERM)
-    assert proc.returncode == 0, out
-    assert "Traceback" not in out
 
     db = data / "sunrig-demo.db"
     with sqlite3.connect(db) as conn:
         leases_before = conn.execute("SELECT lease_id, started FROM leases").fetchall()
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    proc = start_demo(port, data)
-    try:
-        again = wait_for(port, lambda s: s["ts"] > first["ts"], timeout_s=60)
-        time.sleep(2)
+    demo, again = start_demo(data, ready=lambda s: s["ts"] > first["ts"],
+                             what="the resumed demo")
+    try:  # a payout booked twice on resuming would be in the store once a sync has run
+        demo.wait_for(lambda s: synced_after(s, again["ts"]), "a market sync after the restart")
     finally:
-        out = stop(proc, signal.SIGINT)
-    assert proc.returncode == 0, out
+        stopped_cleanly(demo, signal.SIGINT)
     assert again["ts"] >= first["ts"]  # the simulated clock resumed, not restarted
     with sqlite3.connect(db) as conn:
         after = dict(conn.execute("SELECT lease_id, started FROM leases").fetchall())
@@ -100,9 +83,42 @@ def test_demo_serves_leases_stops_on_signals_and_resumes(tmp_path):
     assert over_paid_leases(db) == []
 
 
+def test_demo_runs_on_a_given_config_with_its_own_store_and_port(tmp_path):
+    default = resources.files("node").joinpath("default.toml").read_text(encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere.db"
+    text = (default.replace('name = "Demo rig"', 'name = "Rooftop rig"')
+            .replace("port = 8080", "port = 9")
+            .replace('path = "var/demo/sunrig-demo.db"', f'path = "{elsewhere}"'))
+    assert text.count("Rooftop rig") == 1 and "port = 9\n" in text and str(elsewhere) in text
+    config = tmp_path / "rooftop.toml"
+    config.write_text(text)
+    data = tmp_path / "demo"
+    demo, status = start_demo(data, "--config", str(config), ready=lambda s: s["gpus"],
+                              what="the demo on the given config")
+    stopped_cleanly(demo, signal.SIGTERM)
+    assert status["site_name"] == "Rooftop rig"  # the file's settings, on the demo's port
+    assert (data / "sunrig-demo.db").exists() and not elsewhere.exists()
+
+
+@pytest.mark.parametrize("config, why", [
+    ("[markets.sim]\nenabeld = true\n", "markets.sim.enabeld"),
+    ("[site]\nname = 'x\n", "not valid TOML"),
+    (None, "No such file"),
+])
+def test_demo_with_a_broken_config_exits_2_naming_it(tmp_path, capsys, config, why):
+    path = tmp_path / "broken.toml"
+    if config is not None:
+        path.write_text(config)
+    data = tmp_path / "demo"
+    assert main(["demo", "--config", str(path), "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and why in err
+    assert not data.exists()  # refused before anything was started or stored
+
+
 def test_status_without_an_agent_says_so():
     r = subprocess.run([*SUNRIG, "status", "--url", f"http://127.0.0.1:{free_port()}"],
-                       capture_output=True, text=True, timeout=30)
+                       capture_output=True, text=True, timeout=HANG_S)
     assert r.returncode == 1 and "cannot reach the agent" in r.stderr
 
 
@@ -111,27 +127,30 @@ def test_startup_failures_are_one_clear_line(tmp_path):
         nvml = tmp_path / "nvml.toml"
         nvml.write_text(f"[gpus]\nbackend = 'nvml'\n[store]\npath = '{tmp_path}/s.db'\n")
         r = subprocess.run([*SUNRIG, "run", "--config", str(nvml)], capture_output=True,
-                           text=True, timeout=60)
+                           text=True, timeout=HANG_S)
         assert r.returncode == 1 and "NVML could not start" in r.stderr
         assert "Traceback" not in r.stderr
     data = tmp_path / "data.toml"
     data.write_text(f"[energy.simulated]\ndata_file = 'nowhere.csv'\n"
                     f"[store]\npath = '{tmp_path}/s2.db'\n")
     r = subprocess.run([*SUNRIG, "run", "--config", str(data)], capture_output=True, text=True,
-                       timeout=60)
+                       timeout=HANG_S)
     assert r.returncode == 2 and "nowhere.csv: no such file" in r.stderr
     state = tmp_path / "sim-market.json"
-    state.write_text("{broken")
+    state.write_text("{broken")  # a corrupt state file is set aside, unless it cannot be:
+    for n in range(MAX_SET_ASIDE):  # as many corrupt copies kept as sunrig keeps
+        state.with_name(f"{state.name}.corrupt" + (f".{n}" if n else "")).write_text("{")
     market = tmp_path / "market.toml"
     market.write_text(f"[markets.sim]\nenabled = true\n[store]\npath = '{tmp_path}/s3.db'\n")
     r = subprocess.run([*SUNRIG, "run", "--config", str(market)], capture_output=True,
-                       text=True, timeout=60)
+                       text=True, timeout=HANG_S)
     assert r.returncode == 1 and "sim-market.json" in r.stderr and "Traceback" not in r.stderr
+    assert state.read_text() == "{broken"  # nothing was lost to a fresh start
 
 
 def test_run_with_a_broken_config_exits_2(tmp_path):
     cfg = tmp_path / "sunrig.toml"
     cfg.write_text("[markets.sim]\nenabeld = true\n")
     r = subprocess.run([*SUNRIG, "run", "--config", str(cfg)], capture_output=True, text=True,
-                       timeout=30, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                       timeout=HANG_S, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert r.returncode == 2 and "markets.sim.enabeld" in r.stderr
