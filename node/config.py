@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from energy.series import EMBEDDED_PREFIX
 from energy.tariff import compile_formula
 from market_adapter.akash_bid_server import parse_listen
+from market_adapter.hyperbolic import PLATFORM_FEE_PCT
 from node.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/sunrig/sunrig.toml"
@@ -359,6 +360,9 @@ class HyperbolicConfig:
     api_key_file: str = field(default="/etc/sunrig/hyperbolic.key", metadata=string(path=True))
     base_url: str = "https://api.hyperbolic.xyz"
     state_file: str = field(default="/var/lib/sunrig/hyperbolic.json", metadata=string(path=True))
+    # the share of rental income Hyperbolic keeps; every price below is a listed price, which
+    # the rig earns less this fee
+    platform_fee_pct: float = field(default=PLATFORM_FEE_PCT, metadata=num(0, 99))
     expected_usd_per_gpu_hour: float = field(default=2.20,
                                              metadata=num(0, MAX_PRICE_PER_GPU_HOUR))
     ask_usd_per_gpu_hour: float = field(default=1.50, metadata=num(0, MAX_PRICE_PER_GPU_HOUR))

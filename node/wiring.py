@@ -32,7 +32,7 @@ from market_adapter.akash_bid_server import (
     parse_listen,
 )
 from market_adapter.base import Market
-from market_adapter.hyperbolic import HyperbolicClient, HyperbolicMarket
+from market_adapter.hyperbolic import HyperbolicClient, HyperbolicMarket, gpu_model_key
 from market_adapter.sim import ORDER_SIZE_WEIGHTS, ORDER_SIZES, SimMarket, SimMarketSettings
 from node.attest import trust_from_config
 from node.clock import Clock
@@ -219,13 +219,16 @@ def _markets(cfg: Config, clock: Clock, state_dir: Path, model: str
         markets["sim"] = SimMarket(settings, clock.now, state_dir / "sim-market.json")
         terms["sim"] = sim_terms(cfg)
     site_per_usd = 1.0 / cfg.markets.usd_per_site_currency
-    for name, m in (("akash", cfg.markets.akash), ("hyperbolic", cfg.markets.hyperbolic)):
+    h = cfg.markets.hyperbolic
+    # what the rig earns of a price: Hyperbolic's listed prices lose its platform fee
+    for name, m, share in (("akash", cfg.markets.akash, 1.0),
+                           ("hyperbolic", h, 1.0 - h.platform_fee_pct / 100.0)):
         if m.enabled:
             markets[name] = (akash_market(cfg, clock) if name == "akash"
                              else hyperbolic_market(cfg, clock))
-            terms[name] = MarketTerms(m.expected_usd_per_gpu_hour * site_per_usd,
-                                      m.ask_usd_per_gpu_hour * site_per_usd, m.orders_per_hour,
-                                      1.0, m.price_spread, m.mean_lease_hours)
+            terms[name] = MarketTerms(m.expected_usd_per_gpu_hour * share * site_per_usd,
+                                      m.ask_usd_per_gpu_hour * share * site_per_usd,
+                                      m.orders_per_hour, 1.0, m.price_spread, m.mean_lease_hours)
     return markets, terms
 
 
@@ -260,7 +263,8 @@ def hyperbolic_market(cfg: Config, clock: Clock) -> HyperbolicMarket:
     h = cfg.markets.hyperbolic
     key = read_secret(h.api_key_file, "markets.hyperbolic.api_key_file", "the API key")
     return HyperbolicMarket(HyperbolicClient(key, h.base_url), h.state_file, clock.now,
-                            1.0 / cfg.markets.usd_per_site_currency)
+                            1.0 / cfg.markets.usd_per_site_currency,
+                            platform_fee_pct=h.platform_fee_pct)
 
 
 def akash_market(cfg: Config, clock: Clock) -> AkashMarket:
@@ -331,7 +335,7 @@ def sim_terms(cfg: Config) -> MarketTerms:
 
 
 def model_key(gpu_name: str) -> str:
-    """'NVIDIA H200' -> 'h200', 'NVIDIA H100 80GB HBM3' -> 'h100': how markets name models."""
-    words = [w for w in gpu_name.lower().replace("nvidia", "").split() if w]
-    return words[0] if words else "unknown"
+    """'NVIDIA H200' -> 'h200', 'NVIDIA H100 80GB HBM3' -> 'h100': the rule the markets' names
+    are read by too, so the rig's GPUs find their price."""
+    return gpu_model_key(gpu_name) or "unknown"
 
