@@ -3,6 +3,7 @@ answers: parsing, 15-minute slots, gaps in A03 curves, negative prices, failures
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -11,6 +12,7 @@ import pytest
 
 from energy.price_feeds import FeedError, FeedTariff, awattar, entsoe, parse_entsoe
 from energy.types import SourceUnavailable
+from tests.conftest import HANG_S
 from tests.http_stub import JsonHandler, serve
 
 DATA = Path(__file__).parent / "data" / "prices"
@@ -40,6 +42,13 @@ class Feeds:
 
         self.httpd, self.url = serve(Handler)
 
+    # The stand-in answers every request: the client's timeout only ends a hang.
+    def awattar(self) -> Callable[[datetime, datetime], list]:
+        return awattar(base_url=self.url + "/v1/marketdata", timeout_s=HANG_S)
+
+    def entsoe(self, token: str) -> Callable[[datetime, datetime], list]:
+        return entsoe(token, "10YNL----------L", base_url=self.url + "/api", timeout_s=HANG_S)
+
 
 @pytest.fixture
 def feeds():
@@ -50,7 +59,7 @@ def feeds():
 
 
 def test_awattar_hours_become_retail_prices_negative_ones_included(feeds):
-    t = FeedTariff(awattar(base_url=feeds.url + "/v1/marketdata"), "spot * 1.21 + 0.15",
+    t = FeedTariff(feeds.awattar(), "spot * 1.21 + 0.15",
                    "spot", "aWATTar")
     slots = t.slots(DAY, DAY + timedelta(hours=4))
     assert [s.start for s in slots] == [DAY + timedelta(hours=h) for h in range(4)]
@@ -61,7 +70,7 @@ def test_awattar_hours_become_retail_prices_negative_ones_included(feeds):
 
 
 def test_entsoe_quarter_hours_with_a03_gaps_filled_forward(feeds):
-    fetch = entsoe("token-1", "10YNL----------L", base_url=feeds.url + "/api")
+    fetch = feeds.entsoe("token-1")
     spots = fetch(DAY, DAY + timedelta(days=1))
     assert [p for _, _, p in spots] == [88.12, -3.50, -3.50, 75.00]
     assert spots[0][0] == datetime(2026, 11, 19, 23, tzinfo=UTC)
@@ -73,19 +82,19 @@ def test_entsoe_quarter_hours_with_a03_gaps_filled_forward(feeds):
 
 def test_not_yet_published_is_no_prices_and_other_refusals_are_named(feeds):
     feeds.entsoe_file = "entsoe_no_data.xml"
-    assert entsoe("t", "10YNL----------L", base_url=feeds.url + "/api")(DAY, DAY) == []
+    assert feeds.entsoe("t")(DAY, DAY) == []
     with pytest.raises(FeedError, match="not XML"):
         parse_entsoe("<html>gateway timeout")
     with pytest.raises(FeedError, match="refused: 401"):
         parse_entsoe((DATA / "entsoe_no_data.xml").read_text().replace(">999<", ">401<"))
     feeds.status = 401
     with pytest.raises(FeedError, match="token was refused"):
-        entsoe("bad", "10YNL----------L", base_url=feeds.url + "/api")(DAY, DAY)
+        feeds.entsoe("bad")(DAY, DAY)
 
 
 def test_a_failing_feed_keeps_the_prices_it_gave(feeds):
     now = [0.0]
-    t = FeedTariff(awattar(base_url=feeds.url + "/v1/marketdata"), "spot", "spot", "aWATTar",
+    t = FeedTariff(feeds.awattar(), "spot", "spot", "aWATTar",
                    refresh_s=60, clock=lambda: now[0])
     before = t.slots(DAY, DAY + timedelta(hours=4))
     feeds.status = 503
@@ -143,7 +152,7 @@ def test_a_failing_entsoe_answer_never_carries_the_token_into_the_error(feeds, s
     token = "entsoe-test-T0ken-77c1"
     feeds.status = status
     with pytest.raises(FeedError) as failed:
-        entsoe(token, "10YNL----------L", base_url=feeds.url + "/api")(DAY, DAY)
+        feeds.entsoe(token)(DAY, DAY)
     assert token not in str(failed.value)
 
 

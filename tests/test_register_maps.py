@@ -11,6 +11,7 @@ import pytest
 from energy.modbus import ModbusHub
 from energy.modbus_server import RegisterImageServer
 from energy.register_maps import MAPS, Reg, RegisterMapSite, decode
+from tests.conftest import HANG_S
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
@@ -30,7 +31,7 @@ def serve(name: str, image: dict[int, list[int]]) -> tuple[RegisterImageServer, 
     server = RegisterImageServer(65000, unit=device.unit).start()
     for address, values in image.items():
         server.set(address, values)
-    site = RegisterMapSite(ModbusHub(timeout_s=1).link("127.0.0.1", server.port), device,
+    site = RegisterMapSite(ModbusHub(timeout_s=HANG_S).link("127.0.0.1", server.port), device,
                            rig_power_w=lambda: 1000.0)
     return server, site
 
