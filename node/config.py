@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-import stat
 import tomllib
 import unicodedata
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from energy.files import FileProblem, decode_utf8, read_bytes
 from energy.series import EMBEDDED_PREFIX
 from energy.tariff import compile_formula
 from market_adapter.akash_bid_server import parse_listen
@@ -322,7 +322,7 @@ class AkashConfig:
     provider_address: str = ""  # akash1...: whose leases to read
     rest_url: str = "https://api.akashnet.net"  # a chain REST (LCD) endpoint
     provider_url: str = ""  # the provider's own API, e.g. https://provider.example:8443
-    provider_ca_file: str = ""  # its certificate's CA; empty: /status is read unverified
+    provider_ca_file: str = field(default="", metadata=string(path=True))  # empty: unverified
     offer_file: str = field(default="/var/lib/sunrig/akash-offer.json", metadata=string(path=True))
     offer_valid_s: float = field(default=300.0, metadata=num(60, MAX_INTERVAL_S))
     # the bid endpoint the provider's bid-price script asks: an address of this node that the
@@ -518,27 +518,14 @@ def load_config(path: str | Path) -> Config:
 
 
 def read_config_text(path: Path) -> str:
-    """A config file's text. Whatever the path holds (nothing, a folder, a device, a huge or
-    binary file) is a ConfigError naming it, never a traceback."""
-    file = str(path)
+    """A config file's text, read by the rule for outside files (energy.files): whatever the
+    path holds (nothing, a folder, a FIFO, a device, a huge or binary file) is a ConfigError
+    naming it, never a traceback or a read that blocks."""
     try:
-        mode = path.stat().st_mode
-        if stat.S_ISDIR(mode):
-            raise ConfigError(file, "", "is a folder, not a config file")
-        if not stat.S_ISREG(mode):  # a FIFO would block the read, a device never end
-            raise ConfigError(file, "", "is not a regular file")
-        with path.open("rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(file, "", f"cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(file, "", f"is larger than {MAX_CONFIG_BYTES >> 10} KiB; "
-                                    "a config file is a few KiB of TOML")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(file, "", f"is not UTF-8 text (byte {exc.start} is not); "
-                                    "a config file is TOML, which is UTF-8") from None
+        return decode_utf8(read_bytes(path, MAX_CONFIG_BYTES), path)
+    except FileProblem as exc:
+        raise ConfigError(str(path), "", f"{exc.problem}; a config file is a regular file "
+                                         "of a few KiB of TOML, which is UTF-8") from None
 
 
 def default_config() -> Config:

@@ -78,6 +78,10 @@ def test_cross_field_checks():
 def test_relative_paths_are_taken_from_the_config_folder():
     cfg = parse("[store]\npath = 'data/sunrig.db'\n")
     assert cfg.store.path == "/etc/sunrig/data/sunrig.db"
+    cfg = parse("[markets.akash]\nprovider_ca_file = 'akash-ca.pem'\n")
+    assert cfg.markets.akash.provider_ca_file == "/etc/sunrig/akash-ca.pem"
+    assert error_of('[markets.akash]\nprovider_ca_file = "ca\\u0007.pem"\n').key == \
+        "markets.akash.provider_ca_file"
 
 
 def test_broken_toml_is_a_config_error():

@@ -267,14 +267,37 @@ def test_config_check_of_a_folder_a_fifo_or_nothing_exits_2_naming_it(tmp_path, 
     done = threading.Event()
     writer = release_a_reader(fifo, done)
     try:
+        link = tmp_path / "link.toml"
+        link.symlink_to(fifo)
         for path, why in ((tmp_path, "folder"), (fifo, "not a regular file"),
-                          (tmp_path / "missing.toml", "No such file")):
+                          (link, "not a regular file"), (Path("/dev/null"), "not a regular file"),
+                          (tmp_path / "missing.toml", "no such file")):
             assert main(["config", "check", str(path)]) == 2
             err = capsys.readouterr().err
-            assert str(path) in err and why in err
+            assert str(path) in err and why in err.lower()
     finally:
         done.set()
         writer.join()
+
+
+def test_a_config_that_turns_into_a_fifo_after_a_look_is_still_refused(tmp_path, capsys,
+                                                                        monkeypatch):
+    """What the path holds is judged on the file opened, not on an earlier look at the path,
+    which another process may change in between."""
+    regular = tmp_path / "regular.toml"
+    regular.write_text("")
+    looked = regular.stat()
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(Path, "stat", lambda self, **kw: looked)  # a look that saw a file
+    done = threading.Event()
+    writer = release_a_reader(fifo, done)
+    try:
+        assert main(["config", "check", str(fifo)]) == 2
+    finally:
+        done.set()
+        writer.join()
+    assert "not a regular file" in capsys.readouterr().err
 
 
 def test_a_file_that_is_not_utf8_says_so():
