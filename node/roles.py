@@ -5,6 +5,11 @@ Invariants, kept by `assign_roles` whatever it is given:
 - a local GPU is never offered to a market and never given a lease;
 - parked GPUs run at the lowest power limit they allow.
 Among otherwise equal choices a GPU keeps its previous role, so roles do not flap.
+
+Where the kubelet tells which pod holds which GPU (`Physical`), that wins over the plan's
+counts and over where a lease was guessed to run: a GPU a tenant's pod holds is that market's
+(with its lease, where one matches), a GPU the owner's pods hold is local, and a GPU a hold pod
+holds is never offered to a market (it is local or parked).
 """
 
 from __future__ import annotations
@@ -37,6 +42,18 @@ class LeaseHold:
 
 
 @dataclass(frozen=True)
+class Physical:
+    """Which GPUs pods really hold, by index, as the kubelet's PodResources shows them."""
+
+    tenant: Mapping[int, tuple[str, str]] = field(default_factory=dict)  # -> (market, holder)
+    local: frozenset[int] = frozenset()  # the owner's pods (and any pod of no market)
+    hold: frozenset[int] = frozenset()  # sunrig's hold pods
+
+    def taken(self) -> set[int]:
+        return set(self.tenant) | self.local | self.hold
+
+
+@dataclass(frozen=True)
 class RoleResult:
     assignments: tuple[Assignment, ...]
     new_lease_gpus: Mapping[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
@@ -57,10 +74,16 @@ def reserved_local_gpus(local: LocalConfig, ts_local: datetime) -> int:
 
 def assign_roles(gpu_indexes: Sequence[int], reserved_local: int,
                  offered: Mapping[str, int], leases: Iterable[LeaseHold],
-                 previous: Mapping[int, Assignment] | None = None) -> RoleResult:
+                 previous: Mapping[int, Assignment] | None = None,
+                 physical: Physical | None = None) -> RoleResult:
     """Assign every GPU a role for the current slot; see the module's invariants."""
     previous = previous or {}
     gpus = set(gpu_indexes)
+    leases = list(leases)
+    moved: dict[tuple[str, str], tuple[int, ...]] = {}
+    if physical is not None:
+        leases, moved = _leases_on_physical(leases, physical, gpus)
+    hold = physical.hold if physical is not None else frozenset()
     chosen: dict[int, Assignment] = {}
     waiting: list[LeaseHold] = []
     for lease in leases:
@@ -71,18 +94,25 @@ def assign_roles(gpu_indexes: Sequence[int], reserved_local: int,
             waiting.append(lease)
 
     def prefer(role: str, market: str | None = None) -> list[int]:
-        """Free GPUs, best first: those already in this role, then parked ones, then the rest."""
-        def rank(i: int) -> tuple[int, int]:
+        """Free GPUs, best first: those already in this role, then parked ones, then the rest.
+        A GPU a hold pod holds is never a market's, and the first to be local."""
+        def rank(i: int) -> tuple[int, int, int]:
             prev = previous.get(i)
+            first = 0 if i in hold else 1
             if prev and prev.role == role and prev.market == market:
-                return 0, i
-            return (1 if prev is None or prev.role == PARKED else 2), i
-        return sorted((i for i in gpus if i not in chosen), key=rank)
+                return first, 0, i
+            return first, (1 if prev is None or prev.role == PARKED else 2), i
+        free = (i for i in gpus if i not in chosen and (role != MARKET or i not in hold))
+        return sorted(free, key=rank)
 
-    for i in prefer(LOCAL)[:max(0, reserved_local)]:
+    for i in sorted(physical.local & gpus if physical is not None else ()):
+        chosen.setdefault(i, Assignment(i, LOCAL))  # the owner's pods run there: local
+    in_local = sum(1 for a in chosen.values() if a.role == LOCAL)
+    for i in prefer(LOCAL)[:max(0, reserved_local - in_local)]:
         chosen[i] = Assignment(i, LOCAL)
 
     new_lease_gpus, unplaced = _place_waiting(waiting, chosen, prefer)
+    new_lease_gpus = {**moved, **new_lease_gpus}
     free_offered = {}
     for market in sorted(offered):
         held = sum(1 for a in chosen.values() if a.role == MARKET and a.market == market)
@@ -113,6 +143,43 @@ def _place_waiting(waiting: list[LeaseHold], chosen: dict[int, Assignment], pref
             chosen[i] = Assignment(i, MARKET, lease.market, lease.lease_id)
         placed[(lease.market, lease.lease_id)] = picks
     return placed, unplaced
+
+
+def _leases_on_physical(leases: list[LeaseHold], physical: Physical, gpus: set[int]
+                        ) -> tuple[list[LeaseHold], dict[tuple[str, str], tuple[int, ...]]]:
+    """Leases placed where the kubelet says their pods run. A lease whose id names the holder
+    (Akash: the lease namespace) takes those GPUs; a market's other tenant GPUs go to its
+    leases not yet matched, in order (Hyperbolic lists no lease per pod); GPUs left over stay
+    with the pod that holds them. A stored guess that collides with a held GPU is dropped, so
+    the lease is placed anew on a free GPU. Returns the leases and those whose GPUs moved."""
+    by_holder: dict[tuple[str, str], list[int]] = {}
+    for i, key in sorted(physical.tenant.items()):
+        if i in gpus:
+            by_holder.setdefault(key, []).append(i)
+    ids = {(le.market, le.lease_id) for le in leases}
+    spare = {m: [i for (mm, h), idx in by_holder.items() if mm == m and (mm, h) not in ids
+                 for i in idx] for m, _ in by_holder}
+    taken = physical.taken()
+    out: list[LeaseHold] = []
+    for lease in leases:
+        key = (lease.market, lease.lease_id)
+        if key in by_holder:
+            placed = tuple(by_holder[key])
+        elif spare.get(lease.market):
+            pool = spare[lease.market]
+            placed, spare[lease.market] = tuple(pool[:lease.gpus]), pool[lease.gpus:]
+        else:
+            placed = tuple(i for i in lease.gpu_indexes if i not in taken)
+        out.append(LeaseHold(lease.market, lease.lease_id, lease.gpus, placed))
+    moved = {(le.market, le.lease_id): le.gpu_indexes for le, before in zip(out, leases,
+                                                                            strict=True)
+             if le.gpu_indexes and le.gpu_indexes != before.gpu_indexes}
+    left = {i for pool in spare.values() for i in pool}
+    for (market, holder), idx in by_holder.items():  # a pod of no known lease: still its market's
+        rest = tuple(i for i in idx if i in left)
+        if rest:
+            out.append(LeaseHold(market, holder, len(rest), rest))
+    return out, moved
 
 
 def power_limit_for(role: str, min_limit_w: float | None, default_limit_w: float | None

@@ -10,6 +10,7 @@ from node.roles import (
     PARKED,
     Assignment,
     LeaseHold,
+    Physical,
     assign_roles,
     power_limit_for,
     reserved_local_gpus,
@@ -102,3 +103,50 @@ def test_parked_gpus_get_the_lowest_limit():
     assert power_limit_for(PARKED, 200.0, 700.0) == 200.0
     assert power_limit_for(MARKET, 200.0, 700.0) == 700.0
     assert power_limit_for(LOCAL, 200.0, 700.0) == 700.0
+
+
+@st.composite
+def with_physical(draw):
+    indexes, reserved, offered, leases, previous = draw(situations())
+    owner = {i: draw(st.sampled_from(["akash", "hyperbolic", "local", "hold", None]))
+             for i in indexes}
+    lease_ids = [le.lease_id for le in leases] + ["instance/rental-0", "ns/web"]
+    tenant = {i: (m, draw(st.sampled_from(lease_ids))) for i, m in owner.items()
+              if m in ("akash", "hyperbolic")}
+    held = Physical(tenant, frozenset(i for i, m in owner.items() if m == "local"),
+                    frozenset(i for i, m in owner.items() if m == "hold"))
+    return indexes, reserved, offered, leases, previous, held
+
+
+@settings(max_examples=300, deadline=None)
+@given(with_physical())
+def test_the_gpus_pods_really_hold_win_over_counts_and_guesses(situation):
+    indexes, reserved, offered, leases, previous, held = situation
+    result = assign_roles(indexes, reserved, offered, leases, previous, held)
+    by_index = {a.index: a for a in result.assignments}
+    assert sorted(by_index) == indexes
+    for i, (market, _) in held.tenant.items():  # a tenant's GPU is its market's, with a lease
+        assert by_index[i].role == MARKET and by_index[i].market == market
+        assert by_index[i].lease_id
+    for i in held.local:
+        assert by_index[i].role == LOCAL
+    for i in held.hold:  # a hold pod's GPU is never offered
+        assert by_index[i].role in (LOCAL, PARKED)
+    for (market, _), picks in result.new_lease_gpus.items():
+        assert not set(picks) & (held.local | held.hold)
+        assert all(held.tenant.get(i, (market,))[0] == market for i in picks)
+
+
+def test_a_lease_runs_where_its_pod_is_not_where_it_was_guessed():
+    guessed = LeaseHold("akash", "akash1owner/123/1/1", 2, (0, 1))
+    held = Physical({5: ("akash", "akash1owner/123/1/1"), 6: ("akash", "akash1owner/123/1/1"),
+                     7: ("hyperbolic", "instance/rental-0")}, frozenset({0}), frozenset({1}))
+    hyper = LeaseHold("hyperbolic", "hb-1", 1)  # Hyperbolic names no lease per pod
+    result = assign_roles(range(8), 2, {"akash": 2, "hyperbolic": 1}, [guessed, hyper], {}, held)
+    by_index = {a.index: a for a in result.assignments}
+    assert by_index[5] == Assignment(5, MARKET, "akash", "akash1owner/123/1/1")
+    assert by_index[7] == Assignment(7, MARKET, "hyperbolic", "hb-1")
+    assert result.new_lease_gpus[("akash", "akash1owner/123/1/1")] == (5, 6)
+    assert result.new_lease_gpus[("hyperbolic", "hb-1")] == (7,)
+    assert by_index[0].role == LOCAL and by_index[1].role == LOCAL  # owner's pod, then hold
+    assert result.free_offered == {"akash": 0, "hyperbolic": 0}  # both shares are taken
