@@ -30,6 +30,7 @@ from node.ledger import RigEnergy, book_energy, book_payouts
 from node.milp_planner import MilpPlanner
 from node.plan_inputs import FillTracker, learned_terms, plan_inputs
 from node.planner import Plan, PlanInputs, RulePlanner
+from node.podresources import physical
 from node.projection import YearProjection
 from node.roles import (
     LOCAL,
@@ -260,8 +261,14 @@ class Agent:
             offered = dict(slot.offered) if slot else dict.fromkeys(self.parts.markets, 0)
             holds = [LeaseHold(r["market"], r["lease_id"], r["gpus"], tuple(r["gpu_indexes"]))
                      for r in self.store.leases(ACTIVE)]
+            # which pod really holds which GPU, from the kubelet's last answer: it wins over
+            # the plan's counts, and caps and energy per role follow it
+            split = self.parts.kube.last if self.parts.kube is not None else None
+            held = None
+            if split is not None and split.holders is not None:
+                held = physical(split.holders, {g.uuid: i for i, g in self.state.gpus.items()})
             result = assign_roles(sorted(self.state.gpus), self._reserved_at(now), offered,
-                                  holds, self.state.assignments)
+                                  holds, self.state.assignments, held)
             for (market, lease_id), idx in result.new_lease_gpus.items():
                 self.store.assign_lease_gpus(market, lease_id, list(idx))
             for lease_id in result.unplaced_leases:
@@ -369,9 +376,15 @@ class Agent:
         """Keep off the market, as pods on Kubernetes, every GPU the plan does not offer now."""
         if self.parts.kube is None:
             return
+        kube = self.parts.kube
         slot = self.state.plan.slot_at(self.clock.now()) if self.state.plan else None
         offered = sum(slot.offered.values()) if slot else 0
-        self.parts.kube.keep(max(0, len(self.state.gpus) - offered))
+        before = kube.last.holders if kube.last is not None else None
+        split = kube.keep(max(0, len(self.state.gpus) - offered))
+        for message in split.replaced:  # each rejected hold pod once: it is gone after this
+            self.store.add_event(self.clock.now(), "kube", message)
+        if split.holders != before:
+            self.apply_roles()  # a tenant took a GPU, or let one go: roles and caps follow now
 
     # --- markets and books ----------------------------------------------------------------------
     def sync_markets(self) -> None:
