@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from scipy.optimize import Bounds, milp
 
 from market_adapter.sim import Order, order_takes_offer
 from node.config import Config
@@ -146,6 +145,8 @@ class Hindsight:
         opts = [o for k in range(b0, b2) for o in self.options[k]]
         profiles = [self.profile(o) for o in opts]
         model = _block_model(self, b0, b2, opts, profiles, soc_wh)
+        from scipy.optimize import milp  # the solver is loaded when hindsight first solves
+
         with _quiet_stdout():
             res = milp(model["c"], integrality=model["integrality"], bounds=model["bounds"],
                        constraints=model["constraints"],
@@ -213,6 +214,8 @@ def _block_model(h: Hindsight, b0: int, b2: int, opts: list[Option], profiles: l
             hi[var(t, 2)] = hi[var(t, 3)] = hi[var(t, 4)] = 0.0
     if cap_wh > 0:  # leave the battery as full as it was found
         lo[var(b2 - 1, 4)] = min(max(soc_wh, min_wh), cap_wh)
+    from scipy.optimize import Bounds
+
     return {"c": c, "integrality": integrality, "bounds": Bounds(lo, hi),
             "constraints": [rows_constraint(rows, n)]}
 
