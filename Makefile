@@ -41,6 +41,8 @@ test: $(VENV)/.installed-test system-deps
 
 bench: $(VENV)/.installed-test system-deps
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/planner.py
+	$(BIN)/python bench/agent.py
 	$(BIN)/sunrig bench economics --scenario scenarios/owner-8gpu.toml
 	$(BIN)/sunrig bench economics --scenario scenarios/seed-study-40gpu.toml
 
