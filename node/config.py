@@ -380,15 +380,46 @@ class MarketsConfig:
     hyperbolic: HyperbolicConfig = field(default_factory=HyperbolicConfig)
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _dns_label(value: str) -> None:
+    """A namespace name as Kubernetes allows it (RFC 1123 label): one rule for every
+    namespace sunrig is told of, so a typo fails at the start, not as an API error later."""
+    if not _DNS_LABEL.fullmatch(value):
+        raise ValueError(f"{shown(value)} is not a Kubernetes namespace name: 1 to 63 lower "
+                         "case letters, digits or '-', starting and ending with a letter or digit")
+
+
+def _dns_subdomain(value: str) -> None:
+    """A node name as Kubernetes allows it (RFC 1123 subdomain); empty while kube is off."""
+    if value and (len(value) > 253 or not all(_DNS_LABEL.fullmatch(p)
+                                              for p in value.split("."))):
+        raise ValueError(f"{shown(value)} is not a Kubernetes node name: labels of lower case "
+                         "letters, digits or '-' joined by '.', at most 253 characters")
+
+
 @dataclass(frozen=True)
 class KubeConfig:
-    """The GPU split on the rig's Kubernetes: hold pods keep GPUs away from the providers."""
+    """The GPU split on the rig's Kubernetes: hold pods keep GPUs away from the providers, and
+    the kubelet's PodResources API tells which pod holds which GPU."""
 
     enabled: bool = False
-    namespace: str = "sunrig"
-    node_name: str = ""  # the rig's node as Kubernetes names it
+    namespace: str = field(default="sunrig", metadata=string(check=_dns_label))
+    node_name: str = field(default="", metadata=string(check=_dns_subdomain))
     kubeconfig: str = ""  # empty: in-cluster service account, else ~/.kube/config
     hold_image: str = "registry.k8s.io/pause:3.10"
+    # the kubelet's PodResources socket (mounted read-only into a pod); empty: not read, and
+    # hold pods count by their phase alone
+    pod_resources_socket: str = field(default="/var/lib/kubelet/pod-resources/kubelet.sock",
+                                      metadata=string(path=True))
+    # HyperdOS runs rentals in `instance` and its GPU filler in `hyperpool`
+    hyperbolic_namespaces: tuple[str, ...] = field(default=("instance", "hyperpool"),
+                                                   metadata=string(check=_dns_label))
+    # the owner's own GPU pods, besides those in `namespace`
+    local_namespaces: tuple[str, ...] = field(default=(), metadata=string(check=_dns_label))
+    # a hold pod still Pending (or Running without its GPU) this long is replaced
+    hold_grace_s: float = field(default=300.0, metadata=num(10, 86_400))
 
 
 @dataclass(frozen=True)

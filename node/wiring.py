@@ -36,12 +36,13 @@ from market_adapter.hyperbolic import HyperbolicClient, HyperbolicMarket, gpu_mo
 from market_adapter.sim import ORDER_SIZE_WEIGHTS, ORDER_SIZES, SimMarket, SimMarketSettings
 from node.attest import trust_from_config
 from node.clock import Clock
-from node.config import UNPRINTABLE, WEEKDAYS, Config
+from node.config import UNPRINTABLE, WEEKDAYS, Config, KubeConfig
 from node.errors import ConfigError
 from node.gpus import GpuBackend, NvmlBackend, SimulatedGpuModel, SimulatedRig
 from node.kube import KubeSplit, api_client
 from node.plan_inputs import site_array, site_battery
 from node.planner import MarketTerms
+from node.podresources import PodResources
 from tee.attest import TeeSource
 from tee.evidence import TeeError
 from tee.gpu import NvmlTee
@@ -75,11 +76,19 @@ def build_parts(cfg: Config, clock: Clock, state_dir: Path,
     backend, model, busy_w = _backend(cfg, clock)
     markets, terms = _markets(cfg, clock, state_dir, model)
     k = cfg.kube
-    kube = KubeSplit(api_client(k.kubeconfig or None), k.namespace, k.node_name,
-                     k.hold_image) if k.enabled else None
+    kube = _kube(cfg.kube) if k.enabled else None
     site, close_site = _site(cfg, clock, rig_power_w)
     return Parts(backend, site, tariff_for(cfg), markets, terms, model, busy_w,
                  tee=_tee(cfg), trust=trust_from_config(cfg.tee), kube=kube, close=close_site)
+
+
+def _kube(k: KubeConfig) -> KubeSplit:
+    """The split on Kubernetes; PodResources tells it which pod holds which GPU, where the
+    kubelet's socket is configured."""
+    pods = PodResources(k.pod_resources_socket) if k.pod_resources_socket else None
+    return KubeSplit(api_client(k.kubeconfig or None), k.namespace, k.node_name, k.hold_image,
+                     pod_resources=pods, hyperbolic_namespaces=k.hyperbolic_namespaces,
+                     local_namespaces=k.local_namespaces, grace_s=k.hold_grace_s)
 
 
 def build_inventory(cfg: Config) -> tuple[str, float]:
