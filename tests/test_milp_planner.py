@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -186,3 +188,68 @@ def test_any_input_gives_a_plan_that_keeps_every_promise(prices, local, leased, 
         assert sum(slot.offered.values()) >= min(held, free_for_market)
         if sum(slot.offered.values()) > held:
             assert breaker_ok(inp, slot)
+
+
+def test_best_floors_of_many_slots_are_each_slots_own_best_floor():
+    from node.planner import best_floors
+    costs = [0.0, 0.31, 0.3101, 0.9, 1.7, 2.5, 4.0]
+    caps = [7, 7, 7, 3, 7, 1, 0]
+    floors = best_floors(TERMS, costs, caps)
+    for cost, cap, floor in zip(costs, caps, floors, strict=True):
+        assert floor == TERMS.best_floor(cost, cap)
+        assert floor >= TERMS.ask_price_per_gpu_hour
+        if cap == 0:
+            continue
+        # no floor on a grid ten times finer than the ladder's earns visibly more
+        top = TERMS.expected_price_per_gpu_hour * math.exp(3 * TERMS.price_spread)
+        grid = [TERMS.ask_price_per_gpu_hour + (top - TERMS.ask_price_per_gpu_hour) * k / 800
+                for k in range(801)]
+        best = max((p - cost) * TERMS.carried_gpus(p, cap) for p in grid)
+        assert (floor - cost) * TERMS.carried_gpus(floor, cap) >= best - 1e-3
+
+
+def test_the_revenue_segments_are_concave_and_cover_every_ladder_price():
+    from node.milp_planner import LADDER_Z, _revenue_segments
+    assert len(_revenue_segments(TERMS, 0.25, 1)[0]) == 0  # orders of 3 GPUs never fit on 1
+    for cap in (3, 7, 40):
+        widths, slopes = _revenue_segments(TERMS, 0.25, cap)
+        assert len(widths) > 3 and all(w > 0 for w in widths)
+        assert all(a >= b for a, b in zip(slopes, slopes[1:], strict=False))  # concave
+        ends = np.cumsum(widths)
+        revenue = np.cumsum(widths * slopes)
+        ladder = [TERMS.expected_price_per_gpu_hour * math.exp(TERMS.price_spread * z)
+                  for z in LADDER_Z]
+        for p in [TERMS.ask_price_per_gpu_hour] + [p for p in ladder if p >= 1.84]:
+            # what a floor on the ladder earns lies under the envelope
+                started = TERMS.carried_gpus(p, cap) / TERMS.mean_lease_hours * 0.25
+                assert started <= ends[-1] + 1e-12
+                bound = np.interp(started, np.concatenate([[0.0], ends]),
+                                  np.concatenate([[0.0], revenue]))
+                assert bound >= started * p * TERMS.mean_lease_hours - 1e-9
+
+
+def test_a_leases_energy_cost_weighs_each_later_slot_by_its_survival():
+    from node.milp_planner import _lease_energy_cost
+    rng = np.random.default_rng(3)
+    for n, hours, mean_h in ((1, 0.25, 8.0), (96, 0.25, 8.0), (192, 0.25, 2.0), (24, 1.0, 30.0)):
+        cost = rng.uniform(-0.1, 0.5, n).tolist()
+        got = _lease_energy_cost(cost, hours, mean_h)
+        decay = math.exp(-hours / mean_h)
+        for t in range(n):  # the survival-weighted mean, slot by slot
+            w = [decay ** (k - t) for k in range(t, n)]
+            total, weight = sum(wi * c for wi, c in zip(w, cost[t:], strict=True)), sum(w)
+            left = decay ** (n - t)
+            if left > 1e-3:  # beyond the horizon: the horizon's mean
+                tail = left / (1 - decay)
+                total, weight = total + tail * sum(cost) / n, weight + tail
+            assert got[t] == pytest.approx(total / weight, rel=1e-9, abs=1e-12)
+
+
+def test_the_model_has_no_row_per_envelope_piece_and_solves_as_the_relaxation():
+    from node.milp_planner import _Model
+    model = _Model.build(NOW, inputs(hours=48), 48, 15)
+    x, status = model.solve(5.0)
+    assert status == "optimal"
+    assert model.rows.n < 8 * model.T  # a handful of rows per slot, bounds for the envelope
+    roles = x[model.cols["role"]]
+    assert np.allclose(roles, np.round(roles))  # whole GPUs in the market role

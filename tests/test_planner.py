@@ -75,3 +75,21 @@ def test_offers_never_exceed_the_breaker_or_the_free_gpus(breaker, house, local,
         assert sold <= 8 - local
         busy = (sold + local) * 650 + 800
         assert sold == 0 or house + busy * 1.2 <= breaker
+
+
+def test_price_at_finds_the_covering_slot_and_nothing_in_a_gap_or_outside():
+    from datetime import UTC, datetime, timedelta
+
+    from energy.types import PriceSlot
+    from node.planner import price_at
+    t0 = datetime(2024, 6, 10, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    slots = [PriceSlot(t0 + k * hour, t0 + (k + 1) * hour, float(k), 0.0) for k in range(48)
+             if k != 5]
+    assert price_at(slots, t0).import_per_kwh == 0.0
+    assert price_at(slots, t0 + 7.5 * hour).import_per_kwh == 7.0
+    assert price_at(slots, t0 + 47.99 * hour).import_per_kwh == 47.0
+    assert price_at(slots, t0 + 5.5 * hour) is None  # the gap
+    assert price_at(slots, t0 - timedelta(seconds=1)) is None
+    assert price_at(slots, t0 + 48 * hour) is None
+    assert price_at([], t0) is None

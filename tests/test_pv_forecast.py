@@ -47,3 +47,24 @@ def test_no_daylight_gives_no_ratio():
     night = datetime(2024, 12, 21, 0, tzinfo=UTC)
     dark = [(night + timedelta(minutes=15 * k), 0.0) for k in range(8)]
     assert weather_ratio(ARRAY, dark) is None
+
+
+def test_the_clear_sky_is_computed_once_per_day_and_array_and_read_off_it_closely():
+    import pandas as pd
+    from pvlib import irradiance, location
+
+    from energy.pv_forecast import _clear_sky_w, _day_curve
+    _day_curve.cache_clear()
+    start = datetime(2024, 3, 20, 6, 7, tzinfo=UTC)
+    for _ in range(3):  # three plans over the same two days and a half
+        PvForecast(ARRAY, 0.7, start, hours=60)
+    assert _day_curve.cache_info().misses == 3
+    other = Array(40.0, -3.7, 8.0)
+    clear_sky_w(other, [start])
+    assert _day_curve.cache_info().misses == 4  # another array is another curve
+    assert _day_curve.cache_info().maxsize is not None  # bounded
+    # read off the curve, the clear sky at any minute is pvlib's own to a few watts
+    times = [start + timedelta(minutes=17 * k) for k in range(80)]
+    exact = _clear_sky_w(ARRAY, times, pd, irradiance, location)
+    for got, want in zip(clear_sky_w(ARRAY, times), exact, strict=True):
+        assert abs(got - want) <= max(15.0, 0.01 * want)
