@@ -17,6 +17,7 @@ from node.backup import BackupError
 from node.config import DEFAULT_CONFIG_PATH, default_config, load_config
 from node.errors import ConfigError
 from node.gpus import GpuError
+from node.inference import cli as users_cli
 
 EXIT_CONFIG = 2
 EXIT_START = 1
@@ -56,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="simulated seconds per real second (default 120)")
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its store")
+    demo.add_argument("--local-port", type=int, default=None,
+                      help="the local inference gateway's port (default the dashboard's + 1)")
     demo.add_argument("--config", default=None,
                       help="run on this config's settings instead of the embedded default; "
                       "its store path and dashboard port give way to --data-dir and --port")
@@ -63,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     attest.add_parser(sub)
     akash_cli.add_parser(sub)
+    users_cli.add_parser(sub)
     probe_cli.add_parser(sub)
     simulate_cli.add_parsers(sub)
 
@@ -93,18 +97,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from node.service import serve
+    from node.wiring import refuse_simulated
 
-    return serve(load_config(args.config))
+    cfg = load_config(args.config)
+    refuse_simulated(cfg, args.config)  # real books take no simulated money or power
+    return serve(cfg)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from node.service import demo_config, serve
+    from node.service import demo_config, demo_inference, serve
 
     if args.speed <= 0:
         print("--speed must be positive", file=sys.stderr)
         return EXIT_CONFIG
     base = load_config(args.config) if args.config else default_config()
     cfg = demo_config(base, Path(args.data_dir), args.port)
+    cfg = demo_inference(cfg, args.local_port or args.port + 1)
     return serve(cfg, speed=args.speed)
 
 
@@ -137,10 +145,34 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate the file and every file it names; name each part the agent would run with,
+    and warn on stderr of each simulated one (still exit 0: a demo config is valid)."""
+    from node.wiring import config_file_problems, parts_used
+
     cfg = load_config(args.file)
-    print(f"{args.file}: ok ({cfg.gpus.backend} GPUs, markets: "
-          f"{', '.join(m for m in ('sim',) if getattr(cfg.markets, m).enabled) or 'none'})")
+    problems = config_file_problems(cfg, args.file)
+    for problem in problems:
+        print(f"config error: {problem}", file=sys.stderr)
+    parts = parts_used(cfg)
+    if not any(p.role == "market" for p in parts):
+        print("warning: no market is enabled: the rig sells nothing", file=sys.stderr)
+    for part in parts:
+        print(f"  {part.role}: {part.name}" + (" [SIMULATED]" if part.simulated else ""))
+        if part.simulated:
+            print(f"WARNING: SIMULATED {part.role.upper()}: {part.name}; "
+                  + _what_run_does(part), file=sys.stderr)
+    if problems:
+        return EXIT_CONFIG
+    print(f"{args.file}: ok")
     return 0
+
+
+def _what_run_does(part) -> str:
+    if not part.allow_key:
+        return "its values are not this day's"
+    if part.allowed:
+        return f"`sunrig run` runs it, as {part.allow_key} = true allows, booking nothing real"
+    return f"`sunrig run` refuses it unless {part.allow_key} = true"
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -150,6 +150,8 @@ class SimulatedGpusConfig:
 class GpusConfig:
     backend: Literal["simulated", "nvml"] = "simulated"
     simulated: SimulatedGpusConfig = field(default_factory=SimulatedGpusConfig)
+    # `sunrig run` books real money: it runs a simulated rig only when this says so
+    allow_simulated: bool = False
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,7 @@ class EnergyConfig:
     # simulated: the recorded household; modbus: SunSpec or a register map; mqtt: topics
     source: Literal["simulated", "modbus", "mqtt"] = "simulated"
     simulated: SimulatedSiteConfig = field(default_factory=SimulatedSiteConfig)
+    allow_simulated: bool = False  # `sunrig run` runs a simulated site only when this says so
     modbus: ModbusSiteConfig = field(default_factory=ModbusSiteConfig)
     mqtt: MqttSiteConfig = field(default_factory=MqttSiteConfig)
 
@@ -274,7 +277,10 @@ class TariffConfig:
 
 @dataclass(frozen=True)
 class SimMarketConfig:
-    enabled: bool = True
+    # simulated tenants and money: off unless a config (the demo's) turns it on, and `sunrig
+    # run` runs it only with allow_simulated as well
+    enabled: bool = False
+    allow_simulated: bool = False
     reference_price_per_gpu_hour: float = field(default=2.30,
                                                 metadata=num(0, MAX_PRICE_PER_GPU_HOUR))
     price_spread: float = field(default=0.25, metadata=num(0, 2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,6 +18,7 @@ from energy.mqtt_tariff import MqttTariff
 from energy.plausible import SiteLimits
 from energy.price_feeds import FeedTariff, awattar, entsoe
 from energy.register_maps import MAPS, RegisterMapSite
+from energy.series import SeriesError
 from energy.sim import BatterySpec, SimulatedSite
 from energy.sunspec_sim import SunSpecSimServer
 from energy.tariff import DayAheadTariff, FixedTariff, TimeOfUseTariff, TouWindow
@@ -341,6 +342,119 @@ def sim_terms(cfg: Config) -> MarketTerms:
     return MarketTerms(s.reference_price_per_gpu_hour * s.currency_rate,
                        s.ask_price_per_gpu_hour * s.currency_rate, s.orders_per_hour, mean_gpus,
                        s.price_spread, s.mean_lease_hours, tuple(sizes))
+
+
+# --- what a config would run with, for `sunrig config check` and `sunrig run` -------------------
+
+@dataclass(frozen=True)
+class PartUse:
+    """One part the agent would run with, and whether it is simulated; a simulated part only
+    runs in `sunrig run` where the config sets `allow_key` = true."""
+
+    role: str  # GPUs, site, tariff, market
+    name: str
+    simulated: bool = False
+    allow_key: str = ""
+    allowed: bool = True
+
+
+def parts_used(cfg: Config) -> list[PartUse]:
+    """Every part the agent would build from `cfg`, named as the owner would recognise it."""
+    g, e, m = cfg.gpus, cfg.energy, cfg.markets
+    parts = [PartUse("GPUs", "NVML (the real GPUs)") if g.backend == "nvml" else
+             PartUse("GPUs", f"simulated rig of {g.simulated.count} x {g.simulated.name}", True,
+                     "gpus.allow_simulated", g.allow_simulated)]
+    if e.source == "modbus":
+        how = f"register map {e.modbus.map}" if e.modbus.map else "SunSpec"
+        parts.append(PartUse("site", f"Modbus TCP {e.modbus.host}:{e.modbus.port} ({how})"))
+    elif e.source == "mqtt":
+        parts.append(PartUse("site", f"MQTT {e.mqtt.host}:{e.mqtt.port}, "
+                                     f"{len(e.mqtt.mappings)} topic(s)"))
+    else:
+        parts.append(PartUse("site", f"simulated household from {e.simulated.data_file}", True,
+                             "energy.allow_simulated", e.allow_simulated))
+    parts.append(_tariff_use(cfg))
+    if m.sim.enabled:
+        parts.append(PartUse("market", "simulated market (seeded orders, no real tenant)", True,
+                             "markets.sim.allow_simulated", m.sim.allow_simulated))
+    if m.akash.enabled:
+        parts.append(PartUse("market", f"Akash, provider {m.akash.provider_address}"))
+    if m.hyperbolic.enabled:
+        parts.append(PartUse("market", f"Hyperbolic at {m.hyperbolic.base_url}"))
+    return parts
+
+
+def _tariff_use(cfg: Config) -> PartUse:
+    t = cfg.tariff
+    names = {"fixed": "fixed prices", "time_of_use": "time-of-use prices",
+             "awattar": f"aWATTar day-ahead prices ({t.awattar_country})",
+             "entsoe": f"ENTSO-E day-ahead prices ({t.entsoe_zone})",
+             "mqtt": f"prices on MQTT {t.mqtt_host}:{t.mqtt_port} {t.mqtt_topic}"}
+    if t.kind != "day_ahead":
+        return PartUse("tariff", names[t.kind])
+    if t.replay:  # a recorded year stands for this one: a warning, not a refusal
+        return PartUse("tariff", f"day-ahead prices from {t.prices_file}, a recorded year "
+                                 "replayed", True)
+    return PartUse("tariff", f"day-ahead prices from {t.prices_file}")
+
+
+def refuse_simulated(cfg: Config, file: str) -> None:
+    """`sunrig run` books real money: a simulated part it was not allowed is a ConfigError
+    naming the key that allows it."""
+    refused = [p for p in parts_used(cfg) if p.simulated and p.allow_key and not p.allowed]
+    if refused:
+        raise ConfigError(file, refused[0].allow_key, "; ".join(
+            f"the {p.role} would be simulated ({p.name}): set {p.allow_key} = true to run "
+            "it anyway" for p in refused) + ", or use `sunrig demo`")
+
+
+def config_file_problems(cfg: Config, file: str) -> list[ConfigError]:
+    """Every file the config names that the agent would read (tokens, CA files, series, TEE
+    trust files), each read as the agent reads it; a problem per key."""
+    problems = []
+    for key, check in _file_checks(cfg):
+        try:
+            check()
+        except ConfigError as exc:
+            problems.append(ConfigError(file, exc.key or key, exc.problem))
+        except SeriesError as exc:
+            problems.append(ConfigError(file, key, str(exc)))
+    return problems
+
+
+def _file_checks(cfg: Config) -> list[tuple[str, Callable[[], object]]]:
+    e, t, m, h, tee = cfg.energy, cfg.tariff, cfg.markets, cfg.homeassistant, cfg.tee
+    checks: list[tuple[str, Callable[[], object]]] = []
+
+    def secret(key: str, path: str, what: str) -> None:
+        checks.append((key, lambda: read_secret(path, key, what)))
+
+    if e.source == "simulated":
+        checks.append(("energy.simulated.data_file",
+                       lambda: SimulatedSite(e.simulated.data_file)))
+    if e.source == "mqtt" and e.mqtt.password_file:
+        secret("energy.mqtt.password_file", e.mqtt.password_file, "the MQTT password")
+    if e.source == "mqtt" and e.mqtt.tls_ca_file:
+        checks.append(("energy.mqtt.tls_ca_file",
+                       lambda: ca_file(e.mqtt.tls_ca_file, "energy.mqtt.tls_ca_file")))
+    if t.kind == "day_ahead":
+        checks.append(("tariff.prices_file", lambda: DayAheadTariff(
+            t.prices_file, t.import_formula, t.export_formula, replay=t.replay)))
+    if t.kind == "entsoe":
+        secret("tariff.entsoe_token_file", t.entsoe_token_file, "the ENTSO-E token")
+    if m.hyperbolic.enabled:
+        secret("markets.hyperbolic.api_key_file", m.hyperbolic.api_key_file, "the API key")
+    if m.akash.enabled and m.akash.provider_ca_file:
+        checks.append(("markets.akash.provider_ca_file", lambda: ca_file(
+            m.akash.provider_ca_file, "markets.akash.provider_ca_file")))
+    if h.enabled and h.password_file:
+        secret("homeassistant.password_file", h.password_file, "the MQTT password")
+    # each kind of trust file on its own, so a broken RIM does not hide a broken VCEK
+    for key, only in (("tee.rims", replace(tee, vcek="", amd_cert_chain="")),
+                      ("tee.vcek", replace(tee, rims=(), amd_cert_chain="")),
+                      ("tee.amd_cert_chain", replace(tee, rims=(), vcek=""))):
+        checks.append((key, lambda only=only: trust_from_config(only)))
+    return checks
 
 
 def model_key(gpu_name: str) -> str:

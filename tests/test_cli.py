@@ -122,16 +122,21 @@ def test_status_without_an_agent_says_so():
     assert r.returncode == 1 and "cannot reach the agent" in r.stderr
 
 
+# a config that runs the simulated rig and site in `sunrig run`, as it allows
+ALLOWED = "[gpus]\nallow_simulated = true\n[energy]\nallow_simulated = true\n"
+
+
 def test_startup_failures_are_one_clear_line(tmp_path):
     if not Path("/dev/nvidiactl").exists():  # without a driver NVML cannot start
         nvml = tmp_path / "nvml.toml"
-        nvml.write_text(f"[gpus]\nbackend = 'nvml'\n[store]\npath = '{tmp_path}/s.db'\n")
+        nvml.write_text(f"[gpus]\nbackend = 'nvml'\n[energy]\nallow_simulated = true\n"
+                        f"[store]\npath = '{tmp_path}/s.db'\n")
         r = subprocess.run([*SUNRIG, "run", "--config", str(nvml)], capture_output=True,
                            text=True, timeout=HANG_S)
         assert r.returncode == 1 and "NVML could not start" in r.stderr
         assert "Traceback" not in r.stderr
     data = tmp_path / "data.toml"
-    data.write_text(f"[energy.simulated]\ndata_file = 'nowhere.csv'\n"
+    data.write_text(f"{ALLOWED}[energy.simulated]\ndata_file = 'nowhere.csv'\n"
                     f"[store]\npath = '{tmp_path}/s2.db'\n")
     r = subprocess.run([*SUNRIG, "run", "--config", str(data)], capture_output=True, text=True,
                        timeout=HANG_S)
@@ -141,7 +146,8 @@ def test_startup_failures_are_one_clear_line(tmp_path):
     for n in range(MAX_SET_ASIDE):  # as many corrupt copies kept as sunrig keeps
         state.with_name(f"{state.name}.corrupt" + (f".{n}" if n else "")).write_text("{")
     market = tmp_path / "market.toml"
-    market.write_text(f"[markets.sim]\nenabled = true\n[store]\npath = '{tmp_path}/s3.db'\n")
+    market.write_text(f"{ALLOWED}[markets.sim]\nenabled = true\nallow_simulated = true\n"
+                      f"[store]\npath = '{tmp_path}/s3.db'\n")
     r = subprocess.run([*SUNRIG, "run", "--config", str(market)], capture_output=True,
                        text=True, timeout=HANG_S)
     assert r.returncode == 1 and "sim-market.json" in r.stderr and "Traceback" not in r.stderr
