@@ -77,9 +77,12 @@ def _price_slots(cfg: Config, first: datetime, end: datetime) -> list[PriceSlot]
     t = cfg.tariff
     if t.kind != "day_ahead":
         return tariff_for(cfg).slots(first, end)
+    tariff = DayAheadTariff(t.prices_file, t.import_formula, t.export_formula)
+    slots = tariff.slots(first, end)
+    if slots and slots[0].start <= first and slots[-1].end >= end:
+        return slots  # the period's own prices: nothing to move
     span = load_series(t.prices_file, "ts_utc", ["eur_per_mwh"])
     shift = year_shift(first, end, span.start, span.end)
-    tariff = DayAheadTariff(t.prices_file, t.import_formula, t.export_formula)
     return [replace(p, start=p.start - shift, end=p.end - shift)
             for p in tariff.slots(first + shift, end + shift)]
 
