@@ -15,6 +15,7 @@ import ctypes
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -87,10 +88,22 @@ class YearProjection:
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn = None
         self._running_for: str | None = None
+        self._corrupt_logged: str | None = None  # the unreadable stored value last logged
 
     def stored(self) -> dict[str, Any] | None:
+        """The last run's result; None when there is none, or when what is stored cannot be
+        read (logged once): the next poll then runs the simulation again."""
         text = self.store.get_meta(META_KEY)
-        return json.loads(text) if text else None
+        if not text:
+            return None
+        try:
+            return _checked_result(json.loads(text))
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            if text != self._corrupt_logged:
+                log.warning("the stored year simulation is unreadable (%s); it is run again",
+                            str(exc)[:200])
+                self._corrupt_logged = text
+            return None
 
     @property
     def running(self) -> bool:
@@ -154,6 +167,17 @@ class YearProjection:
                 self._proc.kill()
                 self._proc.join()
             self._reset()
+
+
+def _checked_result(doc: object) -> dict[str, Any]:
+    """A stored result as the status page and the payback use it, or a ValueError."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("ok"), bool):
+        raise ValueError("not an object with ok = true or false")
+    net = doc.get("net_per_day")
+    if doc["ok"] and (isinstance(net, bool) or not isinstance(net, int | float)
+                      or not math.isfinite(net)):
+        raise ValueError("net_per_day is not a finite number")
+    return doc
 
 
 def projected_date(stored: dict[str, Any] | None, remaining: float, today: date) -> date | None:

@@ -40,6 +40,18 @@ def _call(name: str, *args: Any) -> Any:
         raise TeeError(f"{name} failed: {exc}") from None
 
 
+def _uuid_text(value: Any, index: int) -> str:
+    """NVML's UUID is ASCII ('GPU-' and hex). Bytes that are not are refused, naming the GPU,
+    rather than guessed at: the evidence is matched to its GPU by this UUID."""
+    if not isinstance(value, bytes):
+        return str(value)
+    try:
+        return value.decode("ascii")
+    except UnicodeDecodeError:
+        raise TeeError(f"GPU {index} reports a UUID that is not ASCII text "
+                       f"({len(value)} bytes)") from None
+
+
 class NvmlTee:
     def __init__(self) -> None:
         nv = _pynvml()
@@ -84,8 +96,7 @@ class NvmlTee:
             raise TeeError(f"nonce must be {NONCE_BYTES} bytes, got {len(nonce)}")
         out = []
         for index, handle in enumerate(self._handles):
-            uuid = _call("nvmlDeviceGetUUID", handle)
-            uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+            uuid = _uuid_text(_call("nvmlDeviceGetUUID", handle), index)
             report = _call("nvmlDeviceGetConfComputeGpuAttestationReport", handle, nonce)
             cert = _call("nvmlDeviceGetConfComputeGpuCertificate", handle)
             if report is None or cert is None:

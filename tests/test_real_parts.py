@@ -3,6 +3,7 @@ allows it, and `sunrig config check` names every part and checks every file it n
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,53 @@ def test_files_of_parts_not_in_use_are_not_read(tmp_path):
     cfg = parse_config("[tariff]\nkind = 'fixed'\nentsoe_token_file = '/nowhere'\n"
                        "[markets.hyperbolic]\napi_key_file = '/nowhere'\n", "t.toml", tmp_path)
     assert config_file_problems(cfg, "t.toml") == []
+
+
+# --- values read back from the store and the driver -----------------------------------------------
+
+@pytest.mark.parametrize("stored", [
+    "{broken", "[]", "null", "5", '"text"', "[" * 100_000, '{"ok": "yes"}', '{"fingerprint": 1}',
+    '{"ok": true, "net_per_day": "x"}', '{"ok": true, "net_per_day": NaN}',
+    '{"ok": true}', '{"ok": true, "net_per_day": true}',
+])
+def test_a_corrupt_stored_projection_is_ignored_logged_once_and_run_again(tmp_path, caplog,
+                                                                          stored):
+    from node.projection import META_KEY, YearProjection, projected_date
+    from node.store import Store
+
+    store = Store(tmp_path / "s.db")
+    with store.transaction() as db:
+        store.set_meta(db, META_KEY, stored)
+    projection = YearProjection(store)
+    with caplog.at_level(logging.WARNING, logger="sunrig.projection"):
+        assert projection.stored() is None and projection.stored() is None
+    assert len(caplog.records) == 1 and "run again" in caplog.text
+    assert projected_date(projection.stored(), 1000.0, START.date()) is None
+    started = []
+    projection._start = lambda cfg, wanted: started.append(wanted)  # the run itself is slow
+    cfg = default_config()
+    projection.poll(cfg, START)
+    assert started  # recomputed, for the config in use
+    store.close()
+
+
+@pytest.mark.parametrize("uuid", [b"GPU-\xff\xfe\x80", b"\xc3\x28", "GPU-\udcff".encode(
+    "utf-8", "surrogatepass")])
+def test_a_gpu_uuid_that_is_not_text_is_refused_naming_the_gpu(monkeypatch, uuid):
+    import pynvml
+
+    from tee.evidence import NONCE_BYTES, TeeError
+    from tee.gpu import NvmlTee
+
+    for name, fn in {"nvmlInit": lambda: None, "nvmlDeviceGetCount": lambda: 2,
+                     "nvmlDeviceGetHandleByIndex": lambda i: i,
+                     "nvmlDeviceGetUUID": lambda h: b"GPU-0a1b" if h == 0 else uuid}.items():
+        monkeypatch.setattr(pynvml, name, fn)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetConfComputeGpuAttestationReport",
+                        lambda h, nonce: None)  # GPU 0 has none: never reached for GPU 1
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetConfComputeGpuCertificate", lambda h: None)
+    with pytest.raises(TeeError, match="GPU 0 .GPU-0a1b. gives no attestation evidence"):
+        NvmlTee().evidence(bytes(NONCE_BYTES))
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: 1 - i)
+    with pytest.raises(TeeError, match="GPU 0 reports a UUID that is not ASCII text"):
+        NvmlTee().evidence(bytes(NONCE_BYTES))
