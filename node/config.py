@@ -149,9 +149,9 @@ class SimulatedGpusConfig:
 @dataclass(frozen=True)
 class GpusConfig:
     backend: Literal["simulated", "nvml"] = "simulated"
-    simulated: SimulatedGpusConfig = field(default_factory=SimulatedGpusConfig)
     # `sunrig run` books real money: it runs a simulated rig only when this says so
     allow_simulated: bool = False
+    simulated: SimulatedGpusConfig = field(default_factory=SimulatedGpusConfig)
 
 
 @dataclass(frozen=True)
@@ -233,8 +233,8 @@ class MqttSiteConfig:
 class EnergyConfig:
     # simulated: the recorded household; modbus: SunSpec or a register map; mqtt: topics
     source: Literal["simulated", "modbus", "mqtt"] = "simulated"
-    simulated: SimulatedSiteConfig = field(default_factory=SimulatedSiteConfig)
     allow_simulated: bool = False  # `sunrig run` runs a simulated site only when this says so
+    simulated: SimulatedSiteConfig = field(default_factory=SimulatedSiteConfig)
     modbus: ModbusSiteConfig = field(default_factory=ModbusSiteConfig)
     mqtt: MqttSiteConfig = field(default_factory=MqttSiteConfig)
 
