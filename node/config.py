@@ -27,6 +27,7 @@ from energy.tariff import compile_formula
 from market_adapter.akash_bid_server import parse_listen
 from market_adapter.hyperbolic import PLATFORM_FEE_PCT
 from node.errors import ConfigError
+from node.inference.names import check_model_name
 
 DEFAULT_CONFIG_PATH = "/etc/sunrig/sunrig.toml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -149,9 +150,9 @@ class SimulatedGpusConfig:
 @dataclass(frozen=True)
 class GpusConfig:
     backend: Literal["simulated", "nvml"] = "simulated"
+    simulated: SimulatedGpusConfig = field(default_factory=SimulatedGpusConfig)
     # `sunrig run` books real money: it runs a simulated rig only when this says so
     allow_simulated: bool = False
-    simulated: SimulatedGpusConfig = field(default_factory=SimulatedGpusConfig)
 
 
 @dataclass(frozen=True)
@@ -233,8 +234,8 @@ class MqttSiteConfig:
 class EnergyConfig:
     # simulated: the recorded household; modbus: SunSpec or a register map; mqtt: topics
     source: Literal["simulated", "modbus", "mqtt"] = "simulated"
-    allow_simulated: bool = False  # `sunrig run` runs a simulated site only when this says so
     simulated: SimulatedSiteConfig = field(default_factory=SimulatedSiteConfig)
+    allow_simulated: bool = False  # `sunrig run` runs a simulated site only when this says so
     modbus: ModbusSiteConfig = field(default_factory=ModbusSiteConfig)
     mqtt: MqttSiteConfig = field(default_factory=MqttSiteConfig)
 
@@ -494,6 +495,53 @@ class HomeAssistantConfig:
 
 
 @dataclass(frozen=True)
+class InferenceServerConfig:
+    """One model served on the local GPUs: a preset's command line, or the owner's own."""
+
+    model: str = field(metadata=string(check=check_model_name))  # what clients ask for
+    # llama-server (llama.cpp), vllm (`vllm serve`), ollama (`ollama serve`), command: `args`
+    # is the whole command line, with {port}, {model} and {model_path} filled in
+    preset: Literal["llama-server", "vllm", "ollama", "command"] = "llama-server"
+    model_path: str = field(default="", metadata=string(path=True))
+    args: tuple[str, ...] = ()  # added to a preset's command line
+    port: int = field(default=0, metadata=num(0, 65535))  # on 127.0.0.1; 0: any free port
+    health_path: str = ""  # empty: the preset's own (/health, /api/version, /v1/models)
+    gpus: int = field(default=1, metadata=num(0, MAX_GPUS))  # local GPUs it is pinned to
+
+
+@dataclass(frozen=True)
+class InferencePriceConfig:
+    """What the same tokens would cost on a hosted API, in the site currency: the value of
+    local use in the books."""
+
+    model: str = field(metadata=string(check=check_model_name))
+    input_per_million_tokens: float = field(metadata=num(0, MAX_USD))
+    output_per_million_tokens: float = field(metadata=num(0, MAX_USD))
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """The owner's local inference: supervised servers behind one OpenAI-compatible gateway."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # beyond localhost only with allow_lan
+    port: int = field(default=8081, metadata=num(1, 65535))
+    allow_lan: bool = False
+    tls_cert_file: str = field(default="", metadata=string(path=True))  # both or neither
+    tls_key_file: str = field(default="", metadata=string(path=True))
+    requests_per_minute: float = field(default=120.0, metadata=num(0.1, 1e6))  # per user
+    drain_s: float = field(default=60.0, metadata=num(0, 3600))  # before a server moves
+    min_local_gpus: int = field(default=0, metadata=num(0, MAX_GPUS))
+    max_local_gpus: int = field(default=MAX_GPUS, metadata=num(0, MAX_GPUS))
+    # demo only: a simulated server, labelled so, answers for `simulated_model`
+    simulated: bool = False
+    simulated_model: str = field(default="sunrig-simulated", metadata=string(
+        check=check_model_name))
+    servers: tuple[InferenceServerConfig, ...] = ()
+    prices: tuple[InferencePriceConfig, ...] = ()
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     path: str = field(default="/var/lib/sunrig/sunrig.db", metadata=string(path=True))
     raw_retention_days: float = field(default=14.0, metadata=num(0.01, 3650))
@@ -541,6 +589,7 @@ class Config:
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     webui: WebuiConfig = field(default_factory=WebuiConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
 

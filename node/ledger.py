@@ -39,6 +39,9 @@ from node.store import Store, epoch
 log = logging.getLogger("sunrig.ledger")
 
 ENERGY_WATERMARK = "energy_booked_until"
+LOCAL_VALUE_WATERMARK = "local_value_booked_until"  # the last usage row booked
+LOCAL_VALUE = "local_value"  # the ledger category of local inference, by model
+INCOME_CATEGORIES = ("revenue", LOCAL_VALUE)
 BUCKET_S = 900
 SITE_READING_MAX_AGE_S = 3600.0  # an older site reading says nothing about the rig's supply
 BATTERY_STEP_MAX_S = 900.0  # a gap in sampling does not stretch one battery reading over hours
@@ -208,6 +211,8 @@ def _recompute_days(db, days: set[str]) -> None:
                    "sum(cost) FROM energy_bookings WHERE day = ? GROUP BY role, source", [day])
         db.execute("INSERT INTO ledger_daily SELECT day, 'revenue', market, '', 0, sum(amount) "
                    "FROM payouts WHERE day = ? GROUP BY market", [day])
+        db.execute("INSERT INTO ledger_daily SELECT day, ?, model, '', 0, amount "
+                   "FROM local_value_bookings WHERE day = ?", [LOCAL_VALUE, day])
 
 
 @dataclass(frozen=True)
@@ -245,26 +250,38 @@ class Payback:
     net_per_day_30d: float
     paid_back_pct: float
     projected_date: date | None
+    # of net_to_date: what came in as money (market revenue less energy and OpEx), and the
+    # worth of the owner's local inference at the reference prices
+    cash_to_date: float = 0.0
+    local_value_to_date: float = 0.0
+
+
+def signed_amount(row: dict) -> float:
+    """A ledger row's part in the net: revenue and local value add, energy costs."""
+    return row["amount"] if row["category"] in INCOME_CATEGORIES else -row["amount"]
 
 
 def payback(store: Store, today: date) -> Payback:
-    """Cumulative net cash flow against CapEx, projected from the trailing 30 days."""
+    """Cumulative net against CapEx, projected from the trailing 30 days; local inference
+    counts at its reference value beside the cash."""
     items = store.cost_items()
     capex = sum(i["amount"] for i in items if i["kind"] == "capex")
 
-    def net_between(first: date, last: date) -> float:
+    def net_between(first: date, last: date) -> tuple[float, float]:
         rows = store.daily_range(first, last)
-        gross = sum(r["amount"] if r["category"] == "revenue" else -r["amount"] for r in rows)
-        return gross - _opex_between(items, first, last)
+        value = sum(r["amount"] for r in rows if r["category"] == LOCAL_VALUE)
+        gross = sum(signed_amount(r) for r in rows)
+        return gross - _opex_between(items, first, last), value
 
     started = min((date.fromisoformat(i["date"]) for i in items), default=today)
-    net = net_between(started, today)
+    net, local_value = net_between(started, today)
     window_start = max(started, today - timedelta(days=29))
     days = (today - window_start).days + 1
-    per_day = net_between(window_start, today) / days
+    per_day = net_between(window_start, today)[0] / days
     projected = date_at_pace(today, capex - net, per_day)
     pct = 100.0 if capex <= 0 else max(0.0, min(100.0, 100.0 * net / capex))
-    return Payback(round(capex, 2), round(net, 2), round(per_day, 2), round(pct, 2), projected)
+    return Payback(round(capex, 2), round(net, 2), round(per_day, 2), round(pct, 2), projected,
+                   round(net - local_value, 2), round(local_value, 2))
 
 
 def date_at_pace(today: date, remaining: float, per_day: float) -> date | None:
@@ -283,3 +300,43 @@ def _opex_between(items: list[dict], first: date, last: date) -> float:
         if since <= last:
             total += item["amount_per_month"] * 12 / 365 * ((last - since).days + 1)
     return total
+
+
+@dataclass(frozen=True)
+class TokenPrice:
+    """What a model's tokens would cost on a hosted API, per million, in the site currency."""
+
+    input_per_million: float
+    output_per_million: float
+
+    def value(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_million
+                + completion_tokens * self.output_per_million) / 1e6
+
+
+def book_local_value(store: Store, prices: dict[str, TokenPrice]) -> int:
+    """Book local inference used since the last booking at the owner's reference prices (of
+    now: a price changed later never revalues what was booked); returns the rows booked.
+    A model without a price is booked with its tokens and no value."""
+    since = int(store.get_meta(LOCAL_VALUE_WATERMARK, "0"))
+    rows = store.query(
+        "SELECT max(id) AS last, day, model, sum(prompt_tokens) AS prompt_tokens, "
+        "sum(completion_tokens) AS completion_tokens, count(*) AS n FROM inference_usage "
+        "WHERE id > ? GROUP BY day, model", [since])
+    if not rows:
+        return 0
+    with store.transaction() as db:
+        for r in rows:
+            price = prices.get(r["model"])
+            amount = price.value(r["prompt_tokens"], r["completion_tokens"]) if price else 0.0
+            db.execute(
+                "INSERT INTO local_value_bookings VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(day, model) DO UPDATE SET "
+                "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+                "completion_tokens = completion_tokens + excluded.completion_tokens, "
+                "amount = amount + excluded.amount",
+                [r["day"], r["model"], r["prompt_tokens"], r["completion_tokens"],
+                 round(amount, 9)])
+        _recompute_days(db, {r["day"] for r in rows})
+        store.set_meta(db, LOCAL_VALUE_WATERMARK, str(max(r["last"] for r in rows)))
+    return sum(r["n"] for r in rows)

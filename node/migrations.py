@@ -89,3 +89,28 @@ def m002_battery_account(db: Database) -> None:
     db.execute("""
         CREATE TABLE battery_account (
             id INTEGER PRIMARY KEY CHECK (id = 1), stored_wh REAL NOT NULL, cost REAL NOT NULL)""")
+
+
+@migrations(name="003_local_inference")
+def m003_local_inference(db: Database) -> None:
+    """The users of the owner's local inference (keys stored as their SHA-256 only) and what
+    each request used. No prompt or completion text has a column: only who, when, which model,
+    tokens in and out, latency and status. Local use is valued per day and model at the
+    reference price of when it was booked."""
+    db.execute("""
+        CREATE TABLE inference_users (
+            name TEXT PRIMARY KEY, key_sha256 TEXT NOT NULL UNIQUE, created REAL NOT NULL,
+            revoked REAL)""")
+    db.execute("""
+        CREATE TABLE inference_usage (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, day TEXT NOT NULL,
+            user TEXT NOT NULL, model TEXT NOT NULL, endpoint TEXT NOT NULL,
+            stream INTEGER NOT NULL, status INTEGER NOT NULL,
+            prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+            latency_ms REAL NOT NULL, metered TEXT NOT NULL)""")
+    db.execute("CREATE INDEX idx_inference_usage_day ON inference_usage (day, model)")
+    db.execute("""
+        CREATE TABLE local_value_bookings (
+            day TEXT NOT NULL, model TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL, amount REAL NOT NULL,
+            PRIMARY KEY (day, model))""")

@@ -17,8 +17,10 @@ from node import settings
 from node.agent import Agent
 from node.backup import StoreLock
 from node.clock import Clock, RealClock, SimulatedClock
-from node.config import Config
+from node.config import Config, InferencePriceConfig
 from node.errors import ConfigError
+from node.inference.runtime import LocalInference
+from node.ledger import book_local_value
 from node.sdnotify import notify, watchdog_period_s
 from node.status import agent_status, history_view, payback_view, plan_view
 from node.store import Store
@@ -76,14 +78,16 @@ def serve(cfg: Config, speed: float | None = None, stop: threading.Event | None 
 
 def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> int:
     agent = open_agent(cfg, speed=speed)
-    server, ha, bid = None, None, None
+    server, ha, bid, inference = None, None, None, None
     try:
         agent.start()
         bid = start_bid_server(agent)
+        inference = start_local_inference(agent, stop)
         ha = _home_assistant(cfg, agent)
         if cfg.webui.enabled:
             local = cfg.webui.host in LOCALHOST
-            app = create_app(lambda: agent_status(agent), Auth(Path(cfg.store.path).parent),
+            app = create_app(lambda: agent_status(agent, inference),
+                             Auth(Path(cfg.store.path).parent),
                              open_reading=local, views=views_for(agent),
                              actions={"settings": lambda body: _change(agent, body)})
             server = make_server(cfg.webui.host, cfg.webui.port, app, threaded=True)
@@ -102,6 +106,8 @@ def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> in
             ha.stop()
         if bid is not None:
             bid.stop()
+        if inference is not None:
+            inference.stop()
         agent.stop()
         agent.store.close()
     return 0
@@ -113,6 +119,44 @@ def start_bid_server(agent: Agent) -> BidServer | None:
     if not isinstance(market, AkashMarket):
         return None
     return akash_bid_server(agent.cfg, market).start()
+
+
+INFERENCE_SYNC_S = 5.0  # real seconds between handing servers the local GPUs and booking value
+
+
+def start_local_inference(agent: Agent, stop: threading.Event) -> LocalInference | None:
+    """The owner's inference servers and gateway, fed the local GPUs (never one that holds a
+    lease) and booked at the reference prices until `stop`; None where [inference] is off."""
+    if not agent.cfg.inference.enabled:
+        return None
+    inference = LocalInference(agent.cfg.inference, agent.store, agent.clock).start()
+
+    def sync() -> None:
+        while True:
+            try:
+                inference.set_gpus(*local_gpu_uuids(agent))
+                book_local_value(agent.store, inference.prices())
+            except Exception:  # one failed pass must not end the feeding of the servers
+                log.exception("local inference: GPU hand-over or booking failed")
+            if stop.wait(INFERENCE_SYNC_S):
+                return
+
+    threading.Thread(target=sync, name="local-inference", daemon=True).start()
+    return inference
+
+
+def local_gpu_uuids(agent: Agent) -> tuple[list[str], list[str]]:
+    """The UUIDs of the GPUs local now, and of those that hold a lease."""
+    local, leased = [], []
+    for index, a in sorted(agent.state.assignments.items()):
+        snap = agent.state.gpus.get(index)
+        if snap is None or not snap.uuid:
+            continue
+        if a.lease_id is not None:
+            leased.append(snap.uuid)
+        elif a.role == "local":
+            local.append(snap.uuid)
+    return local, leased
 
 
 def views_for(agent: Agent) -> dict:
@@ -158,6 +202,17 @@ def _watch(agent: Agent, stop: threading.Event) -> None:
             log.warning("watchdog: not notifying, jobs unhealthy: %s", failing)
             notify(f"STATUS=unhealthy: {failing}")
         fed = ok
+
+
+def demo_inference(cfg: Config, port: int) -> Config:
+    """The demo serves the local inference gateway on `port`: the configured servers, or on
+    a config with none, a simulated one, labelled so."""
+    simulated = cfg.inference.simulated or not cfg.inference.servers
+    prices = cfg.inference.prices
+    if simulated and not prices:  # what a small hosted model costs, so the books show value
+        prices = (InferencePriceConfig(cfg.inference.simulated_model, 0.15, 0.60),)
+    inf = replace(cfg.inference, enabled=True, port=port, simulated=simulated, prices=prices)
+    return replace(cfg, inference=inf)
 
 
 def demo_config(base: Config, data_dir: Path, port: int) -> Config:

@@ -22,7 +22,7 @@ def _iso(value: datetime | float | None) -> str | None:
     return value.isoformat()
 
 
-def agent_status(agent: Agent) -> dict[str, Any]:
+def agent_status(agent: Agent, local_inference: Any = None) -> dict[str, Any]:
     now = agent.clock.now()
     store = agent.store
     today = store.local_day(now)
@@ -58,8 +58,29 @@ def agent_status(agent: Agent) -> dict[str, Any]:
         "jobs": {name: {"ok": h.ok, "last_ok": _iso(h.last_ok), "last_error": h.last_error,
                         "failures": h.failures} for name, h in agent.state.jobs.items()},
         "tee": _tee(agent),
+        "local_inference": local_inference_view(store, local_inference,
+                                                now.astimezone(store.tz).date()),
         "healthy": agent.healthy(),
     }
+
+
+def local_inference_view(store: Any, runtime: Any, today: date,
+                         days: int = 30) -> dict[str, Any]:
+    """The owner's local inference as plain data: servers and gateway (while it runs), users
+    with their tokens, and per day the requests, tokens and value at the reference prices."""
+    first = (today - timedelta(days=days - 1)).isoformat()
+    view = runtime.view() if runtime is not None else {"enabled": False, "servers": []}
+    value = store.query("SELECT day, name AS model, amount FROM ledger_daily WHERE category = "
+                        "'local_value' AND day >= ? ORDER BY day, name", [first])
+    users = [{k: r[k] for k in ("name", "requests", "prompt_tokens", "completion_tokens")}
+             | {"active": r["revoked"] is None} for r in store.inference_users()]
+    pb = payback(store, today)
+    return {**view, "users": users, "payback": {"net_to_date": pb.net_to_date,
+                                                "cash_to_date": pb.cash_to_date,
+                                                "local_value_to_date": pb.local_value_to_date},
+            "usage_by_day": store.inference_usage_by_day(first, today.isoformat()),
+            "value_by_day": value, "value_today": round(sum(
+                r["amount"] for r in value if r["day"] == today.isoformat()), 4)}
 
 
 def _tee(agent: Agent) -> dict[str, Any]:

@@ -199,3 +199,56 @@ class Store:
 
     def events(self, limit: int = 50) -> list[dict]:
         return self.query("SELECT * FROM events ORDER BY id DESC LIMIT ?", [limit])
+
+    # local inference: users (keys as SHA-256 only) and usage (never any text)
+    USERS_VERSION = "inference_users_version"
+
+    def add_inference_user(self, name: str, key_sha256: str, ts: datetime) -> bool:
+        """Add a user, or give a revoked one a new key; False if the name is taken."""
+        with self.transaction() as db:
+            row = db.execute("SELECT revoked FROM inference_users WHERE name = ?",
+                             [name]).fetchone()
+            if row is not None and row[0] is None:
+                return False
+            db.execute("INSERT INTO inference_users VALUES (?, ?, ?, NULL) ON CONFLICT(name) "
+                       "DO UPDATE SET key_sha256 = excluded.key_sha256, "
+                       "created = excluded.created, revoked = NULL",
+                       [name, key_sha256, epoch(ts)])
+            self._bump_users_version(db)
+        return True
+
+    def revoke_inference_user(self, name: str, ts: datetime) -> bool:
+        """Revoke a user's key; their usage stays in the books. False if no such active user."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE inference_users SET revoked = ? "
+                             "WHERE name = ? AND revoked IS NULL", [epoch(ts), name])
+            if cur.rowcount:
+                self._bump_users_version(db)
+        return bool(cur.rowcount)
+
+    def _bump_users_version(self, db: Database) -> None:
+        """Moves with every change of users, so a gateway's cached keys (in this process or
+        another) are read again at once."""
+        db.execute("INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE "
+                   "SET value = CAST(value AS INTEGER) + 1", [self.USERS_VERSION])
+
+    def inference_users(self) -> list[dict]:
+        """Every user with their tokens in all, never their key's hash."""
+        return self.query(
+            "SELECT u.name, u.created, u.revoked, count(g.id) AS requests, "
+            "coalesce(sum(g.prompt_tokens), 0) AS prompt_tokens, "
+            "coalesce(sum(g.completion_tokens), 0) AS completion_tokens "
+            "FROM inference_users u LEFT JOIN inference_usage g ON g.user = u.name "
+            "GROUP BY u.name ORDER BY u.name")
+
+    def add_inference_usage(self, rows: list[dict]) -> None:
+        with self.transaction() as db:
+            db["inference_usage"].insert_all(rows)
+
+    def inference_usage_by_day(self, first: str, last: str) -> list[dict]:
+        """Tokens, requests and latency per day, user and model between two local days."""
+        return self.query(
+            "SELECT day, user, model, count(*) AS requests, sum(status >= 400) AS errors, "
+            "sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens "
+            "FROM inference_usage WHERE day BETWEEN ? AND ? GROUP BY day, user, model "
+            "ORDER BY day, user, model", [first, last])

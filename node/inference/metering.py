@@ -1,0 +1,138 @@
+"""What each request used: tokens in and out, latency and status, never any text.
+
+Tokens come from the answer's own `usage`. A stream is asked for usage in its last chunk
+(`stream_options.include_usage`); where a server ignores that (llama-cpp-python's server 0.3.x
+does), the streamed text and the prompt are counted with that server's own tokenizer, and the
+gateway adds the usage chunk for a client that asked for one. Where even that fails, the row
+says `unmetered` and a warning is logged: usage is never silently zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("sunrig.inference")
+
+# how a row's tokens were found
+REPORTED = "reported"  # the server's usage
+COUNTED = "counted"  # the server's tokenizer over the text that passed through
+UNMETERED = "unmetered"  # neither: a failure, logged
+NONE = "none"  # no answer to meter (the server failed or was not ready)
+
+
+@dataclass(frozen=True)
+class Usage:
+    user: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    endpoint: str = "chat"
+    stream: bool = False
+    status: int = 200
+    metered: str = REPORTED
+
+
+def usage_of(answer: Any) -> tuple[int, int] | None:
+    """(prompt, completion) tokens of an answer's `usage`, or None where it has none usable."""
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
+    if not (_count(prompt) and _count(completion)):
+        return None
+    return prompt, completion
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 40
+
+
+def prompt_text(endpoint: str, body: dict) -> str:
+    """The prompt as text, to count its tokens where a stream reports none: a completion's
+    prompt as given; a chat's messages each as `role: content` (the chat template's own
+    tokens around them are not counted, so this errs low by a few tokens per message)."""
+    if endpoint == "completions":
+        prompt = body.get("prompt")
+        return prompt if isinstance(prompt, str) else " ".join(
+            p for p in prompt if isinstance(p, str)) if isinstance(prompt, list) else ""
+    parts = []
+    for message in body.get("messages") or []:
+        if isinstance(message, dict):
+            parts.append(f"{message.get('role', '')}: {_content_text(message.get('content'))}")
+    return "\n".join(parts)
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content
+                        if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+@dataclass
+class StreamMeter:
+    """Reads a stream's events as they pass: the text streamed, and usage if the server sent
+    it. `forward` says whether an event goes on to the client: a usage chunk the client did not
+    ask for does not."""
+
+    endpoint: str
+    client_wants_usage: bool
+    text: list[str] = field(default_factory=list)
+    usage: tuple[int, int] | None = None
+    last: dict | None = None
+
+    def forward(self, data: str) -> bool:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            return True
+        if not isinstance(chunk, dict):
+            return True
+        self.last = chunk
+        found = usage_of(chunk)
+        if found is not None:
+            self.usage = found
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else []:
+            piece = _choice_text(choice, self.endpoint)
+            if piece:
+                self.text.append(piece)
+        usage_only = found is not None and not choices
+        return self.client_wants_usage or not usage_only
+
+    def usage_chunk(self, usage: tuple[int, int]) -> bytes:
+        """The chunk a server sends last when asked for usage, for a server that did not."""
+        last = self.last or {}
+        chunk = {"id": last.get("id", ""), "object": last.get(
+            "object", "chat.completion.chunk" if self.endpoint == "chat" else "text_completion"),
+                 "created": last.get("created", 0), "model": last.get("model", ""),
+                 "choices": [], "usage": {"prompt_tokens": usage[0],
+                                          "completion_tokens": usage[1],
+                                          "total_tokens": usage[0] + usage[1]}}
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def _choice_text(choice: Any, endpoint: str) -> str:
+    if not isinstance(choice, dict):
+        return ""
+    if endpoint == "chat":
+        delta = choice.get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
+    else:
+        content = choice.get("text")
+    return content if isinstance(content, str) else ""
+
+
+def counted_usage(backend: Any, prompt: str, completion: str) -> tuple[int, int] | None:
+    """Both sides counted by the server's tokenizer; None (and a warning) if it cannot."""
+    try:
+        return backend.count_prompt_tokens(prompt), backend.count_tokens(completion)
+    except (OSError, ValueError) as exc:
+        log.warning("cannot count a stream's tokens with the server's tokenizer: %s", exc)
+        return None
