@@ -30,12 +30,14 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from node.podresources import Holder, Owners, PodGpus, PodResources, PodResourcesError, gpu_holders
+
+if TYPE_CHECKING:  # the client is imported where it is used: a rig without [kube] never loads it
+    from kubernetes import client
 
 log = logging.getLogger("sunrig.kube")
 
@@ -196,6 +198,8 @@ class KubeSplit:
     def _ensure_priority_class(self) -> None:
         if self._class_ready:
             return
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
         sched = client.SchedulingV1Api(self.api.api_client)
         body = client.V1PriorityClass(
             metadata=client.V1ObjectMeta(name=PRIORITY_CLASS, labels=dict(LABELS)),
@@ -223,6 +227,7 @@ class KubeSplit:
                    self.namespace, grace_period_seconds=0)
 
     def _hold_pod(self, name: str) -> client.V1Pod:
+        from kubernetes import client
         return client.V1Pod(
             metadata=client.V1ObjectMeta(name=name, namespace=self.namespace,
                                          labels={ROLE: HOLD, **LABELS}),
@@ -240,6 +245,7 @@ class KubeSplit:
 
 def call_api(what: str, where: str, timeout_s: float, fn, *args, **kwargs):
     """One API call; failures become a KubeError naming the call (never the credentials)."""
+    from kubernetes.client.exceptions import ApiException
     try:
         return fn(*args, _request_timeout=timeout_s, **kwargs)
     except ApiException as exc:
@@ -254,6 +260,7 @@ def call_api(what: str, where: str, timeout_s: float, fn, *args, **kwargs):
 def remove_all(api: client.CoreV1Api, namespace: str, timeout_s: float = 10.0) -> int:
     """Delete everything sunrig created (its hold pods and its PriorityClass), by its label;
     the owner's own pods stay. Returns how many objects went. Used on uninstall."""
+    from kubernetes import client
     selector = f"{MANAGED_BY}={SUNRIG}"
     pods = call_api("list sunrig's pods", namespace, timeout_s, api.list_namespaced_pod,
                     namespace, label_selector=selector)
@@ -323,6 +330,7 @@ def _free_name(taken: set[str], start: int) -> str:
 def api_client(kubeconfig: str | None = None, host: str | None = None) -> client.CoreV1Api:
     """In the cluster: the service account; else a kubeconfig (microk8s: its own); `host`
     alone (tests, a local proxy) talks to that API server without credentials."""
+    from kubernetes import client
     from kubernetes import config as kube_config
     if host:
         cfg = client.Configuration()
