@@ -100,9 +100,9 @@ def test_demo_runs_on_a_given_config_with_its_own_store_and_port(tmp_path):
     assert (data / "sunrig-demo.db").exists() and not elsewhere.exists()
 
 
-@pytest.mark.parametrize("config, why", [
+@pytest.mark.parametrize("config, why", [  # why: in lower case, as the error is compared
     ("[markets.sim]\nenabeld = true\n", "markets.sim.enabeld"),
-    ("[site]\nname = 'x\n", "not valid TOML"),
+    ("[site]\nname = 'x\n", "not valid toml"),
     (None, "no such file"),
 ])
 def test_demo_with_a_broken_config_exits_2_naming_it(tmp_path, capsys, config, why):
