@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -341,3 +342,24 @@ def api_client(kubeconfig: str | None = None, host: str | None = None) -> client
     except kube_config.ConfigException:
         kube_config.load_kube_config(config_file=kubeconfig)
     return client.CoreV1Api()
+
+
+def uninstall(config_path: str) -> int:
+    """`python -m node.kube CONFIG`, run by install.sh --uninstall: remove what sunrig created on
+    the rig's Kubernetes when the config has [kube] enabled; exit 0 when nothing was left."""
+    from node.config import load_config
+    cfg = load_config(config_path).kube
+    if not cfg.enabled:
+        print("kube: not enabled in the config; nothing to remove")
+        return 0
+    try:
+        gone = remove_all(api_client(cfg.kubeconfig or None), cfg.namespace)
+    except KubeError as exc:
+        print(f"kube: could not remove sunrig's pods and priority class: {exc}", file=sys.stderr)
+        return 1
+    print(f"kube: removed {gone} objects sunrig had created")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(uninstall(sys.argv[1]))

@@ -216,6 +216,9 @@ def demo_inference(cfg: Config, port: int) -> Config:
 
 
 def demo_config(base: Config, data_dir: Path, port: int) -> Config:
-    """The embedded default with the demo's own store and port."""
+    """The demo's config (the embedded default or a given file) with its own store and port;
+    the demo always runs the simulated market, whatever the file says of it."""
     store = replace(base.store, path=str((data_dir / "sunrig-demo.db").resolve()))
-    return replace(base, store=store, webui=replace(base.webui, port=port))
+    markets = replace(base.markets, sim=replace(base.markets.sim, enabled=True,
+                                                allow_simulated=True))
+    return replace(base, store=store, webui=replace(base.webui, port=port), markets=markets)

@@ -69,6 +69,10 @@ uninstall() {
   fi
   run rm -f "$UNIT"
   if [ "$SYSTEM" -eq 1 ]; then run systemctl daemon-reload; fi
+  if [ -x "$VENV/bin/python" ] && [ -f "$CONF" ]; then  # sunrig's hold pods, where [kube] is on
+    run "$VENV/bin/python" -m node.kube "$CONF" || echo "kube: remove them with kubectl" \
+      "delete pods,priorityclasses -A -l app.kubernetes.io/managed-by=sunrig"
+  fi
   run rm -rf "$OPT"
   if [ "$PURGE" -eq 1 ]; then
     run rm -rf "$CONF_DIR" "$STATE" "$PREFIX/var/log/sunrig"

@@ -510,13 +510,17 @@ HYP_WRONG_INSIDE = {
 }
 
 
+# a supplied node with 3 GPUs rented at its listed price, in cents (see tests/test_hyperbolic.py)
+RENTED_NODE = {"id": "hgx-01", "gpus_reserved": 3, "pricing": {"price": {"amount": 229}}}
+
+
 @pytest.mark.parametrize("kind", sorted(NOT_A_DOCUMENT | HYP_WRONG_INSIDE))
 def test_a_corrupt_hyperbolic_state_is_kept_aside_and_the_market_starts_fresh(
         tmp_path, caplog, kind):
     original = (NOT_A_DOCUMENT | HYP_WRONG_INSIDE)[kind]
     path = tmp_path / "hyperbolic.json"
     path.write_bytes(original)
-    supplier = Supplier([{"id": "hgx-01", "gpus_reserved": 3}])
+    supplier = Supplier([RENTED_NODE])
     with caplog.at_level(logging.WARNING):
         market = HyperbolicMarket(supplier, path, lambda: T0)
     assert_kept_aside_once(path, original, caplog)
@@ -528,7 +532,7 @@ def test_a_corrupt_hyperbolic_state_is_kept_aside_and_the_market_starts_fresh(
 
 def test_leases_after_a_corrupt_hyperbolic_state_never_reuse_an_old_lease_id(tmp_path):
     path = tmp_path / "hyperbolic.json"
-    supplier = Supplier([{"id": "hgx-01", "gpus_reserved": 3}])
+    supplier = Supplier([RENTED_NODE])
     before = HyperbolicMarket(supplier, path, lambda: T0).leases()
     path.write_bytes(b"{broken")
     after = HyperbolicMarket(supplier, path, lambda: T0 + timedelta(hours=2)).leases()

@@ -54,7 +54,8 @@ def staged(tmp_path_factory):
     config = etc / "sunrig.toml"  # the owner's config, already there: it must be kept
     config.write_text(
         "[site]\nname = 'Staged rig'\ntimezone = 'Europe/Amsterdam'\n"
-        "[gpus]\nbackend = 'simulated'\n[tariff]\nreplay = true\n"
+        "[gpus]\nbackend = 'simulated'\nallow_simulated = true\n"
+        "[energy]\nallow_simulated = true\n[tariff]\nreplay = true\n"
         f"[store]\npath = '{root}/var/lib/sunrig/sunrig.db'\n"
         f"[webui]\nport = {free_port()}\n")
     r = install(root)

@@ -188,6 +188,24 @@ def test_remove_all_takes_away_what_sunrig_made_and_nothing_else(kube):
     assert remove_all(api_client(host=kube.url), "sunrig", timeout_s=HANG_S) == 0
 
 
+def test_uninstall_removes_what_sunrig_made_through_the_owners_kubeconfig(kube, tmp_path):
+    from node.kube import uninstall
+    split(kube).keep(5)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({  # YAML's flow style is JSON
+        "apiVersion": "v1", "kind": "Config", "current-context": "rig",
+        "clusters": [{"name": "rig", "cluster": {"server": kube.url}}],
+        "users": [{"name": "owner", "user": {}}],
+        "contexts": [{"name": "rig", "context": {"cluster": "rig", "user": "owner"}}]}))
+    cfg = tmp_path / "sunrig.toml"
+    cfg.write_text(f"[kube]\nenabled = true\nnode_name = 'rig'\nkubeconfig = '{kubeconfig}'\n")
+    assert uninstall(str(cfg)) == 0
+    assert holds(kube) == [] and kube.classes == {}
+    off = tmp_path / "off.toml"
+    off.write_text("[site]\nname = 'no kube'\n")
+    assert uninstall(str(off)) == 0
+
+
 def test_api_failures_are_named_and_the_next_call_repairs(kube):
     s = split(kube)
     kube.fail_next = [500]
