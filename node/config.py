@@ -746,6 +746,7 @@ def _bound(x: float) -> str:
 
 
 def _cross_checks(cfg: Config, file: str) -> None:
+    _check_bid_listen(cfg.markets.akash, file)
     sim = cfg.gpus.simulated
     if sim.min_power_limit_w > sim.power_limit_w:
         raise ConfigError(file, "gpus.simulated.min_power_limit_w",
@@ -789,6 +790,16 @@ def shown_key(key: Any) -> str:
     """An unknown key as an error names it: cut short, so a hostile key cannot flood a page."""
     return key[:SHOWN_CHARS] + "..." if isinstance(key, str) and len(key) > SHOWN_CHARS \
         else str(key)
+
+
+def _check_bid_listen(a: AkashConfig, file: str) -> None:
+    """The bid endpoint's address, checked with its sibling `bid_listen_any` (the endpoint
+    listens no wider than the provider's pod needs), so `config check` says it, not the start."""
+    from market_adapter.akash_bid_server import parse_listen
+    try:
+        parse_listen(a.bid_listen, a.bid_listen_any)
+    except ValueError as exc:
+        raise ConfigError(file, "markets.akash.bid_listen", str(exc)) from None
 
 
 def _join(prefix: str, key: str) -> str:

@@ -98,3 +98,19 @@ def test_config_check_exits_0_or_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "gpus.simulated.count" in err and str(bad) in err
     assert main(["config", "check", str(tmp_path / "missing.toml")]) == 2
+
+
+@pytest.mark.parametrize("listen, any_ok, why", [
+    ("0.0.0.0:8787", False, "listens on every interface"),
+    ("[::]:8787", False, "listens on every interface"),
+    ("localhost:8787", False, "not host:port with an IP address"),
+    ("10.0.0.5:99999", False, "port 99999"),
+])
+def test_the_bid_endpoints_address_is_checked_with_its_sibling_when_the_file_is_read(
+        listen, any_ok, why):
+    text = f"[markets.akash]\nbid_listen = '{listen}'\nbid_listen_any = {str(any_ok).lower()}\n"
+    with pytest.raises(ConfigError, match="markets.akash.bid_listen") as err:
+        parse_config(text, "t.toml", Path("."))
+    assert why in str(err.value)
+    wide = "[markets.akash]\nbid_listen = '0.0.0.0:8787'\nbid_listen_any = true\n"
+    assert parse_config(wide, "t.toml", Path(".")).markets.akash.bid_listen_any
