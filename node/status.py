@@ -40,6 +40,7 @@ def agent_status(agent: Agent, local_inference: Any = None) -> dict[str, Any]:
         "roles": _role_counts(agent),
         "plan": _plan_slot(agent, now),
         "leases": [_lease(r) for r in store.leases(ACTIVE)],
+        "markets": _markets(agent),
         "today": {"day": today, "revenue": summary.revenue, "energy_cost": summary.energy_cost,
                   "net": round(summary.revenue - summary.energy_cost, 4),
                   "energy_kwh": round(summary.energy_wh / 1000.0, 3),
@@ -94,6 +95,19 @@ def _tee(agent: Agent) -> dict[str, Any]:
             "advertised": st.tee_ok, "premium_pct": agent.cfg.tee.premium_pct,
             "verdict": st.tee_verdict.as_dict() if st.tee_verdict else None,
             "checked": _iso(st.tee_checked), "message": st.tee_message}
+
+
+def _markets(agent: Agent) -> dict[str, dict[str, Any]]:
+    """Each market's health as the planner sees it: down (its last sync failed, or it answered a
+    shape sunrig does not know: degraded), and the records it skipped as unreadable, and why."""
+    out = {}
+    for name, market in agent.parts.markets.items():
+        chain = getattr(market, "chain", market)
+        out[name] = {"down": name in agent.state.markets_down,
+                     "status": getattr(market, "status", "ok"),
+                     "why": getattr(market, "degraded_why", "") or None,
+                     "skipped": dict(getattr(chain, "unreadable", None) or {})}
+    return out
 
 
 def _solar_share_pct(kwh_by_source: dict[str, float]) -> float | None:

@@ -417,12 +417,15 @@ def test_one_broken_lease_record_keeps_akash_up_in_the_agent(tmp_path, node):
         assert status["jobs"]["sync_markets"]["ok"] and not agent.state.markets_down
         shown = {le["lease_id"] for le in status["leases"]}
         assert SERVE not in shown and f"{TENANT_A}/26104512/1/1" in shown
+        akash = status["markets"]["akash"]
+        assert not akash["down"] and "lease.price" in akash["skipped"][SERVE]
         assert agent.store.query("SELECT count(*) AS n FROM payouts WHERE lease_id = ?",
                                  [SERVE])[0]["n"] == 0
         serve_record(node)["lease"]["price"] = {"denom": "uact",
                                                 "amount": "3738.166666666666666667"}
         agent.run_job("sync_markets")  # readable again: shown and booked at the next sync
         assert SERVE in {le["lease_id"] for le in agent_status(agent)["leases"]}
+        assert agent_status(agent)["markets"]["akash"]["skipped"] == {}
         assert agent.store.query("SELECT sum(amount_market) AS s FROM payouts WHERE lease_id "
                                  "= ?", [SERVE])[0]["s"] == pytest.approx(31.0)
     finally:

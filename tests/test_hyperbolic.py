@@ -290,6 +290,9 @@ def test_a_degraded_market_is_offered_nothing_new_by_the_agent(api, tmp_path):
     assert not agent.state.jobs["sync_markets"].internal_error  # the world's fault, no trace
     assert agent.state.plan is not before  # planned again at once, without it
     assert not any(s.offered.get("hyperbolic") for s in agent.state.plan.slots)
+    from node.status import agent_status
+    shown = agent_status(agent)["markets"]["hyperbolic"]
+    assert shown["down"] and shown["status"] == DEGRADED and shown["why"]
     agent.store.close()
 
 
