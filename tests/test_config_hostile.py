@@ -20,6 +20,8 @@ from node.config import (
     MAX_TEXT_CHARS,
     CapexItem,
     Config,
+    InferencePriceConfig,
+    InferenceServerConfig,
     MqttMappingConfig,
     OpexItem,
     ReservationWindow,
@@ -37,6 +39,9 @@ ITEM = {
     MqttMappingConfig: {"topic": "meter/power", "field": "pv_w"},
     CapexItem: {"name": "HGX", "amount": 1000, "date": "2026-01-15"},
     OpexItem: {"name": "Fibre", "amount_per_month": 80, "since": "2026-01-15"},
+    InferenceServerConfig: {"model": "llama3.1:8b"},
+    InferencePriceConfig: {"model": "llama3.1:8b", "input_per_million_tokens": 0.1,
+                           "output_per_million_tokens": 0.4},
 }
 
 
