@@ -7,7 +7,16 @@ BIN    := $(VENV)/bin
 # provider's container gives its bid-price script, which the tests run with only those.
 SYSTEM_PACKAGES := systemd mosquitto chromium chromium-driver curl jq bc
 
-.PHONY: run test bench lint venv system-deps clean
+# The tests serve a tiny model through a real llama-cpp-python server. PyPI has only its source,
+# so its wheel is built once, for the CPU, into a cache outside the checkout (which `make clean`
+# leaves alone) and reused; its Python dependencies come with the test extra.
+LLAMA_VERSION := 0.3.16
+LLAMA_WHEEL_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/sunrig/wheels
+LLAMA_WHEEL := $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DGGML_CUDA=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF
+
+.PHONY: run test bench lint venv system-deps clean llama-wheel
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +27,17 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed | llama-wheel
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps $(LLAMA_WHEEL)
 	touch $@
+
+llama-wheel: | $(BIN)/python
+	@if ! ls $(LLAMA_WHEEL) >/dev/null 2>&1; then \
+	  echo "building llama-cpp-python once (about 25 minutes on two cores); later runs reuse it"; \
+	  mkdir -p $(LLAMA_WHEEL_DIR) && CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel -q \
+	    --no-deps -w $(LLAMA_WHEEL_DIR) 'llama-cpp-python==$(LLAMA_VERSION)'; \
+	fi
 
 venv: $(VENV)/.installed
 
@@ -43,6 +60,7 @@ bench: $(VENV)/.installed-test system-deps
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/planner.py
 	$(BIN)/python bench/agent.py
+	$(BIN)/python bench/inference.py
 	$(BIN)/sunrig bench economics --scenario scenarios/owner-8gpu.toml
 	$(BIN)/sunrig bench economics --scenario scenarios/seed-study-40gpu.toml
 

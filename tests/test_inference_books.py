@@ -100,3 +100,14 @@ def test_a_bad_user_name_is_refused_before_the_store_is_touched(tmp_path, capsys
         assert main(["users", "revoke", "--data-dir", str(data), "--", name]) == 2
         assert "is not a user name" in capsys.readouterr().err
     assert not data.exists()
+
+
+def test_prometheus_counts_requests_and_tokens_per_user_and_model():
+    from webui.metrics import registry_for, render
+
+    view = {"usage_since_start": [{"user": "ann", "model": "tiny", "requests": 3, "errors": 1,
+                                   "prompt_tokens": 40, "completion_tokens": 12}]}
+    text = render(registry_for(lambda: {"local_inference": view})).decode()
+    assert 'sunrig_inference_prompt_tokens_total{model="tiny",user="ann"} 40.0' in text
+    assert 'sunrig_inference_requests_total{model="tiny",user="ann"} 3.0' in text
+    assert 'sunrig_inference_errors_total{model="tiny",user="ann"} 1.0' in text

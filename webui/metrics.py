@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -85,8 +85,27 @@ class StatusCollector(Collector):
         for name, job in (s.get("jobs") or {}).items():
             jobs.add_metric([name], 1.0 if job.get("ok") else 0.0)
         yield jobs
+        yield from _inference_counters(s.get("local_inference") or {})
         yield _gauge("sunrig_tee_advertised", "1 while attested TEE capacity is offered",
                      1.0 if (s.get("tee") or {}).get("advertised") else 0.0)
+
+
+INFERENCE_COUNTERS = (
+    ("requests", "sunrig_inference_requests", "Requests to the local inference gateway"),
+    ("errors", "sunrig_inference_errors", "Requests answered with an error status"),
+    ("prompt_tokens", "sunrig_inference_prompt_tokens", "Prompt tokens used"),
+    ("completion_tokens", "sunrig_inference_completion_tokens", "Completion tokens used"))
+
+
+def _inference_counters(view: dict[str, Any]) -> Iterator[Metric]:
+    """Local inference per user and model since the agent started (counters: they restart
+    from zero with it, as Prometheus expects of counters)."""
+    for field, name, doc in INFERENCE_COUNTERS:
+        counter = CounterMetricFamily(name, doc + " since the agent started",
+                                      labels=["user", "model"])
+        for row in view.get("usage_since_start") or []:
+            counter.add_metric([row["user"], row["model"]], row[field])
+        yield counter
 
 
 def _gauge(name: str, doc: str, value: float | None, labels: list[str] | None = None,
