@@ -130,6 +130,8 @@ class Gateway:
 class _Handler(BaseHTTPRequestHandler):
     gateway: Gateway
     protocol_version = "HTTP/1.1"  # keep-alive for clients; streams go out chunked
+    # headers, body and each event leave at once: Nagle's wait for an ACK would add delay
+    disable_nagle_algorithm = True
     server_version = "sunrig-gateway"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
@@ -307,10 +309,11 @@ class _Exchange:
                 usage = usage_of(json.loads(data))
             except ValueError:
                 usage = None
-        self._record(resp.status, usage, REPORTED if usage else
-                     (UNMETERED if resp.status == 200 else NONE))
+        # the answer first: storing its usage is not the client's wait
         self.h._send(resp.status, data, content_type=resp.getheader("Content-Type",
                                                                     "application/json"))
+        self._record(resp.status, usage, REPORTED if usage else
+                     (UNMETERED if resp.status == 200 else NONE))
 
     def _pass_stream(self, resp: http.client.HTTPResponse, wants_usage: bool) -> None:
         h = self.h
