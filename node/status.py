@@ -8,10 +8,11 @@ from typing import Any
 from energy.flows import power_flows
 from market_adapter.base import ACTIVE
 from node.agent import Agent
-from node.ledger import day_summary, payback
+from node.ledger import day_summary, payback, signed_amount
 from node.planner import price_at
 from node.projection import projected_date
 from node.store import from_epoch
+from node.wiring import still_needs
 
 
 def _iso(value: datetime | float | None) -> str | None:
@@ -31,6 +32,7 @@ def agent_status(agent: Agent, local_inference: Any = None) -> dict[str, Any]:
     return {
         "ts": _iso(now),
         "site_name": agent.cfg.site.name,
+        "needs": still_needs(agent.cfg),  # what the owner has still to configure
         "currency": agent.cfg.site.currency,
         "clock_speed": agent.clock.speed,
         "site": _site(agent),
@@ -52,6 +54,7 @@ def agent_status(agent: Agent, local_inference: Any = None) -> dict[str, Any]:
         "earnings": _totals(store, "revenue", now.astimezone(store.tz).date()),
         "energy_cost_by_role": _totals(store, "energy", now.astimezone(store.tz).date()),
         "payback": {"capex": pb.capex, "net_to_date": pb.net_to_date,
+                    "cash_to_date": pb.cash_to_date, "local_value_to_date": pb.local_value_to_date,
                     "net_per_day_30d": pb.net_per_day_30d, "paid_back_pct": pb.paid_back_pct,
                     "projected_date": pb.projected_date.isoformat() if pb.projected_date
                     else None,
@@ -215,19 +218,24 @@ def history_view(agent: Agent, args: dict[str, str]) -> dict[str, Any]:
     days: dict[str, dict[str, Any]] = {}
     for r in store.daily_range(first, last):
         d = days.setdefault(r["day"], {"day": r["day"], "revenue": 0.0, "energy_cost": 0.0,
-                                        "revenue_by_market": {}, "kwh_by_source": {}})
+                                        "local_value": 0.0, "revenue_by_market": {},
+                                        "kwh_by_source": {}})
         if r["category"] == "revenue":
             d["revenue"] += r["amount"]
             d["revenue_by_market"][r["name"]] = round(
                 d["revenue_by_market"].get(r["name"], 0.0) + r["amount"], 4)
-        else:
+        elif r["category"] == "energy":
             d["energy_cost"] += r["amount"]
             d["kwh_by_source"][r["source"]] = round(
                 d["kwh_by_source"].get(r["source"], 0.0) + r["energy_wh"] / 1000.0, 3)
+        else:  # local_value: the owner's own use of the rig, at the reference token prices
+            d["local_value"] += r["amount"]
     rows = []
     for d in sorted(days.values(), key=lambda d: d["day"]):
-        d["revenue"], d["energy_cost"] = round(d["revenue"], 4), round(d["energy_cost"], 4)
-        d["net"] = round(d["revenue"] - d["energy_cost"], 4)
+        for key in ("revenue", "energy_cost", "local_value"):
+            d[key] = round(d[key], 4)
+        d["net"] = round(d["revenue"] - d["energy_cost"], 4)  # cash
+        d["net_with_local_value"] = round(d["net"] + d["local_value"], 4)
         rows.append(d)
     return {"from": first.isoformat(), "to": last.isoformat(),
             "currency": agent.cfg.site.currency, "days": rows}
@@ -241,16 +249,16 @@ def payback_view(agent: Agent) -> dict[str, Any]:
     started = min((date.fromisoformat(i["date"]) for i in items), default=today)
     cumulative, total = [], 0.0
     per_day: dict[str, float] = {}
-    for r in store.daily_range(started, today):
-        sign = 1.0 if r["category"] == "revenue" else -1.0
-        per_day[r["day"]] = per_day.get(r["day"], 0.0) + sign * r["amount"]
+    for r in store.daily_range(started, today):  # local value counts, as in the payback
+        per_day[r["day"]] = per_day.get(r["day"], 0.0) + signed_amount(r)
     for day in sorted(per_day):
         total += per_day[day]
         cumulative.append({"day": day, "net": round(total, 2)})
     pb = payback(store, today)
     return {"currency": agent.cfg.site.currency, "capex": pb.capex,
-            "net_to_date": pb.net_to_date, "net_per_day_30d": pb.net_per_day_30d,
-            "paid_back_pct": pb.paid_back_pct,
+            "net_to_date": pb.net_to_date, "cash_to_date": pb.cash_to_date,
+            "local_value_to_date": pb.local_value_to_date,
+            "net_per_day_30d": pb.net_per_day_30d, "paid_back_pct": pb.paid_back_pct,
             "projected_date": pb.projected_date.isoformat() if pb.projected_date else None,
             "simulation": _year_projection(agent, pb, today),
             "items": items, "cumulative": cumulative}

@@ -111,3 +111,32 @@ def test_prometheus_counts_requests_and_tokens_per_user_and_model():
     assert 'sunrig_inference_prompt_tokens_total{model="tiny",user="ann"} 40.0' in text
     assert 'sunrig_inference_requests_total{model="tiny",user="ann"} 3.0' in text
     assert 'sunrig_inference_errors_total{model="tiny",user="ann"} 1.0' in text
+
+
+def test_history_and_payback_pages_count_local_value_as_income_never_as_energy_cost(tmp_path):
+    from node.status import agent_status, history_view, payback_view
+    from tests.conftest import make_agent
+
+    agent, clock = make_agent(tmp_path)
+    store = agent.store
+    day = store.local_day(clock.now())
+    row = usage_row(store, "tiny", 2_000_000, 1_000_000)
+    store.add_inference_usage([{**row, "ts": clock.now().timestamp(), "day": day}])
+    book_local_value(store, {"tiny": TokenPrice(5.0, 10.0)})
+    (shown,) = [d for d in history_view(agent, {})["days"] if d["day"] == day]
+    assert (shown["local_value"], shown["energy_cost"], shown["net"]) == (20.0, 0.0, 0.0)
+    assert shown["net_with_local_value"] == 20.0
+    store.sync_cost_items([{"name": "rig", "kind": "capex", "amount": 1000.0,
+                            "amount_per_month": 0.0, "date": "2024-06-01"}])
+    page = payback_view(agent)
+    assert page["cumulative"][-1]["net"] == 20.0
+    assert (page["cash_to_date"], page["local_value_to_date"]) == (0.0, 20.0)
+    assert agent_status(agent)["payback"]["local_value_to_date"] == 20.0
+    store.close()
+
+
+def test_config_check_applies_the_inference_rules_that_span_keys(tmp_path, capsys):
+    path = tmp_path / "sunrig.toml"
+    path.write_text("[inference]\nhost = '192.168.1.5'\n")
+    assert main(["config", "check", str(path)]) == 2
+    assert "inference.host" in capsys.readouterr().err

@@ -245,10 +245,10 @@ def create_app(status: Callable[[], dict[str, Any]], auth: Auth | None = None,
         w = csv.writer(out)
         sources = sorted({s for d in doc["days"] for s in d["kwh_by_source"]})
         markets = sorted({m for d in doc["days"] for m in d["revenue_by_market"]})
-        w.writerow(["day", "revenue", "energy_cost", "net", *[f"revenue_{m}" for m in markets],
-                    *[f"kwh_{s}" for s in sources]])
+        w.writerow(["day", "revenue", "energy_cost", "net", "local_value",
+                    *[f"revenue_{m}" for m in markets], *[f"kwh_{s}" for s in sources]])
         for d in doc["days"]:
-            w.writerow([d["day"], d["revenue"], d["energy_cost"], d["net"],
+            w.writerow([d["day"], d["revenue"], d["energy_cost"], d["net"], d["local_value"],
                         *[d["revenue_by_market"].get(m, 0) for m in markets],
                         *[d["kwh_by_source"].get(s, 0) for s in sources]])
         name = f"sunrig-history-{doc['from']}-{doc['to']}.csv"
