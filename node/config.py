@@ -746,7 +746,9 @@ def _bound(x: float) -> str:
 
 
 def _cross_checks(cfg: Config, file: str) -> None:
+    from node.inference.settings import check_inference
     _check_bid_listen(cfg.markets.akash, file)
+    check_inference(cfg.inference, file)
     sim = cfg.gpus.simulated
     if sim.min_power_limit_w > sim.power_limit_w:
         raise ConfigError(file, "gpus.simulated.min_power_limit_w",
