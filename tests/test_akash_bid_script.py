@@ -454,7 +454,7 @@ def test_a_token_file_the_script_could_not_carry_is_refused(tmp_path, chain, con
 
 # ---- the commands ------------------------------------------------------------------------------
 
-def config_file(tmp_path: Path, **akash: str) -> Path:
+def config_file(tmp_path: Path, **akash: str | bool) -> Path:
     lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in akash.items())
     path = tmp_path / "sunrig.toml"
     path.write_text(f"[store]\npath = \"{tmp_path / 'sunrig.db'}\"\n[markets.akash]\n"
@@ -479,7 +479,7 @@ def test_bid_script_prints_the_script_with_url_and_token_and_says_it_is_secret(t
 
 
 def test_bid_script_needs_a_url_when_the_endpoint_listens_everywhere(tmp_path, capsys):
-    path = config_file(tmp_path, bid_listen="0.0.0.0:8787")
+    path = config_file(tmp_path, bid_listen="0.0.0.0:8787", bid_listen_any=True)
     (tmp_path / "bid.token").write_text("k" * 43)
     (tmp_path / "bid.token").chmod(0o600)
     assert cli.main(["akash", "bid-script", "--config", str(path)]) == 2
