@@ -41,7 +41,7 @@ from node.roles import (
     reserved_local_gpus,
 )
 from node.store import Store, epoch
-from node.wiring import Parts, tariff_for
+from node.wiring import Parts, still_needs, tariff_for
 from tee.attest import attest
 from tee.evidence import CcState, TeeError, Verdict
 
@@ -110,11 +110,15 @@ class Agent:
             "kube_split": (self.split_on_kube, a.apply_every_s),
             "project_payback": (self.project_payback, a.plan_every_s),
         }
+        if parts.site is None:  # no site source configured: nothing to read, nothing failing
+            del self.jobs["sample_site"]
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         """Run every job once, in order, then hand them to the scheduler."""
         self.store.add_event(self.clock.now(), "agent", "agent started")
+        for need in still_needs(self.cfg):
+            log.warning("still needs configuring: %s", need)
         self.run_all_once()
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
             "max_instances": 1, "coalesce": True, "misfire_grace_time": None})

@@ -147,20 +147,22 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 def _cmd_config_check(args: argparse.Namespace) -> int:
     """Validate the file and every file it names; name each part the agent would run with,
     and warn on stderr of each simulated one (still exit 0: a demo config is valid)."""
-    from node.wiring import config_file_problems, parts_used
+    from node.wiring import config_file_problems, parts_used, still_needs
 
     cfg = load_config(args.file)
     problems = config_file_problems(cfg, args.file)
     for problem in problems:
         print(f"config error: {problem}", file=sys.stderr)
-    parts = parts_used(cfg)
-    if not any(p.role == "market" for p in parts):
-        print("warning: no market is enabled: the rig sells nothing", file=sys.stderr)
-    for part in parts:
+    for part in parts_used(cfg):
         print(f"  {part.role}: {part.name}" + (" [SIMULATED]" if part.simulated else ""))
         if part.simulated:
             print(f"WARNING: SIMULATED {part.role.upper()}: {part.name}; "
                   + _what_run_does(part), file=sys.stderr)
+    needs = still_needs(cfg)
+    if needs:  # the agent runs without them, but does not yet do the rig's whole job
+        print("still needs configuring:")
+    for need in needs:
+        print(f"  - {need}")
     if problems:
         return EXIT_CONFIG
     print(f"{args.file}: ok")

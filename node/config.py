@@ -232,8 +232,10 @@ class MqttSiteConfig:
 
 @dataclass(frozen=True)
 class EnergyConfig:
-    # simulated: the recorded household; modbus: SunSpec or a register map; mqtt: topics
-    source: Literal["simulated", "modbus", "mqtt"] = "simulated"
+    # simulated: the recorded household; modbus: SunSpec or a register map; mqtt: topics;
+    # none: no site readings yet (the rig's energy is booked at the grid price, the plan sees
+    # no solar), the starter's state until the owner names a source
+    source: Literal["simulated", "modbus", "mqtt", "none"] = "simulated"
     simulated: SimulatedSiteConfig = field(default_factory=SimulatedSiteConfig)
     allow_simulated: bool = False  # `sunrig run` runs a simulated site only when this says so
     modbus: ModbusSiteConfig = field(default_factory=ModbusSiteConfig)

@@ -18,7 +18,7 @@ from energy.mqtt_tariff import MqttTariff
 from energy.plausible import SiteLimits
 from energy.price_feeds import FeedTariff, awattar, entsoe
 from energy.register_maps import MAPS, RegisterMapSite
-from energy.series import SeriesError
+from energy.series import EMBEDDED_PREFIX, SeriesError
 from energy.sim import BatterySpec, SimulatedSite
 from energy.sunspec_sim import SunSpecSimServer
 from energy.tariff import DayAheadTariff, FixedTariff, TimeOfUseTariff, TouWindow
@@ -60,7 +60,7 @@ MAX_SECRET_BYTES = 64 << 10
 @dataclass
 class Parts:
     backend: GpuBackend
-    site: SiteReader
+    site: SiteReader | None  # None: no site source configured ([energy] source = "none")
     tariff: Tariff
     markets: dict[str, Market]
     terms: dict[str, MarketTerms]  # what the planner expects of each market, site currency
@@ -134,8 +134,11 @@ def _backend(cfg: Config, clock: Clock) -> tuple[GpuBackend, str, float]:
 
 
 def _site(cfg: Config, clock: Clock, rig_power_w: Callable[[], float]
-          ) -> tuple[SiteReader, Callable[[], None]]:
-    """The site reader, and what to call to release it."""
+          ) -> tuple[SiteReader | None, Callable[[], None]]:
+    """The site reader, and what to call to release it; none where no source is configured,
+    rather than a stand-in whose values would be taken for the site's."""
+    if cfg.energy.source == "none":
+        return None, lambda: None
     limits = site_limits(cfg)
     if cfg.energy.source == "modbus":
         return _modbus_site(cfg, rig_power_w, limits)
@@ -370,6 +373,9 @@ def parts_used(cfg: Config) -> list[PartUse]:
     elif e.source == "mqtt":
         parts.append(PartUse("site", f"MQTT {e.mqtt.host}:{e.mqtt.port}, "
                                      f"{len(e.mqtt.mappings)} topic(s)"))
+    elif e.source == "none":
+        parts.append(PartUse("site", "none: no site readings, the rig's energy is booked at the "
+                                     "grid price"))
     else:
         parts.append(PartUse("site", f"simulated household from {e.simulated.data_file}", True,
                              "energy.allow_simulated", e.allow_simulated))
@@ -406,6 +412,29 @@ def refuse_simulated(cfg: Config, file: str) -> None:
         raise ConfigError(file, refused[0].allow_key, "; ".join(
             f"the {p.role} would be simulated ({p.name}): set {p.allow_key} = true to run "
             "it anyway" for p in refused) + ", or use `sunrig demo`")
+
+
+def still_needs(cfg: Config) -> list[str]:
+    """What the owner has still to configure for the rig to do its job, as plain sentences:
+    `sunrig config check` prints them, the agent logs them at its start and the Overview shows
+    them. A starter config runs without these, with no simulated part standing in."""
+    needs = []
+    if cfg.energy.source == "none":
+        needs.append('A site source: set [energy] source = "modbus" or "mqtt". Until then there '
+                     "are no solar, battery or grid readings, and the rig's energy is booked at "
+                     "the grid price.")
+    t = cfg.tariff
+    if t.kind == "day_ahead" and t.prices_file.startswith(EMBEDDED_PREFIX) and not t.replay:
+        needs.append(f"Your tariff: set [tariff] to your supplier's prices. Until then the "
+                     f"recorded sample {t.prices_file} stands in, and any hour it does not "
+                     "cover goes unpriced.")
+    m = cfg.markets
+    if not (m.sim.enabled or m.akash.enabled or m.hyperbolic.enabled):
+        needs.append("A market: enable [markets.akash] or [markets.hyperbolic]. Until then no "
+                     "GPU is offered for rent.")
+    if not cfg.capex.items:
+        needs.append("What the rig cost: add [[capex.items]], so the payback can be worked out.")
+    return needs
 
 
 def config_file_problems(cfg: Config, file: str) -> list[ConfigError]:
