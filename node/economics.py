@@ -26,6 +26,7 @@ from energy.types import PriceSlot
 from market_adapter.sim import Order, SimMarket, SimMarketSettings, order_takes_offer
 from node.config import Config
 from node.gpus import WORKLOAD_UTIL
+from node.planner import BatteryState, self_consumption_step
 from node.roles import reserved_local_gpus
 from node.wiring import tariff_for
 
@@ -210,8 +211,8 @@ class Result:
 def simulate(cfg: Config, site: Site, policy: Policy, name: str) -> Result:
     g, s, sc = cfg.gpus.simulated, cfg.markets.sim, cfg.site
     bat = cfg.energy.simulated.battery
-    cap_wh = bat.capacity_kwh * 1000.0
-    soc_with = soc_without = cap_wh * bat.initial_soc_pct / 100.0
+    soc_with = soc_without = bat.capacity_kwh * 1000.0 * bat.initial_soc_pct / 100.0
+    battery = site_battery_state(bat, soc_with)
     leases: list[tuple[datetime, datetime, int, float]] = []  # start, end, GPUs, price (site)
     result = Result(name, days=site.steps / 96, cost_by_role=dict.fromkeys(
         ("market_leased", "market_idle", "local", "parked", "host"), 0.0),
@@ -253,8 +254,8 @@ def simulate(cfg: Config, site: Site, policy: Policy, name: str) -> Result:
                     "host": sc.host_overhead_w}
         rig_w = sum(energy_w.values()) * sc.cooling_factor
         pv, load = site.pv_w[k], site.load_w[k]
-        imp_w, exp_w, dis_w, soc_with = _battery_step(pv, load + rig_w, soc_with, bat, cap_wh)
-        imp0_w, exp0_w, _, soc_without = _battery_step(pv, load, soc_without, bat, cap_wh)
+        imp_w, exp_w, dis_w, soc_with = _battery_step(pv, load + rig_w, soc_with, battery)
+        imp0_w, exp0_w, _, soc_without = _battery_step(pv, load, soc_without, battery)
         cost = ((imp_w - imp0_w) * site.import_per_kwh[k]
                 - (exp_w - exp0_w) * site.export_per_kwh[k]) * STEP_H / 1000.0
         result.rig_energy_cost += cost
@@ -276,20 +277,21 @@ def _overlap_h(start: datetime, end: datetime, lease_start: datetime, lease_end:
     return max(0.0, (min(end, lease_end) - max(start, lease_start)).total_seconds() / 3600.0)
 
 
-def _battery_step(pv_w: float, demand_w: float, soc_wh: float, bat, cap_wh: float
+def site_battery_state(bat, soc_wh: float) -> BatteryState:
+    """The simulated site's battery as the planner and the controller see it."""
+    cap_wh = bat.capacity_kwh * 1000.0
+    return BatteryState(cap_wh, soc_wh, cap_wh * bat.min_soc_pct / 100.0, bat.max_charge_w,
+                        bat.max_discharge_w)
+
+
+def _battery_step(pv_w: float, demand_w: float, soc_wh: float, bat: BatteryState
                   ) -> tuple[float, float, float, float]:
     """Self-consumption: surplus charges the battery, deficits discharge it. Returns import,
     export and discharge power and the new state of charge."""
     net_w = demand_w - pv_w
-    if cap_wh <= 0:
-        return max(net_w, 0.0), max(-net_w, 0.0), 0.0, soc_wh
-    eff = 0.95
-    min_wh = cap_wh * bat.min_soc_pct / 100.0
-    if net_w < 0:
-        charge_w = min(-net_w, bat.max_charge_w, (cap_wh - soc_wh) / (eff * STEP_H))
-        return 0.0, -net_w - charge_w, 0.0, soc_wh + charge_w * eff * STEP_H
-    discharge_w = min(net_w, bat.max_discharge_w, max(0.0, soc_wh - min_wh) / STEP_H)
-    return net_w - discharge_w, 0.0, discharge_w, soc_wh - discharge_w * STEP_H
+    battery_w, soc_wh = self_consumption_step(net_w, soc_wh, bat, STEP_H)
+    grid_w = net_w + battery_w
+    return max(grid_w, 0.0), max(-grid_w, 0.0), max(-battery_w, 0.0), soc_wh
 
 
 def _book_sources(kwh: dict[str, float], pv_w: float, load_w: float, rig_w: float,

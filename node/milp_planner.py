@@ -10,10 +10,24 @@ GPU-hours). What a real market imposes is in the model:
   evening, and GPUs the owner reserves later must still be free then (in expectation);
 - leases are never taken back: GPUs already leased are outside the decision;
 - offers changing from slot to slot cost a little, so the plan does not flap.
-The rig's draw enters a grid balance with PV, house load and an optional battery; energy is paid
-at the import price and exported at the feed-in price. The breaker bounds the worst case: every
+The rig's draw enters a grid balance with PV, house load and the battery; energy is paid at the
+import price and exported at the feed-in price. The breaker bounds the worst case: every
 offered GPU leased at once. A lease's value is booked when it starts (price x expected hours);
 energy beyond the horizon is priced at the horizon's mean import price.
+
+The battery is the site's, run by its own controller for self-consumption: surplus PV charges it
+and it discharges to cover demand, within its power and state-of-charge limits. sunrig writes to
+no inverter, so a plan that scheduled the battery freely (charging from cheap imports, selling at
+the evening peak) would count on savings the owner never sees. The controller is a rule, not a
+choice, so the program does not decide it: the battery's flows are simulated, step by step as
+the site runs them, against the demand the plan expects (house, rig and the leases it aims for),
+and enter the grid balance as given. Its response to the rig is a fixed point: the first pass
+simulates the battery under the rig as it stands, the second under the leases the first pass aims
+for, and the second plan is the one returned. An exact program would need a binary per slot to
+say whether the battery charges or discharges, and slots by the hundred make that slow; the rig's
+few kilowatts move the battery's trajectory little from one pass to the next. A plan therefore
+never assumes the battery charges from the grid or exports, and its energy cost is what the site
+books for the demand it expects.
 
 The envelope enters as its segments: leases started are the sum of one bounded variable per
 segment, each earning the segment's slope. The slopes fall, so the program fills them in order,
@@ -33,12 +47,14 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from node.planner import (
+    BatteryState,
     MarketTerms,
     Plan,
     PlanInputs,
     PlanSlot,
     best_floors,
     price_at,
+    self_consumption_step,
     slot_starts,
 )
 
@@ -64,6 +80,8 @@ class MilpPlanner:
         self.slot_minutes = slot_minutes
         self.time_limit_s = time_limit_s
         self.last = SolveStats(0.0, "not run")
+        self.model: _Model | None = None  # the last plan's program and solution, to inspect
+        self.x: np.ndarray | None = None
 
     def plan(self, now: datetime, inp: PlanInputs) -> Plan:
         t0 = time.perf_counter()
@@ -72,6 +90,15 @@ class MilpPlanner:
             self.last = SolveStats(time.perf_counter() - t0, "no prices")
             return Plan(now, self.name, ())
         x, status = model.solve(self.time_limit_s)
+        if x is not None and inp.battery is not None:
+            # the battery's answer to the leases this plan aims for, and the plan for it
+            again = _Model.build(now, inp, self.horizon_hours, self.slot_minutes,
+                                 model.lease_draw_w(x))
+            left_s = self.time_limit_s - (time.perf_counter() - t0)
+            y, again_status = again.solve(left_s) if left_s > 0 else (None, "time limit")
+            if y is not None:
+                model, x, status = again, y, again_status
+        self.model, self.x = model, x
         if x is None:
             plan = model.safe_plan(now, self.name)
             self.last = SolveStats(time.perf_counter() - t0, f"fallback: {status}")
@@ -169,7 +196,10 @@ class _Model:
     rows: Rows
 
     @staticmethod
-    def build(now: datetime, inp: PlanInputs, horizon_hours: int, slot_minutes: int):
+    def build(now: datetime, inp: PlanInputs, horizon_hours: int, slot_minutes: int,
+              lease_draw_w: np.ndarray | None = None):
+        """`lease_draw_w`: per slot, what the leases a previous pass aimed for add to the rig's
+        draw; the battery is simulated against it (none: the rig as it stands)."""
         starts, prices = [], []
         for start in slot_starts(now, horizon_hours, slot_minutes):
             price = price_at(inp.prices, start)
@@ -182,7 +212,7 @@ class _Model:
         m = _Model.__new__(_Model)
         m.inp, m.starts, m.hours = inp, starts, slot_minutes / 60.0
         m.markets = sorted(inp.markets)
-        m.base = _constants(inp, starts, prices, m.hours)
+        m.base = _constants(inp, starts, prices, m.hours, lease_draw_w)
         m._assemble()
         return m
 
@@ -193,7 +223,7 @@ class _Model:
     def _assemble(self) -> None:
         """Columns, per market (m, t): GPUs in the market role o besides old leases, new leases
         still running; per market, slot and envelope segment: leases started on it; per slot:
-        import, export, charge, discharge, soc, flap u, the market role's whole GPUs (integer,
+        import, export, flap u, the market role's whole GPUs (integer,
         the sum of o; only the sum is integer, so markets alike do not make the search
         symmetric), and the reserved GPUs that leases started in the plan are expected to still
         hold (short)."""
@@ -203,7 +233,7 @@ class _Model:
         for name in ("o", "leased"):
             cols.add(name, (n_m, T))
         cols.add("seg", widths.shape)
-        for name in ("imp", "exp", "ch", "dis", "soc", "u", "role", "short"):
+        for name in ("imp", "exp", "u", "role", "short"):
             cols.add(name, (T,))
         self.cols = cols
         self.c, self.lo, self.hi = np.zeros(cols.n), np.zeros(cols.n), np.full(cols.n, np.inf)
@@ -287,27 +317,24 @@ class _Model:
         self.rows.add([(u[1:], 1.0), (role[1:], 1.0), (role[:-1], -1.0)], d, np.inf)
 
     def _energy_terms(self) -> None:
+        """Import and export settle what house, rig and the battery's simulated flows leave."""
         inp, b, h, cols = self.inp, self.base, self.hours, self.cols
         self.c[cols["imp"]] = np.asarray(b["import"]) * h / 1000.0
         self.c[cols["exp"]] = -np.asarray(b["export"]) * h / 1000.0
-        bat = inp.battery
-        ch, dis, soc = cols["ch"], cols["dis"], cols["soc"]
-        if bat:
-            eff = bat.efficiency
-            self.hi[ch], self.hi[dis] = bat.max_charge_w, bat.max_discharge_w
-            initial = min(max(bat.soc_wh, bat.min_soc_wh), bat.capacity_wh)
-            self.lo[soc], self.hi[soc] = bat.min_soc_wh, bat.capacity_wh
-            rhs = np.zeros(self.T)
-            rhs[0] = initial
-            self.rows.add([(soc, 1.0), (ch, -eff * h), (dis, h / eff), (soc[:-1], -1.0, 1)],
-                          rhs, rhs)
-            self.lo[soc[-1]] = initial  # leave the battery as full as it was found
-        else:
-            self.hi[ch] = self.hi[dis] = self.hi[soc] = 0.0
         extra_w = (inp.gpu_busy_w - b["idle_w"]) * inp.cooling_factor
-        fixed = np.asarray(b["fixed_w"])
-        self.rows.add([(cols["imp"], 1.0), (cols["exp"], -1.0), (ch, -1.0), (dis, 1.0),
-                       (cols["leased"].T, -extra_w)], fixed, fixed)
+        net = np.asarray(b["net_w"])
+        self.rows.add([(cols["imp"], 1.0), (cols["exp"], -1.0),
+                       (cols["leased"].T, -extra_w)], net, net)
+
+    def lease_draw_w(self, x: np.ndarray) -> np.ndarray:
+        """Per slot, what the new leases of solution `x` are expected to add to the rig's draw."""
+        extra_w = (self.inp.gpu_busy_w - self.base["idle_w"]) * self.inp.cooling_factor
+        return x[self.cols["leased"]].sum(axis=0) * extra_w
+
+    def energy_cost(self, x: np.ndarray) -> float:
+        """The site's grid cost over the horizon that solution `x` expects, site currency."""
+        return float(self.c[self.cols["imp"]] @ x[self.cols["imp"]]
+                     + self.c[self.cols["exp"]] @ x[self.cols["exp"]])
 
     def solve(self, time_limit_s: float) -> tuple[np.ndarray | None, str]:
         """The relaxation first: where its whole-GPU roles come out whole (as they mostly
@@ -431,8 +458,22 @@ def _clip(offered: dict[str, int], held: dict[str, int], limit: int) -> None:
         offered[max(spare, key=spare.get)] -= 1
 
 
-def _constants(inp: PlanInputs, starts: list[datetime], prices: list, hours: float) -> dict:
-    """Per slot: local GPUs, old leases, room for more, fixed draw, prices and floors."""
+def _constants(inp: PlanInputs, starts: list[datetime], prices: list, hours: float,
+               lease_draw_w: np.ndarray | None = None) -> dict:
+    """Per slot: local GPUs, old leases, room for more, fixed draw, the battery's flows, prices
+    and floors."""
+    base = _site_constants(inp, starts)
+    draw = np.zeros(len(starts)) if lease_draw_w is None else np.asarray(lease_draw_w)
+    pv = np.asarray(base["pv_w"])
+    base["battery_w"] = battery_flows(inp.battery, np.asarray(base["fixed_w"]) + draw + pv, pv,
+                                      hours)
+    base["net_w"] = (np.asarray(base["fixed_w"]) + base["battery_w"]).tolist()
+    base.update(_costs(inp, base, prices, hours, draw))
+    return base
+
+
+def _site_constants(inp: PlanInputs, starts: list[datetime]) -> dict:
+    """Per slot: local GPUs, old leases, room for more and the draw besides new leases."""
     n = inp.gpu_count
     idle_w = inp.gpu_min_limit_w or inp.gpu_busy_w * 0.15
     local = [min(inp.local_gpus_at(s), n) for s in starts]
@@ -453,23 +494,6 @@ def _constants(inp: PlanInputs, starts: list[datetime], prices: list, hours: flo
         rig_w = (inp.host_overhead_w + expected_held * inp.gpu_busy_w
                  + (n - expected_held) * idle_w) * inp.cooling_factor
         fixed.append(house[t] - pv[t] + rig_w)
-    imports = [p.import_per_kwh for p in prices]
-    exports = [min(p.export_per_kwh, p.import_per_kwh) for p in prices]
-    # a lease adds what a busy GPU draws beyond an idle one; the host runs either way
-    extra_w = (inp.gpu_busy_w - idle_w) * inp.cooling_factor
-    gpu_kw = extra_w / 1000.0
-    gpu_cost = []
-    for t in range(len(starts)):
-        # one more busy GPU runs on PV that would be exported, or on imported energy
-        surplus_w = -fixed[t]  # PV left after house and the rig as it stands
-        marginal = exports[t] if surplus_w >= extra_w else imports[t]
-        gpu_cost.append(gpu_kw * marginal)
-    energy = {m: _lease_energy_cost(gpu_cost, hours, terms.mean_lease_hours)
-              for m, terms in inp.markets.items()}
-    lease_cost = [{m: float(energy[m][t]) + inp.wear_per_gpu_hour for m in inp.markets}
-                  for t in range(len(starts))]
-    floors = [{m: max(inp.min_floor_per_gpu_hour, cost + inp.margin_per_gpu_hour)
-               for m, cost in costs.items()} for costs in lease_cost]
     cap = [int(r) + sum(math.ceil(v - 1e-9) for v in o.values()) for r, o in zip(room, old,
                                                                                 strict=True)]
     # GPUs the owner reserves at t beyond the fewest reserved since the plan began: only those
@@ -477,10 +501,46 @@ def _constants(inp: PlanInputs, starts: list[datetime], prices: list, hours: flo
     fewest = np.minimum.accumulate(local)
     reserved_later = [local[t] - int(fewest[t]) for t in range(len(starts))]
     return {"local": local, "old": old, "room": room, "cap": cap, "fixed_w": fixed,
-            "reserved_later": reserved_later,
-            "idle_w": idle_w, "import": imports, "export": exports, "floor": floors,
-            "lease_cost": lease_cost, "gpu_cost": gpu_cost,
-            "mean_import": sum(imports) / len(imports)}
+            "pv_w": pv, "reserved_later": reserved_later, "idle_w": idle_w}
+
+
+def battery_flows(bat: BatteryState | None, demand_w: np.ndarray, pv_w: np.ndarray,
+                  hours: float) -> np.ndarray:
+    """Per slot, the battery's power (+ charging) as the site's own controller runs it for
+    this demand and PV."""
+    flows = np.zeros(len(demand_w))
+    if bat is None:
+        return flows
+    soc_wh = min(max(bat.soc_wh, 0.0), bat.capacity_wh)
+    for t, net_w in enumerate((demand_w - pv_w).tolist()):
+        flows[t], soc_wh = self_consumption_step(net_w, soc_wh, bat, hours)
+    return flows
+
+
+def _costs(inp: PlanInputs, base: dict, prices: list, hours: float, lease_draw_w: np.ndarray
+           ) -> dict:
+    """Per slot, what one more busy GPU's energy costs where it would come from, a lease's
+    energy and wear over its expected run, and the floor that covers them."""
+    imports = [p.import_per_kwh for p in prices]
+    exports = [min(p.export_per_kwh, p.import_per_kwh) for p in prices]
+    # a lease adds what a busy GPU draws beyond an idle one; the host runs either way
+    extra_w = (inp.gpu_busy_w - base["idle_w"]) * inp.cooling_factor
+    gpu_kw = extra_w / 1000.0
+    gpu_cost = []
+    for t in range(len(imports)):
+        # one more busy GPU runs on PV that would be exported (what the battery and the
+        # leases aimed for leave), or on imported energy
+        surplus_w = -base["net_w"][t] - lease_draw_w[t]
+        marginal = exports[t] if surplus_w >= extra_w else imports[t]
+        gpu_cost.append(gpu_kw * marginal)
+    energy = {m: _lease_energy_cost(gpu_cost, hours, terms.mean_lease_hours)
+              for m, terms in inp.markets.items()}
+    lease_cost = [{m: float(energy[m][t]) + inp.wear_per_gpu_hour for m in inp.markets}
+                  for t in range(len(imports))]
+    floors = [{m: max(inp.min_floor_per_gpu_hour, cost + inp.margin_per_gpu_hour)
+               for m, cost in costs.items()} for costs in lease_cost]
+    return {"import": imports, "export": exports, "floor": floors, "lease_cost": lease_cost,
+            "gpu_cost": gpu_cost, "mean_import": sum(imports) / len(imports)}
 
 
 def _lease_energy_cost(gpu_cost: list[float], hours: float, mean_hours: float) -> np.ndarray:

@@ -228,7 +228,23 @@ class BatteryState:
     min_soc_wh: float
     max_charge_w: float
     max_discharge_w: float
-    efficiency: float = 0.95
+    efficiency: float = 0.95  # applied on charge, as the site's battery does
+
+
+def self_consumption_step(net_w: float, soc_wh: float, bat: BatteryState, hours: float
+                          ) -> tuple[float, float]:
+    """The site's own battery controller over one step: surplus PV (`net_w` < 0, demand minus
+    PV) charges it and a deficit discharges it, within its power and state-of-charge limits; it
+    never charges from the grid nor discharges into it. Returns its power (+ charging) and the
+    new state of charge."""
+    if bat.capacity_wh <= 0 or hours <= 0:
+        return 0.0, soc_wh
+    if net_w < 0:
+        charge_w = min(-net_w, bat.max_charge_w,
+                       max(0.0, bat.capacity_wh - soc_wh) / (bat.efficiency * hours))
+        return charge_w, soc_wh + charge_w * bat.efficiency * hours
+    discharge_w = min(net_w, bat.max_discharge_w, max(0.0, soc_wh - bat.min_soc_wh) / hours)
+    return -discharge_w, soc_wh - discharge_w * hours
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,19 @@ import numpy as np
 
 from energy.types import PriceSlot
 from node.config import Config
-from node.economics import STEP, STEP_H, Decision, Policy, Site, State, floor_of
+from node.economics import (
+    STEP,
+    STEP_H,
+    Decision,
+    Policy,
+    Site,
+    State,
+    floor_of,
+    site_battery_state,
+)
 from node.hindsight import hindsight_policy
 from node.milp_planner import MilpPlanner
 from node.planner import (
-    BatteryState,
     FillCalibration,
     MarketTerms,
     Plan,
@@ -143,9 +151,7 @@ def _inputs(cfg: Config, site: Site, st: State, terms: MarketTerms, known_until:
         margin_per_gpu_hour=cfg.planner.margin_per_gpu_hour,
         min_floor_per_gpu_hour=cfg.planner.min_floor_per_gpu_hour,
         expected_lease_hours=decay_h, pv_w_at=at(pv), house_w_at=at(load),
-        battery=None if bat.capacity_kwh <= 0 else BatteryState(
-            bat.capacity_kwh * 1000, st.battery_soc_wh, bat.capacity_kwh * bat.min_soc_pct * 10,
-            bat.max_charge_w, bat.max_discharge_w),
+        battery=None if bat.capacity_kwh <= 0 else site_battery_state(bat, st.battery_soc_wh),
         leased_gpus_at=lambda m, ts: st.leased_gpus * math.exp(
             -max(0.0, (ts - now).total_seconds()) / 3600.0 / decay_h),
         shortfall_per_gpu_hour=shortfall_price(cfg.local.reservation, {"sim": terms}))

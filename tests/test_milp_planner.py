@@ -253,3 +253,53 @@ def test_the_model_has_no_row_per_envelope_piece_and_solves_as_the_relaxation():
     assert model.rows.n < 8 * model.T  # a handful of rows per slot, bounds for the envelope
     roles = x[model.cols["role"]]
     assert np.allclose(roles, np.round(roles))  # whole GPUs in the market role
+
+
+def arbitrage_day(hours: int = 24, step_minutes: int = 15) -> PlanInputs:
+    """Cheap nights, a dear evening that even pays well for export, PV at midday: a battery the
+    plan could steer would charge from the grid at night and sell at the evening peak."""
+    first = NOW.replace(hour=0, minute=0)
+    step = timedelta(minutes=step_minutes)
+    prices = []
+    for k in range(hours * 60 // step_minutes):
+        hour = (first + k * step).hour
+        imp, exp = (0.05, 0.01) if hour < 6 else (0.60, 0.55) if 17 <= hour < 21 else (0.30, 0.08)
+        prices.append(PriceSlot(first + k * step, first + (k + 1) * step, imp, exp))
+
+    def pv(ts: datetime) -> float:
+        return max(0.0, 9000.0 * math.sin(math.pi * (ts.hour + ts.minute / 60 - 7) / 12))
+    return inputs(prices=prices, pv_w_at=pv, house_w_at=lambda ts: 600.0,
+                  battery=BatteryState(20000, 10000, 2000, 8000, 8000))
+
+
+def test_the_plan_runs_the_battery_as_the_site_does_never_from_or_into_the_grid():
+    inp = arbitrage_day()
+    planner = MilpPlanner(24, 15)
+    plan = planner.plan(NOW.replace(hour=0, minute=0), inp)
+    assert plan.slots
+    model, x = planner.model, planner.x
+    battery_w = np.asarray(model.base["battery_w"])
+    imp, exp = x[model.cols["imp"]], x[model.cols["exp"]]
+    pv = np.asarray(model.base["pv_w"])
+    assert (battery_w > 1.0).any() and (battery_w < -1.0).any()  # it does run
+    for t in range(model.T):
+        if battery_w[t] > 1e-6:  # charging: from PV only, nothing bought meanwhile
+            assert imp[t] < 1e-6 and pv[t] > 0
+        if battery_w[t] < -1e-6:  # discharging: into the house and rig only, nothing sold
+            assert exp[t] < 1e-6
+        assert exp[t] <= pv[t] + 1e-6  # only PV is ever exported
+
+
+def test_the_plans_energy_cost_is_what_the_site_then_books():
+    from node.economics import _battery_step
+    inp = arbitrage_day()
+    planner = MilpPlanner(24, 15)
+    planner.plan(NOW.replace(hour=0, minute=0), inp)
+    model, x = planner.model, planner.x
+    pv = np.asarray(model.base["pv_w"])
+    demand = np.asarray(model.base["fixed_w"]) + pv + model.lease_draw_w(x)
+    soc, booked = inp.battery.soc_wh, 0.0
+    for t in range(model.T):  # the simulated site, step by step, under the draw planned
+        imp_w, exp_w, _, soc = _battery_step(pv[t], demand[t], soc, inp.battery)
+        booked += (imp_w * model.base["import"][t] - exp_w * model.base["export"][t]) * 0.25 / 1e3
+    assert model.energy_cost(x) == pytest.approx(booked, rel=0.02, abs=0.05)
