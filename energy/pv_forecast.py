@@ -11,7 +11,7 @@ clear sky is computed once per day and array (the planner asks for the same days
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -81,21 +81,47 @@ def weather_ratio(array: Array, measured: Iterable[tuple[datetime, float]]) -> f
     """Measured over clear-sky energy across the given samples' daylight; None without daylight."""
     samples = [(t, w) for t, w in measured if w is not None]
     clear = clear_sky_w(array, [t for t, _ in samples])
-    got = sum(w for (_, w), c in zip(samples, clear, strict=True) if c >= MIN_CLEAR_W)
-    possible = sum(c for c in clear if c >= MIN_CLEAR_W)
+    return measured_ratio([(w, c) for (_, w), c in zip(samples, clear, strict=True)],
+                          RATIO_BOUNDS)
+
+
+def measured_ratio(pairs: Iterable[tuple[float | None, float | None]],
+                   bounds: tuple[float, float]) -> float | None:
+    """Measured over forecast energy, from (measured W, forecast W) pairs at the same times,
+    where the forecast saw real daylight; within bounds, None where it saw none. The clear
+    sky's correction and a forecast service's are the same rule."""
+    got = possible = 0.0
+    for measured_w, forecast_w in pairs:
+        if measured_w is not None and forecast_w is not None and forecast_w >= MIN_CLEAR_W:
+            got += measured_w
+            possible += forecast_w
     if possible <= 0:
         return None
-    return min(RATIO_BOUNDS[1], max(RATIO_BOUNDS[0], got / possible))
+    return min(bounds[1], max(bounds[0], got / possible))
 
 
 class PvForecast:
-    """Forecast PV for the planner: clear sky times the recent weather ratio."""
+    """Forecast PV for the planner: clear sky times the recent weather ratio, or, where a
+    forecast service is given and has a value for a slot, the service's value times its own
+    measured ratio, never above what the clear sky allows."""
 
-    def __init__(self, array: Array, ratio: float, start: datetime, hours: int, step_min: int = 15):
-        times = [start + timedelta(minutes=step_min * k) for k in range(hours * 60 // step_min)]
+    def __init__(self, array: Array, ratio: float, start: datetime, hours: int, step_min: int = 15,
+                 service: Callable[[datetime], float | None] | None = None,
+                 service_ratio: float = 1.0):
         self.start, self.step = start, timedelta(minutes=step_min)
-        self.ratio = ratio
-        self._w = [w * ratio for w in clear_sky_w(array, times)]
+        times = [start + self.step * k for k in range(hours * 60 // step_min + 1)]
+        clear = clear_sky_w(array, times)
+        self.ratio, self.service_ratio = ratio, service_ratio
+        self.service_slots = 0  # how many slots the service's value is used for
+        self._w = []
+        for k, t in enumerate(times[:-1]):
+            said = service(t + self.step / 2) if service else None  # the slot's middle
+            if said is None:
+                self._w.append(clear[k] * ratio)
+                continue
+            # a cloudless sky bounds what any forecast may say, at either end of the slot
+            self._w.append(min(said * service_ratio, max(clear[k], clear[k + 1]) * RATIO_BOUNDS[1]))
+            self.service_slots += 1
 
     def at(self, ts: datetime) -> float | None:
         k = int((ts - self.start) / self.step)

@@ -128,6 +128,12 @@ class SiteConfig:
     pv_kwp: float = field(default=0.0, metadata=num(0, MAX_PV_KWP))
     pv_tilt_deg: float = field(default=35.0, metadata=num(0, 90))
     pv_azimuth_deg: float = field(default=180.0, metadata=num(0, 360))  # 180: south
+    # where the array's forecast comes from: the clear sky alone, or a forecast service with the
+    # clear sky standing in wherever the service fails or has no value
+    pv_forecast: Literal["clear_sky", "forecast_solar", "open_meteo"] = "clear_sky"
+    pv_forecast_api_key_file: str = field(default="", metadata=string(path=True))  # paid tier
+    # forecast.solar's free tier allows 12 calls an hour per IP: at most hourly
+    pv_forecast_refresh_s: float = field(default=3600.0, metadata=num(3600, MAX_INTERVAL_S))
     breaker_limit_w: float = field(default=25_000.0, metadata=num(500, MAX_SITE_POWER_W))
     host_overhead_w: float = field(default=800.0, metadata=num(0, MAX_SITE_POWER_W))
     cooling_factor: float = field(default=1.2, metadata=num(1.0, 3.0))

@@ -7,17 +7,21 @@ the store has seen. Everything here reads; nothing writes.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from energy.forecast import ProfileForecast
 from energy.price_forecast import extend
 from energy.pv_forecast import Array, PvForecast, weather_ratio
+from energy.pv_service import ServicePv, pv_service
 from energy.types import PriceSlot, SiteSample
 from market_adapter.base import ACTIVE
-from node.config import BatteryConfig, Config
+from node.config import BatteryConfig, Config, SiteConfig
+from node.errors import ConfigError
 from node.gpus import GpuSnapshot
 from node.planner import (
     BatteryState,
@@ -33,6 +37,8 @@ RATIO_HISTORY = timedelta(days=3)  # the weather ratio: recent enough to carry t
 TYPICAL_RATIO = 0.6  # measured over clear-sky output, a mid-latitude year's average
 LEASE_HISTORY = timedelta(days=30)
 MIN_LEASES_FOR_MEAN = 10  # fewer closed leases than this: the configured mean lease length
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -141,17 +147,46 @@ def site_array(cfg: Config) -> Array | None:
 
 def _pv_forecast(cfg: Config, rows: list[dict], now: datetime) -> PvForecast | None:
     """Clear sky on the array times the last three days' weather ratio where the array is
-    known (a typical ratio until daylight has been measured)."""
+    known (a typical ratio until daylight has been measured); where a forecast service is
+    configured, its values times their own measured ratio, the clear sky standing in for the
+    slots it has no value for."""
     array = site_array(cfg)
     if array is None:
         return None
     recent = [(from_epoch(r["ts"]), r["pv_w"]) for r in rows
               if r["ts"] >= epoch(now - RATIO_HISTORY) and r["pv_w"] is not None]
-    ratio = weather_ratio(array, recent[::max(1, len(recent) // 600)])  # about 600 samples
+    recent = recent[::max(1, len(recent) // 600)]  # about 600 samples
+    ratio = weather_ratio(array, recent)
     if ratio is None:  # no daylight seen yet (a first start at night): a typical sky
         ratio = TYPICAL_RATIO
     start = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
-    return PvForecast(array, ratio, start, cfg.planner.horizon_hours + 1)
+    service = _pv_service(cfg.site, array)
+    if service is None:
+        return PvForecast(array, ratio, start, cfg.planner.horizon_hours + 1)
+    service.refresh(now)
+    return PvForecast(array, ratio, start, cfg.planner.horizon_hours + 1, service=service.at,
+                      service_ratio=service.ratio(recent) or 1.0)
+
+
+def _pv_service(site: SiteConfig, array: Array) -> ServicePv | None:
+    if site.pv_forecast == "clear_sky":
+        return None
+    return _service(site.pv_forecast, array, site.pv_forecast_api_key_file,
+                    site.pv_forecast_refresh_s)
+
+
+@lru_cache(maxsize=4)  # one per configured array and service: it keeps what it fetched
+def _service(kind: str, array: Array, key_file: str, refresh_s: float) -> ServicePv | None:
+    from node.wiring import read_secret  # the one secret reader; wiring imports this module
+
+    key = ""
+    if key_file:
+        try:
+            key = read_secret(key_file, "site.pv_forecast_api_key_file", "the forecast API key")
+        except ConfigError as exc:  # the plan goes on with the clear sky
+            log.warning("PV forecast service not used: %s", exc)
+            return None
+    return pv_service(kind, array, key, refresh_s)
 
 
 def _battery(cfg: Config, site: SiteSample | None) -> BatteryState | None:
