@@ -95,9 +95,16 @@ starter_config() {
     echo "keep: $CONF"
     return
   fi
-  # The documented example, with the store where this layout keeps its data.
-  sed "s|^path = \"/var/lib/sunrig/sunrig.db\"|path = \"$STATE/sunrig.db\"|" \
-    "$SOURCE/sunrig.example.toml" | write_file "$CONF" 0640
+  # The documented example: the real GPUs, no site source and no market yet, so the service
+  # runs no simulated part and says what it still needs. A staged layout (--prefix) keeps its
+  # store under the prefix, told in a [store] table of its own: the example's is commented out.
+  {
+    cat "$SOURCE/sunrig.example.toml"
+    if [ "$STATE" != /var/lib/sunrig ]; then  # a TOML string: \ and " escaped
+      printf '\n# Where this layout keeps its data (install.sh --prefix).\n[store]\npath = "%s"\n' \
+        "$(printf '%s' "$STATE/sunrig.db" | sed 's/[\\"]/\\&/g')"
+    fi
+  } | write_file "$CONF" 0640
 }
 
 render_unit() {

@@ -155,7 +155,7 @@ def test_a_block_with_a_file_it_names_missing_fails_config_check_naming_the_key(
         assert key in capsys.readouterr().err, name
 
 
-def test_the_blocks_cover_every_section_the_issue_names():
+def test_the_blocks_cover_every_section_and_device_kind():
     names = set(blocks())
     for wanted in ("site", "gpus", "gpus-simulated", "local", "energy-modbus-sunspec",
                    "energy-modbus-huawei", "energy-modbus-victron", "energy-modbus-sma",

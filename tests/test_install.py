@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from node.config import load_config
+from node.wiring import still_needs
 from tests.conftest import HANG_S, wait_until
 from tests.test_cli import free_port, get_status
 
@@ -47,10 +49,38 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def staged(tmp_path_factory):
+def fresh(tmp_path_factory):
+    """A first install into an empty root: the starter config is written and checked."""
     root = tmp_path_factory.mktemp("stage")
+    r = install(root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return root, r
+
+
+def test_a_fresh_install_writes_the_starter_and_it_passes_config_check(fresh):
+    root, r = fresh
+    config = root / "etc" / "sunrig" / "sunrig.toml"
+    example = (ROOT / "sunrig.example.toml").read_text()
+    assert config.read_text().startswith(example)  # the documented starter, as it is
+    assert oct(config.stat().st_mode & 0o777) == "0o640"
+    cfg = load_config(config)
+    assert cfg.store.path == str(root / "var" / "lib" / "sunrig" / "sunrig.db")  # the prefix's
+    assert cfg.gpus.backend == "nvml" and cfg.energy.source == "none"
+    # install.sh ran `sunrig config check` on it: it passed, naming what it still needs
+    assert f"{config}: ok" in r.stdout and "still needs configuring:" in r.stdout
+    assert "SIMULATED" not in r.stdout + r.stderr
+    checked = subprocess.run([str(root / "opt" / "sunrig" / "venv" / "bin" / "sunrig"), "config",
+                              "check", str(config)], capture_output=True, text=True,
+                             timeout=HANG_S)
+    assert checked.returncode == 0, checked.stderr
+    assert [line for line in checked.stdout.splitlines() if line.startswith("  - ")] == [
+        f"  - {need}" for need in still_needs(cfg)]
+
+
+@pytest.fixture(scope="module")
+def staged(fresh):
+    root, _ = fresh
     etc = root / "etc" / "sunrig"
-    etc.mkdir(parents=True)
     config = etc / "sunrig.toml"  # the owner's config, already there: it must be kept
     config.write_text(
         "[site]\nname = 'Staged rig'\ntimezone = 'Europe/Amsterdam'\n"
