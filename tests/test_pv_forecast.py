@@ -68,3 +68,30 @@ def test_the_clear_sky_is_computed_once_per_day_and_array_and_read_off_it_closel
     exact = _clear_sky_w(ARRAY, times, pd, irradiance, location)
     for got, want in zip(clear_sky_w(ARRAY, times), exact, strict=True):
         assert abs(got - want) <= max(15.0, 0.01 * want)
+
+
+def test_the_measured_ratio_is_one_rule_for_the_clear_sky_and_a_service():
+    from energy.pv_forecast import RATIO_BOUNDS, measured_ratio
+    noon = datetime(2024, 6, 21, 11, 30, tzinfo=UTC)
+    times = [noon + timedelta(minutes=15 * k) for k in range(4)]
+    clear = clear_sky_w(ARRAY, times)
+    measured = [(t, 0.5 * c) for t, c in zip(times, clear, strict=True)]
+    assert weather_ratio(ARRAY, measured) == pytest.approx(0.5)
+    assert weather_ratio(ARRAY, measured) == pytest.approx(
+        measured_ratio([(w, c) for (_, w), c in zip(measured, clear, strict=True)], RATIO_BOUNDS))
+    # dawn's few watts, missing values and a forecast without a value are left out
+    assert measured_ratio([(40.0, 20.0), (None, 800.0), (300.0, None), (400.0, 1000.0)],
+                          (0.0, 2.0)) == pytest.approx(0.4)
+    assert measured_ratio([(3000.0, 1000.0)], (0.0, 2.0)) == 2.0  # bounded
+    assert measured_ratio([(10.0, 10.0)], (0.0, 2.0)) is None  # no daylight in the forecast
+
+
+def test_a_service_value_is_used_where_there_is_one_and_the_clear_sky_elsewhere():
+    start = datetime(2024, 6, 21, 9, 0, tzinfo=UTC)
+    said = {start + timedelta(minutes=7, seconds=30): 1000.0}  # the first slot's middle
+    forecast = PvForecast(ARRAY, 0.6, start, hours=1, service=said.get, service_ratio=0.9)
+    clear = clear_sky_w(ARRAY, [start + timedelta(minutes=15 * k) for k in range(4)])
+    assert forecast.service_slots == 1
+    assert forecast.at(start) == pytest.approx(900.0)
+    for k in range(1, 4):
+        assert forecast.at(start + timedelta(minutes=15 * k)) == pytest.approx(clear[k] * 0.6)
