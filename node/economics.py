@@ -54,21 +54,32 @@ class Site:
 
 
 def load_site(cfg: Config, start: date | None = None, days: int | None = None) -> Site:
-    sim = cfg.simulation
-    tz = ZoneInfo(cfg.site.timezone)
-    first = datetime.combine(start or date.fromisoformat(sim.start), datetime.min.time(), tz)
-    n = (days or sim.days) * 96
-    starts = [first + k * STEP for k in range(n)]
+    starts = period_starts(cfg, start, days)
+    first = starts[0]
     es = cfg.energy.simulated
     trace = SimulatedSite(es.data_file, es.pv_array_kwp / es.trace_array_kwp, None, 0.0,
                           lambda: 0.0)
     samples = [trace.read(ts + STEP / 2) for ts in starts]
     imp, exp = _per_step(starts, _price_slots(cfg, first, starts[-1] + STEP))
-    local = np.array([min(reserved_local_gpus(cfg.local, ts.astimezone(tz)),
-                          cfg.gpus.simulated.count) for ts in starts])
     return Site(starts, np.array([s.pv_w or 0.0 for s in samples]),
-                np.array([s.load_w or 0.0 for s in samples]), imp, exp, local,
-                _orders(cfg, starts))
+                np.array([s.load_w or 0.0 for s in samples]), imp, exp,
+                local_gpus_over(cfg, starts), _orders(cfg, starts))
+
+
+def period_starts(cfg: Config, start: date | None = None, days: int | None = None
+                  ) -> list[datetime]:
+    """The simulated period's 15-minute steps, from local midnight of its first day."""
+    sim = cfg.simulation
+    first = datetime.combine(start or date.fromisoformat(sim.start), datetime.min.time(),
+                             ZoneInfo(cfg.site.timezone))
+    return [first + k * STEP for k in range((days or sim.days) * 96)]
+
+
+def local_gpus_over(cfg: Config, starts: list[datetime]) -> np.ndarray:
+    """Per step, the GPUs the owner reserves then (never more than the rig has)."""
+    tz = ZoneInfo(cfg.site.timezone)
+    return np.array([min(reserved_local_gpus(cfg.local, ts.astimezone(tz)),
+                         cfg.gpus.simulated.count) for ts in starts])
 
 
 def _price_slots(cfg: Config, first: datetime, end: datetime) -> list[PriceSlot]:

@@ -76,7 +76,7 @@ def test_bench_economics_json_gives_every_policys_money_and_the_online_bound(cap
     assert main(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert list(doc) == ["planner", "always_sell", "solar_only", "cheapest_hours",
-                         "never_sell", "hindsight", "online_bound"]
+                         "never_sell", "hindsight", "online_bound", "online_bound_all_free"]
     for name in BENCH_ORDER:
         r = doc[name]
         assert r["currency"] == "EUR"
@@ -88,6 +88,7 @@ def test_bench_economics_json_gives_every_policys_money_and_the_online_bound(cap
     cfg = scenario(str(ROOT / "scenarios/owner-8gpu.toml"), days=2)
     assert doc["online_bound"] == pytest.approx(online_revenue_bound(cfg), abs=0.01)
     assert doc["always_sell"]["revenue"] < doc["online_bound"] < doc["hindsight"]["revenue"]
+    assert doc["online_bound"] <= doc["online_bound_all_free"]
 
 
 def _price_file(path: Path, first: datetime, days: int) -> Path:
@@ -181,14 +182,16 @@ def test_a_lease_that_outlives_the_owners_free_time_is_charged(june):
                                             - sell_all.local_shortfall_cost)
 
 
-def test_the_online_bound_covers_the_period_on_every_gpu_the_owner_leaves_free(june):
+def test_the_online_bound_counts_only_the_gpus_the_owner_leaves_free_at_each_hour(june):
     from node.online_bound import online_bound
-    from node.simulate_cli import online_revenue_bound
+    from node.simulate_cli import online_revenue_bound, online_revenue_bound_all_free
     from node.wiring import sim_terms
 
-    cfg, site = june
-    per_hour = online_bound(sim_terms(cfg), 7).revenue_per_hour  # 8 GPUs, at least 1 local
-    assert online_revenue_bound(cfg) == pytest.approx(per_hour * 72)
+    cfg, site = june  # Monday to Wednesday: 2 GPUs the owner's from 08:00 to 18:00, else 1
+    assert list(site.local_gpus).count(2) == 3 * 10 * 4
+    rate = {n: online_bound(sim_terms(cfg), n).revenue_per_hour for n in (6, 7)}
+    assert online_revenue_bound(cfg) == pytest.approx(rate[6] * 30 + rate[7] * 42)
+    assert online_revenue_bound_all_free(cfg) == pytest.approx(rate[7] * 72)
     # three days is too short a sample for a bound on averages; still, selling every free GPU
     # at the ask earns less than what the best floor could
     always = simulate(cfg, site, POLICIES["always_sell"](cfg, site), "always_sell")
