@@ -22,7 +22,7 @@ def error_of(text: str) -> ConfigError:
 def test_example_and_embedded_default_are_valid():
     example = load_config(ROOT / "sunrig.example.toml")
     assert example.gpus.backend == "nvml"
-    assert example.local.schedule[0].days == ("mon", "tue", "wed", "thu", "fri")
+    assert example.energy.source == "none" and not example.local.schedule
     demo = default_config()
     assert demo.gpus.simulated.count == 8 and demo.markets.sim.enabled
     assert demo.capex.items[0].amount == 460000.0

@@ -117,7 +117,7 @@ def test_each_simulated_part_runs_only_with_its_own_key(tmp_path):
 
 def test_the_shipped_configs_say_what_they_simulate():
     example = load_config(ROOT / "sunrig.example.toml")
-    assert [p.role for p in parts_used(example) if p.simulated] == ["site"]
+    assert [p.role for p in parts_used(example) if p.simulated] == []
     assert not example.markets.sim.enabled
     for scenario in sorted((ROOT / "scenarios").glob("*.toml")):  # for `sunrig simulate`
         assert load_config(scenario).markets.sim.enabled, scenario
