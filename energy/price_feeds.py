@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 
 import requests
 
-from energy.redact import http_failure, redact, register
+from energy.http_json import FeedError, fetch_json
+from energy.redact import http_failure, register
 from energy.tariff import compile_formula
 from energy.types import PriceSlot, SourceUnavailable
 
@@ -31,21 +32,12 @@ RESOLUTIONS = {"PT15M": timedelta(minutes=15), "PT30M": timedelta(minutes=30),
                "PT60M": timedelta(hours=1)}
 
 
-class FeedError(Exception):
-    """A price feed could not be read or answered something else than prices. The message is
-    scrubbed of secrets here, the one place outside failures become ours: a feed's answer may
-    echo the URL it was asked, token and all."""
-
-    def __init__(self, message: str):
-        super().__init__(redact(message))
-
-
 def awattar(country: str = "de", base_url: str | None = None, timeout_s: float = 10.0
             ) -> Callable[[datetime, datetime], list[Spot]]:
     url = base_url or AWATTAR_URL[country]
 
     def fetch(start: datetime, end: datetime) -> list[Spot]:
-        doc = _get_json(url, {"start": int(start.timestamp() * 1000),
+        doc = fetch_json(url, {"start": int(start.timestamp() * 1000),
                               "end": int(end.timestamp() * 1000)}, timeout_s, "aWATTar")
         try:
             return [(datetime.fromtimestamp(d["start_timestamp"] / 1000, UTC),
@@ -130,22 +122,6 @@ def _iso(text: str | None) -> datetime:
     if not text:
         raise ValueError("missing time")
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _get_json(url: str, params: dict, timeout_s: float, name: str) -> dict:
-    try:
-        r = requests.get(url, params=params, timeout=timeout_s)
-    except requests.RequestException as exc:
-        raise FeedError(f"{name}: request failed: {http_failure(exc)}") from None
-    if r.status_code != 200:
-        raise FeedError(f"{name}: HTTP {r.status_code}: {r.text[:200]}")
-    try:
-        doc = r.json()
-    except ValueError:
-        raise FeedError(f"{name}: answer is not JSON") from None
-    if not isinstance(doc, dict):
-        raise FeedError(f"{name}: answer is a JSON {type(doc).__name__}, not an object")
-    return doc
 
 
 class FeedTariff:

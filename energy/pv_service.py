@@ -14,7 +14,6 @@ and no error or log carries the URL.
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import math
 import threading
@@ -23,11 +22,9 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import requests
-
-from energy.price_feeds import FeedError
+from energy.http_json import FeedError, fetch_json
 from energy.pv_forecast import SYSTEM_DERATE, Array, clear_sky_w, measured_ratio
-from energy.redact import http_failure, register
+from energy.redact import register
 
 log = logging.getLogger("sunrig.pv")
 
@@ -37,7 +34,6 @@ OPEN_METEO_URL = "https://api.open-meteo.com/v1/forecast"
 # forecast.solar's free tier allows 12 calls an hour per IP and its forecasts change at most every
 # 15 minutes (doc.forecast.solar/api): hourly is the most often any service is asked
 MIN_REFRESH_S = 3600.0
-MAX_ANSWER_BYTES = 2 << 20  # a week of 15-minute values is about 30 KiB
 MAX_POINTS = 3000  # a week of 15-minute values is 672
 MAX_TEXT_CHARS = 64  # a time key or a time zone name
 MAX_OVER_KWP = 1.1  # AC power above the modules' peak rating: a wrong answer, not weather
@@ -84,62 +80,6 @@ def south_zero_azimuth(array: Array) -> float:
     """pvlib's azimuth (180 = south, 90 = east) as both services take it: 0 = south,
     -90 = east, 90 = west, within -180..180."""
     return (array.azimuth_deg - 180.0 + 180.0) % 360.0 - 180.0
-
-
-def fetch_json(url: str, params: dict, timeout_s: float, name: str) -> dict:
-    """A JSON object from a GET, read within a size and a total time, or a FeedError saying
-    what went wrong in words that carry neither the URL nor a key."""
-    deadline = time.monotonic() + 2 * timeout_s  # the timeout is per read: a drip is bounded too
-    try:
-        with requests.get(url, params=params, timeout=timeout_s, stream=True,
-                          headers={"Accept": "application/json", "User-Agent": "sunrig"}) as r:
-            status, body = r.status_code, _read_capped(r, deadline, name)
-    except requests.RequestException as exc:
-        raise FeedError(f"{name}: request failed: {http_failure(exc)}") from None
-    if status == 429:
-        raise FeedError(f"{name}: too many requests (HTTP 429); asked again at the next refresh")
-    if status != 200:
-        raise FeedError(f"{name}: HTTP {status}{_said(body)}")
-    doc = _json(body, name)
-    if not isinstance(doc, dict):
-        raise FeedError(f"{name}: answer is a JSON {type(doc).__name__}, not an object")
-    return doc
-
-
-def _read_capped(r: requests.Response, deadline: float, name: str) -> bytes:
-    chunks, size = [], 0
-    for chunk in r.iter_content(64 << 10):
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            raise FeedError(f"{name}: answer is larger than {MAX_ANSWER_BYTES >> 20} MiB")
-        if time.monotonic() > deadline:
-            raise FeedError(f"{name}: request failed: timed out")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _json(body: bytes, name: str) -> object:
-    def refuse(constant: str) -> None:
-        raise ValueError(f"{constant} is not a JSON number")
-    try:
-        return json.loads(body, parse_constant=refuse)
-    except RecursionError:
-        raise FeedError(f"{name}: answer is nested too deeply") from None
-    except ValueError as exc:  # a decoding error too: UnicodeDecodeError is a ValueError
-        raise FeedError(f"{name}: answer is not JSON ({str(exc)[:80]})") from None
-
-
-def _said(body: bytes) -> str:
-    """What an error answer says, where it says it as both services do (forecast.solar:
-    message.text; Open-Meteo: reason), cut short and on one line."""
-    try:
-        doc = json.loads(body)
-        text = doc.get("reason") or doc["message"]["text"]
-    except (ValueError, RecursionError, KeyError, TypeError, AttributeError):
-        return ""
-    if not isinstance(text, str):
-        return ""
-    return ": " + " ".join(text.split())[:120]
 
 
 def parse_forecast_solar(doc: dict, array: Array) -> list[Point]:

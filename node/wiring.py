@@ -478,6 +478,9 @@ def _file_checks(cfg: Config) -> list[tuple[str, Callable[[], object]]]:
             m.akash.provider_ca_file, "markets.akash.provider_ca_file")))
     if h.enabled and h.password_file:
         secret("homeassistant.password_file", h.password_file, "the MQTT password")
+    if cfg.site.pv_forecast == "forecast_solar" and cfg.site.pv_forecast_api_key_file:
+        secret("site.pv_forecast_api_key_file", cfg.site.pv_forecast_api_key_file,
+               "the forecast API key")
     # each kind of trust file on its own, so a broken RIM does not hide a broken VCEK
     for key, only in (("tee.rims", replace(tee, vcek="", amd_cert_chain="")),
                       ("tee.vcek", replace(tee, rims=(), amd_cert_chain="")),

@@ -22,6 +22,7 @@ DAY = datetime(2026, 11, 20, 10, tzinfo=UTC)
 class Feeds:
     def __init__(self):
         self.status, self.entsoe_file, self.queries = 200, "entsoe_nl_a44.xml", []
+        self.awattar_body: bytes | None = None  # a hostile answer in place of the recorded one
         feeds = self
 
         class Handler(JsonHandler):
@@ -32,7 +33,7 @@ class Feeds:
                     # some gateways repeat the request they refused, query and all
                     return self.send_json(feeds.status, {"error": f"unavailable: {self.path}"})
                 if url.path == "/v1/marketdata":
-                    body = (DATA / "awattar_de.json").read_bytes()
+                    body = feeds.awattar_body or (DATA / "awattar_de.json").read_bytes()
                 else:
                     body = (DATA / feeds.entsoe_file).read_bytes()
                 self.send_response(200)
@@ -165,3 +166,23 @@ def test_a_refused_connection_is_told_without_the_url_and_its_token():
     with pytest.raises(FeedError, match="connection failed") as failed:
         entsoe(token, "10YNL----------L", base_url=url)(DAY, DAY)
     assert token not in str(failed.value) and "securityToken" not in str(failed.value)
+
+
+@pytest.mark.parametrize("body, why", [
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"data": [{"start_timestamp": 0, "end_timestamp": 1, "marketprice": NaN}]}', "not JSON"),
+    (b'{"data": ' + b"1" * 5000 + b"}", "not JSON"),
+    (b"\xff\xfe{}", "not JSON"),
+    (b'{"data": [' + b'{"a": 1},' * 300_000 + b'{"a": 1}]}', "larger than"),
+    (b"[]", "not an object"),
+])
+def test_a_hostile_awattar_answer_is_a_feed_error_and_the_prices_given_stay(feeds, body, why):
+    now = [0.0]
+    t = FeedTariff(feeds.awattar(), "spot", "spot", "aWATTar", refresh_s=60,
+                   clock=lambda: now[0])
+    before = t.slots(DAY, DAY + timedelta(hours=4))
+    feeds.awattar_body = body
+    with pytest.raises(FeedError, match=why):
+        feeds.awattar()(DAY, DAY + timedelta(days=1))
+    now[0] = 120.0
+    assert t.slots(DAY, DAY + timedelta(hours=4)) == before

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from energy import pv_service
-from energy.price_feeds import FeedError
+from energy.http_json import FeedError
 from energy.pv_forecast import RATIO_BOUNDS, Array, PvForecast, clear_sky_w
 from energy.pv_service import ServicePv, forecast_solar, open_meteo
 

@@ -140,12 +140,17 @@ def broken_files(tmp_path: Path) -> dict[str, Path]:
     return {"markets.hyperbolic.api_key_file": folder, "tariff.entsoe_token_file": two_lines,
             "energy.mqtt.password_file": empty, "homeassistant.password_file": tmp_path / "nope",
             "energy.mqtt.tls_ca_file": no_pem, "markets.akash.provider_ca_file": binary,
-            "tee.rims": garbage, "tee.vcek": garbage, "tee.amd_cert_chain": no_pem}
+            "tee.rims": garbage, "tee.vcek": garbage, "tee.amd_cert_chain": no_pem,
+            "site.pv_forecast_api_key_file": binary}
 
 
 def test_config_check_reports_each_broken_file_naming_its_key(tmp_path, capsys):
     f = broken_files(tmp_path)
     text = f"""
+[site]
+pv_kwp = 10.0
+pv_forecast = "forecast_solar"
+pv_forecast_api_key_file = "{f['site.pv_forecast_api_key_file']}"
 [energy]
 source = "mqtt"
 [energy.mqtt]
