@@ -58,7 +58,8 @@ class FillTracker:
             return
         hours = (now - since[0]).total_seconds() / 3600.0
         expected = terms.expected_gpus_started(since[1], since[2], hours)
-        self.fills.setdefault(market, FillCalibration()).record(expected, started_gpus, hours)
+        fill = self.fills.setdefault(market, FillCalibration.for_terms(terms))
+        fill.record(expected, started_gpus, hours)
         self.standing[market] = (now, since[1], since[2])
 
     def factor(self, market: str) -> float:

@@ -202,13 +202,27 @@ class FillCalibration:
     lease sizes vary, so a week of orders says little, and markets change slowly).
 
     A market busier or quieter than configured shows here; the planner scales the demand by
-    this factor.
+    this factor. The configured demand counts as `weight` GPUs of evidence, fading like any
+    other: `for_terms` sizes it so that the lumpiness of the orders alone (one order of four
+    GPUs where the model expected one GPU) moves the factor by a few per cent, not by a fifth
+    in an afternoon, which would move every floor on noise.
     """
 
     def __init__(self, prior: float = 1.0, weight: float = 20.0,
                  half_life_hours: float = 28 * 24.0):
         self.expected, self.started = weight, weight * prior
         self.half_life_hours = half_life_hours
+
+    @classmethod
+    def for_terms(cls, terms: MarketTerms, noise: float = 0.05) -> FillCalibration:
+        """A calibration whose prior holds until the evidence says more than `noise` (relative
+        standard error of the factor). GPUs started are a compound Poisson sum: their variance
+        per GPU expected is the mean square order size over the mean size."""
+        sizes = terms.order_sizes or ((max(1, round(terms.mean_gpus_per_order)), 1.0),)
+        total = sum(w for _, w in sizes) or 1.0
+        mean = sum(n * w for n, w in sizes) / total
+        square = sum(n * n * w for n, w in sizes) / total
+        return cls(weight=square / mean / noise ** 2)
 
     def record(self, expected_gpus: float, started_gpus: float, hours: float) -> None:
         """What `hours` of offers were expected to lease, and what they did."""

@@ -82,7 +82,7 @@ def planner_policy(cfg: Config, site: Site) -> Policy:
     every = max(1, round(sim.replan_hours * 4))
     tz = ZoneInfo(cfg.site.timezone)
     terms = sim_terms(cfg)
-    fills = FillCalibration()
+    fills = FillCalibration.for_terms(terms)
     current: dict[str, Plan | None] = {"plan": None}
 
     def decide(st: State) -> Decision:

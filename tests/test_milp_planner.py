@@ -303,3 +303,27 @@ def test_the_plans_energy_cost_is_what_the_site_then_books():
         imp_w, exp_w, _, soc = _battery_step(pv[t], demand[t], soc, inp.battery)
         booked += (imp_w * model.base["import"][t] - exp_w * model.base["export"][t]) * 0.25 / 1e3
     assert model.energy_cost(x) == pytest.approx(booked, rel=0.02, abs=0.05)
+
+
+def test_an_honest_markets_lumpy_orders_barely_move_the_fill_factor():
+    """Orders as the model says, of 1 to 8 GPUs: a day's luck must not move the floor."""
+    rng = np.random.default_rng(11)
+    sizes = ((1, 0.4), (2, 0.3), (4, 0.2), (8, 0.1))
+    terms = MarketTerms(2.1, 1.84, orders_per_hour=4.0, order_sizes=sizes)
+    fills = FillCalibration.for_terms(terms)
+    share = terms.share_paying(2.4)
+    worst = 0.0
+    for _ in range(4 * 24 * 28):  # four weeks of quarter hours, 8 GPUs free at a floor of 2.4
+        expected = terms.expected_gpus_started(2.4, 8, 0.25)
+        started, free = 0, 8
+        for _ in range(rng.poisson(1.0)):
+            n = rng.choice([s for s, _ in sizes], p=[w for _, w in sizes])
+            if n <= free and rng.random() < share:
+                started, free = started + n, free - n
+        fills.record(expected, started, 0.25)
+        worst = max(worst, abs(fills.factor - 1.0))
+    assert worst < 0.15
+    # and a market that keeps only half of what the model promised is still learned
+    for _ in range(4 * 24 * 56):
+        fills.record(1.0, 0.5, 0.25)
+    assert fills.factor < 0.7
