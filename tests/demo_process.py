@@ -43,6 +43,9 @@ class Demo:
     def __init__(self, data_dir: Path, *args: str, short_year: bool = False,
                  env: dict[str, str] | None = None):
         self.port = free_port()
+        # the local inference gateway's port, asked of the system too: the demo's default (the
+        # dashboard's port + 1) may be taken by anything else running on the machine
+        self.local_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.with_name(data_dir.name + ".log")
         if short_year:
@@ -52,7 +55,8 @@ class Demo:
             command = [sys.executable, "-m", "node.cli", "demo"]
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(
-                [*command, "--port", str(self.port), "--data-dir", str(data_dir), *args],
+                [*command, "--port", str(self.port), "--local-port", str(self.local_port),
+                 "--data-dir", str(data_dir), *args],
                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
     def tail(self) -> str:
