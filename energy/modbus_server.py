@@ -13,6 +13,9 @@ import threading
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+# only a hang bound: a loaded machine may take seconds to bring a server thread up
+STARTUP_BOUND_S = 120.0
+
 
 class RegisterImageServer:
     def __init__(self, size: int, unit: int = 1, host: str = "127.0.0.1", port: int = 0,
@@ -46,7 +49,7 @@ class RegisterImageServer:
         self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True,
                                         name=f"modbus-server-{self.port}")
         self._thread.start()
-        if not ready.wait(10):
+        if not ready.wait(STARTUP_BOUND_S):
             raise RuntimeError(f"the Modbus server on {self.host}:{self.port} did not start")
         return self
 

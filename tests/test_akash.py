@@ -24,6 +24,7 @@ from market_adapter.akash_bid import parse_offer, price_order
 from market_adapter.akash_order import Decline, parse_order
 from market_adapter.base import Capacity, MarketError
 from tests.akash_chain_fixtures import ChainNode
+from tests.conftest import HANG_S
 
 DATA = Path(__file__).parent / "data" / "akash"
 
@@ -120,7 +121,7 @@ def run_script(tmp_path, stdin: str, offer_doc: dict | None, *args):
            "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "market_adapter.akash_bid", "--offer",
                            str(path), *args], input=stdin, capture_output=True, text=True,
-                          env=env, timeout=10, cwd=tmp_path)
+                          env=env, timeout=HANG_S, cwd=tmp_path)
 
 
 def test_the_script_prints_one_number_or_exits_non_zero_with_a_reason(tmp_path):
@@ -142,7 +143,7 @@ def test_the_wrapper_and_sunrig_command_price_the_same(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import sys; from node.entry import main; "
                           "sys.exit(main())", "akash", "price-script", "--offer",
                           str(tmp_path / "offer.json")], input=json.dumps(order()),
-                         capture_output=True, text=True, cwd=ROOT, timeout=10)
+                         capture_output=True, text=True, cwd=ROOT, timeout=HANG_S)
     assert out.returncode == 0, out.stderr
     assert out.stdout == run_script(tmp_path, json.dumps(order()), live).stdout
 

@@ -22,9 +22,15 @@ from market_adapter.hyperbolic import (
 )
 from node.ledger import book_payouts
 from node.wiring import model_key
+from tests.conftest import HANG_S
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 NET = 0.9  # Hyperbolic keeps 10 % of the rental income
+
+
+def client(api) -> HyperbolicClient:
+    """A client of the local stand-in; its timeout only ends a hang."""
+    return HyperbolicClient("k", api.url, timeout_s=HANG_S)
 
 
 def node(node_id: str, model: str, cents: object, reserved: int = 0, total: int = 8,
@@ -138,7 +144,7 @@ def test_rentals_become_leases_net_of_the_platform_fee_and_survive_a_restart(api
                                                                               store):
     now = [T0]
     state = tmp_path / "hyperbolic.json"
-    market = HyperbolicMarket(HyperbolicClient("k", api.url), state, lambda: now[0])
+    market = HyperbolicMarket(client(api), state, lambda: now[0])
     [lease] = market.leases()
     assert lease.gpus == 3 and lease.state == "active"
     assert lease.price_per_gpu_hour == pytest.approx(2.29 * NET)  # listed at 229 cents
@@ -149,7 +155,7 @@ def test_rentals_become_leases_net_of_the_platform_fee_and_survive_a_restart(api
     assert book_payouts(store, market.payouts(None), 1.0) == 0  # same moment: nothing new
     now[0] = T0 + timedelta(hours=4)
     api.reserve(2)  # the first rental (3 GPUs) ended
-    again = HyperbolicMarket(HyperbolicClient("k", api.url), state, lambda: now[0])
+    again = HyperbolicMarket(client(api), state, lambda: now[0])
     leases = {le.lease_id: le for le in again.leases()}
     assert leases["sunrig-hgx-01#1"].state == "closed"
     assert leases["sunrig-hgx-01#1"].ended == T0 + timedelta(hours=4)
@@ -160,19 +166,19 @@ def test_rentals_become_leases_net_of_the_platform_fee_and_survive_a_restart(api
 
 
 def test_the_platform_fee_is_the_configured_one(api, tmp_path):
-    market = HyperbolicMarket(HyperbolicClient("k", api.url), tmp_path / "s.json",
+    market = HyperbolicMarket(client(api), tmp_path / "s.json",
                               lambda: T0, platform_fee_pct=20.0)
     [lease] = market.leases()
     assert lease.price_per_gpu_hour == pytest.approx(2.29 * 0.8)
     assert market.reference_prices() == {"h200": pytest.approx(2.29 * 0.8)}
     with pytest.raises(ValueError, match="platform_fee_pct"):
-        HyperbolicMarket(HyperbolicClient("k", api.url), tmp_path / "t.json", lambda: T0,
+        HyperbolicMarket(client(api), tmp_path / "t.json", lambda: T0,
                          platform_fee_pct=100.0)
 
 
 def test_a_node_no_longer_supplied_ends_its_leases(api, tmp_path):
     now = [T0]
-    market = HyperbolicMarket(HyperbolicClient("k", api.url), tmp_path / "s.json",
+    market = HyperbolicMarket(client(api), tmp_path / "s.json",
                               lambda: now[0])
     market.leases()
     now[0] = T0 + timedelta(hours=1)
@@ -187,7 +193,7 @@ def test_whole_numbers_written_as_floats_and_an_unpriced_idle_node_are_read(api,
     api.supplied["instances"][0]["gpus_reserved"] = 3.0
     api.supplied["instances"][0]["pricing"]["price"]["amount"] = 229.0
     api.supplied["instances"].append(idle)
-    market = HyperbolicMarket(HyperbolicClient("k", api.url), tmp_path / "s.json", lambda: T0)
+    market = HyperbolicMarket(client(api), tmp_path / "s.json", lambda: T0)
     [lease] = market.leases()
     assert lease.gpus == 3 and lease.price_per_gpu_hour == pytest.approx(2.29 * NET)
     assert market.status == OK
@@ -252,7 +258,7 @@ UNKNOWN_REPLIES = {
 def test_an_unknown_supplied_reply_degrades_the_market_once_and_moves_no_lease(
         api, tmp_path, caplog, kind):
     state = tmp_path / "hyperbolic.json"
-    market = HyperbolicMarket(HyperbolicClient("k", api.url), state, lambda: T0)
+    market = HyperbolicMarket(client(api), state, lambda: T0)
     market.leases()
     before = state.read_bytes()
     api.supplied = UNKNOWN_REPLIES[kind]
@@ -276,7 +282,7 @@ def test_a_degraded_market_is_offered_nothing_new_by_the_agent(api, tmp_path):
     from tests.conftest import make_agent
 
     agent, clock = make_agent(tmp_path)
-    market = HyperbolicMarket(HyperbolicClient("k", api.url), tmp_path / "h.json", clock.now)
+    market = HyperbolicMarket(client(api), tmp_path / "h.json", clock.now)
     agent.parts.markets["hyperbolic"] = market
     agent.parts.terms["hyperbolic"] = agent.parts.terms.pop("sim")
     del agent.parts.markets["sim"]  # the one market, so the plan offers it GPUs while it is up
@@ -298,7 +304,7 @@ def test_a_degraded_market_is_offered_nothing_new_by_the_agent(api, tmp_path):
 
 def test_api_errors_are_named_and_lose_nothing(api, tmp_path, caplog):
     state = tmp_path / "hyperbolic.json"
-    market = HyperbolicMarket(HyperbolicClient("k", api.url), state, lambda: T0)
+    market = HyperbolicMarket(client(api), state, lambda: T0)
     market.leases()
     before = state.read_text()
     api.status = 401
@@ -315,14 +321,14 @@ def test_api_errors_are_named_and_lose_nothing(api, tmp_path, caplog):
     assert state.read_text() == before
     state.write_text("{broken")
     with caplog.at_level(logging.WARNING):
-        fresh = HyperbolicMarket(HyperbolicClient("k", api.url), state, lambda: T0)
+        fresh = HyperbolicMarket(client(api), state, lambda: T0)
     assert state.with_name("hyperbolic.json.corrupt").read_text() == "{broken"
     assert not state.exists() and fresh.payouts(None) == []  # it starts with no leases
     assert "hyperbolic.json" in caplog.text
 
 
 def test_offers_only_remember_the_floor(api, tmp_path):
-    market = HyperbolicMarket(HyperbolicClient("k", api.url), tmp_path / "s.json", lambda: T0)
+    market = HyperbolicMarket(client(api), tmp_path / "s.json", lambda: T0)
     market.offer(Capacity(4, "h200", 141.0), 2.4)
     assert market.floor_usd_per_gpu_hour == 2.4
     assert api.auth == []  # no API call: none public sets a price or availability
@@ -333,7 +339,7 @@ def test_the_agent_plans_hyperbolic_at_the_rigs_own_price_net_of_the_fee(api, tm
 
     agent, clock = make_agent(tmp_path)
     api.supplied["instances"][0]["pricing"]["price"]["amount"] = 260  # the owner's price
-    market = HyperbolicMarket(HyperbolicClient("k", api.url), tmp_path / "h.json", clock.now,
+    market = HyperbolicMarket(client(api), tmp_path / "h.json", clock.now,
                               currency_rate=0.9)
     agent.parts.markets["hyperbolic"] = market
     agent.parts.terms["hyperbolic"] = agent.parts.terms["sim"]
@@ -348,7 +354,7 @@ def test_the_agent_plans_hyperbolic_at_the_rigs_own_price_net_of_the_fee(api, tm
 
 def test_without_a_price_of_its_own_the_rig_expects_the_markets_median_net(api, tmp_path):
     api.supplied = {"instances": [{"id": "sunrig-hgx-01", "gpus_reserved": 0}]}
-    market = HyperbolicMarket(HyperbolicClient("k", api.url), tmp_path / "h.json", lambda: T0)
+    market = HyperbolicMarket(client(api), tmp_path / "h.json", lambda: T0)
     assert market.leases() == []
     assert market.reference_prices()["h200"] == pytest.approx(2.29 * NET)
 
