@@ -12,7 +12,9 @@ def test_migrations_apply_once_and_wal_is_on(tmp_path):
     Store(path).close()
     s = Store(path)
     applied = s.query("SELECT name FROM _sqlite_migrations")
-    assert [r["name"] for r in applied] == ["001_initial", "002_battery_account"]
+    names = [r["name"] for r in applied]
+    assert [int(n[:3]) for n in names] == list(range(1, len(names) + 1))  # each once, in order
+    assert names[:3] == ["001_initial", "002_battery_account", "003_local_inference"]
     assert s.query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
     s.close()
 
