@@ -63,6 +63,7 @@ LADDER_Z = tuple(z / 4 for z in range(-6, 13))
 FLAP_COST = 0.01  # site currency per GPU of change in the offer between slots
 OFFER_REWARD = 0.002  # a tie-breaker: with nothing against it, a free GPU is offered
 MIP_GAP = 1e-3
+BATTERY_SAME_W = 1.0  # the battery's flows moved less than this: no second pass needed
 
 
 @dataclass
@@ -91,13 +92,15 @@ class MilpPlanner:
             return Plan(now, self.name, ())
         x, status = model.solve(self.time_limit_s)
         if x is not None and inp.battery is not None:
-            # the battery's answer to the leases this plan aims for, and the plan for it
-            again = _Model.build(now, inp, self.horizon_hours, self.slot_minutes,
-                                 model.lease_draw_w(x))
+            # the battery's answer to the leases this plan aims for, and the plan for it; where
+            # the battery runs as it was simulated, this plan is already the fixed point
+            again = model.again(model.lease_draw_w(x))
             left_s = self.time_limit_s - (time.perf_counter() - t0)
-            y, again_status = again.solve(left_s) if left_s > 0 else (None, "time limit")
-            if y is not None:
-                model, x, status = again, y, again_status
+            moved_w = np.abs(np.subtract(again.base["battery_w"], model.base["battery_w"]))
+            if moved_w.max(initial=0.0) > BATTERY_SAME_W and left_s > 0:
+                y, again_status = again.solve(left_s)
+                if y is not None:
+                    model, x, status = again, y, again_status
         self.model, self.x = model, x
         if x is None:
             plan = model.safe_plan(now, self.name)
@@ -189,6 +192,8 @@ class _Model:
     hours: float
     markets: list[str]
     base: dict  # per-slot constants
+    site: dict  # per-slot constants that do not depend on the battery
+    prices: list
     cols: Columns
     c: np.ndarray
     lo: np.ndarray
@@ -210,9 +215,19 @@ class _Model:
         if not starts or not inp.markets:
             return None
         m = _Model.__new__(_Model)
-        m.inp, m.starts, m.hours = inp, starts, slot_minutes / 60.0
+        m.inp, m.starts, m.hours, m.prices = inp, starts, slot_minutes / 60.0, prices
         m.markets = sorted(inp.markets)
-        m.base = _constants(inp, starts, prices, m.hours, lease_draw_w)
+        m.site = _site_constants(inp, starts)
+        m.base = _constants(inp, m.site, prices, m.hours, lease_draw_w)
+        m._assemble()
+        return m
+
+    def again(self, lease_draw_w: np.ndarray) -> _Model:
+        """The same slots and site with the battery simulated against `lease_draw_w`."""
+        m = _Model.__new__(_Model)
+        m.inp, m.starts, m.hours, m.prices = self.inp, self.starts, self.hours, self.prices
+        m.markets, m.site = self.markets, self.site
+        m.base = _constants(self.inp, self.site, self.prices, self.hours, lease_draw_w)
         m._assemble()
         return m
 
@@ -458,17 +473,17 @@ def _clip(offered: dict[str, int], held: dict[str, int], limit: int) -> None:
         offered[max(spare, key=spare.get)] -= 1
 
 
-def _constants(inp: PlanInputs, starts: list[datetime], prices: list, hours: float,
+def _constants(inp: PlanInputs, site: dict, prices: list, hours: float,
                lease_draw_w: np.ndarray | None = None) -> dict:
-    """Per slot: local GPUs, old leases, room for more, fixed draw, the battery's flows, prices
-    and floors."""
-    base = _site_constants(inp, starts)
-    draw = np.zeros(len(starts)) if lease_draw_w is None else np.asarray(lease_draw_w)
+    """Per slot: the site's constants (`_site_constants`), the battery's flows, prices and
+    floors."""
+    base = dict(site)
+    draw = np.zeros(len(prices)) if lease_draw_w is None else np.asarray(lease_draw_w)
     pv = np.asarray(base["pv_w"])
     base["battery_w"] = battery_flows(inp.battery, np.asarray(base["fixed_w"]) + draw + pv, pv,
                                       hours)
     base["net_w"] = (np.asarray(base["fixed_w"]) + base["battery_w"]).tolist()
-    base.update(_costs(inp, base, prices, hours, draw))
+    base.update(_costs(inp, base, prices, hours))
     return base
 
 
@@ -517,8 +532,7 @@ def battery_flows(bat: BatteryState | None, demand_w: np.ndarray, pv_w: np.ndarr
     return flows
 
 
-def _costs(inp: PlanInputs, base: dict, prices: list, hours: float, lease_draw_w: np.ndarray
-           ) -> dict:
+def _costs(inp: PlanInputs, base: dict, prices: list, hours: float) -> dict:
     """Per slot, what one more busy GPU's energy costs where it would come from, a lease's
     energy and wear over its expected run, and the floor that covers them."""
     imports = [p.import_per_kwh for p in prices]
@@ -528,9 +542,9 @@ def _costs(inp: PlanInputs, base: dict, prices: list, hours: float, lease_draw_w
     gpu_kw = extra_w / 1000.0
     gpu_cost = []
     for t in range(len(imports)):
-        # one more busy GPU runs on PV that would be exported (what the battery and the
-        # leases aimed for leave), or on imported energy
-        surplus_w = -base["net_w"][t] - lease_draw_w[t]
+        # one more busy GPU runs on PV that would be exported (what the battery leaves), or
+        # on imported energy
+        surplus_w = -base["net_w"][t]
         marginal = exports[t] if surplus_w >= extra_w else imports[t]
         gpu_cost.append(gpu_kw * marginal)
     energy = {m: _lease_energy_cost(gpu_cost, hours, terms.mean_lease_hours)
