@@ -23,9 +23,11 @@ choice, so the program does not decide it: the battery's flows are simulated, st
 the site runs them, against the demand the plan expects (house, rig and the leases it aims for),
 and enter the grid balance as given. Its response to the rig is a fixed point: the first pass
 simulates the battery under the rig as it stands, the second under the leases the first pass aims
-for, and the second plan is the one returned. An exact program would need a binary per slot to
-say whether the battery charges or discharges, and slots by the hundred make that slow; the rig's
-few kilowatts move the battery's trajectory little from one pass to the next. A plan therefore
+for, and the second plan is the one returned (its floors price the next GPU's energy beside those
+leases; where the battery's flows did not move, the first solution stands). An exact program
+would need a binary per slot to say whether the battery charges or discharges, and slots by the
+hundred make that slow; the rig's few kilowatts move the battery's trajectory little from one pass
+to the next. A plan therefore
 never assumes the battery charges from the grid or exports, and its energy cost is what the site
 books for the demand it expects.
 
@@ -91,13 +93,16 @@ class MilpPlanner:
             self.last = SolveStats(time.perf_counter() - t0, "no prices")
             return Plan(now, self.name, ())
         x, status = model.solve(self.time_limit_s)
-        if x is not None and inp.battery is not None:
-            # the battery's answer to the leases this plan aims for, and the plan for it; where
-            # the battery runs as it was simulated, this plan is already the fixed point
+        if x is not None:
+            # the battery's answer to the leases this plan aims for, and the plan for it, with
+            # the next GPU's energy judged beside those leases; where the battery runs as first
+            # simulated, the energy rows are the same and the plan stands, with its floors
             again = model.again(model.lease_draw_w(x))
             left_s = self.time_limit_s - (time.perf_counter() - t0)
             moved_w = np.abs(np.subtract(again.base["battery_w"], model.base["battery_w"]))
-            if moved_w.max(initial=0.0) > BATTERY_SAME_W and left_s > 0:
+            if moved_w.max(initial=0.0) <= BATTERY_SAME_W:
+                model = again
+            elif left_s > 0:
                 y, again_status = again.solve(left_s)
                 if y is not None:
                     model, x, status = again, y, again_status
@@ -483,7 +488,7 @@ def _constants(inp: PlanInputs, site: dict, prices: list, hours: float,
     base["battery_w"] = battery_flows(inp.battery, np.asarray(base["fixed_w"]) + draw + pv, pv,
                                       hours)
     base["net_w"] = (np.asarray(base["fixed_w"]) + base["battery_w"]).tolist()
-    base.update(_costs(inp, base, prices, hours))
+    base.update(_costs(inp, base, prices, hours, draw))
     return base
 
 
@@ -532,7 +537,8 @@ def battery_flows(bat: BatteryState | None, demand_w: np.ndarray, pv_w: np.ndarr
     return flows
 
 
-def _costs(inp: PlanInputs, base: dict, prices: list, hours: float) -> dict:
+def _costs(inp: PlanInputs, base: dict, prices: list, hours: float, lease_draw_w: np.ndarray
+           ) -> dict:
     """Per slot, what one more busy GPU's energy costs where it would come from, a lease's
     energy and wear over its expected run, and the floor that covers them."""
     imports = [p.import_per_kwh for p in prices]
@@ -542,9 +548,9 @@ def _costs(inp: PlanInputs, base: dict, prices: list, hours: float) -> dict:
     gpu_kw = extra_w / 1000.0
     gpu_cost = []
     for t in range(len(imports)):
-        # one more busy GPU runs on PV that would be exported (what the battery leaves), or
-        # on imported energy
-        surplus_w = -base["net_w"][t]
+        # one more busy GPU runs on PV that would be exported (what the battery and the
+        # leases aimed for leave), or on imported energy
+        surplus_w = -base["net_w"][t] - lease_draw_w[t]
         marginal = exports[t] if surplus_w >= extra_w else imports[t]
         gpu_cost.append(gpu_kw * marginal)
     energy = {m: _lease_energy_cost(gpu_cost, hours, terms.mean_lease_hours)
