@@ -55,7 +55,9 @@ def shares_of(sink: str, pv_w: float | None, house_w: float | None, rig_w: float
     placed = sum(supply.values())
     if placed <= 0:
         return {"grid": 1.0}
-    return {source: w / placed for source, w in supply.items() if w > 0}
+    shares = {source: w / placed for source, w in supply.items()}
+    # filtered after the division: a denormal watt over a kilowatt is a share of exactly 0
+    return {source: share for source, share in shares.items() if share > 0}
 
 
 def _fill(pv_w: float | None, house_w: float | None, rig_w: float | None,
