@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STEADY_S = 90.0  # how long the demo runs after its first answer
 SAMPLE_S = 10.0
 TARGET_FIRST_S, TARGET_RSS_MIB = 3.0, 150.0
-IMPORTS = "import node.cli, node.service, node.agent, webui.app"
+IMPORTS = "import node.cli.commands, node.service, node.agent, webui.app"
 
 
 def free_port() -> int:

@@ -35,8 +35,8 @@ def moments(plans: int, horizon_hours: int, gpus: int) -> list[dict]:
     """`plans` planning moments spread over the scenario's year, as plain numbers per slot:
     prices, PV and house load as they came (a perfect forecast), the owner's GPUs, and the
     leases and battery charge of a rig that has been selling."""
-    from node.economics import load_site
-    from node.simulate_cli import scenario
+    from node.cli.simulate import scenario
+    from node.planning.economics import load_site
     from node.wiring import sim_terms
 
     cfg = scenario(str(SCENARIO))
@@ -75,7 +75,7 @@ def child() -> None:
     """Plan every moment read from stdin; print each whole plan()'s seconds and the peak RSS."""
     import time
 
-    from node.milp_planner import MilpPlanner
+    from node.planning.milp import MilpPlanner
 
     times, statuses = [], []
     for doc in json.load(sys.stdin):
@@ -103,7 +103,7 @@ def _peak_rss_kib() -> int:
 
 def _inputs(doc: dict):
     from energy.types import PriceSlot
-    from node.planner import BatteryState, MarketTerms, PlanInputs
+    from node.planning.planner import BatteryState, MarketTerms, PlanInputs
 
     now = datetime.fromisoformat(doc["now"])
     first = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)

@@ -47,7 +47,7 @@ def startup_once(data_dir: Path) -> tuple[float, int]:
     """Seconds from launch to a status with 8 GPUs, and the peak RSS in KiB after 15 s."""
     port = free_port()
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "node.cli", "demo", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "node.cli.commands", "demo", "--port", str(port),
                              "--data-dir", str(data_dir)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -134,8 +134,8 @@ def bench_planner() -> None:
     from datetime import UTC, datetime, timedelta
 
     from energy.types import PriceSlot
-    from node.milp_planner import MilpPlanner
-    from node.planner import BatteryState, MarketTerms, PlanInputs
+    from node.planning.milp import MilpPlanner
+    from node.planning.planner import BatteryState, MarketTerms, PlanInputs
 
     now = datetime(2024, 6, 12, 10, 7, tzinfo=UTC)
     first = now.replace(minute=0)

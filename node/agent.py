@@ -27,11 +27,11 @@ from node.config import Config
 from node.gpus import GpuError, GpuSnapshot
 from node.kube import KubeError
 from node.ledger import RigEnergy, book_energy, book_payouts
-from node.milp_planner import MilpPlanner
-from node.plan_inputs import FillTracker, learned_terms, plan_inputs
-from node.planner import Plan, PlanInputs, RulePlanner
+from node.planning.inputs import FillTracker, learned_terms, plan_inputs
+from node.planning.milp import MilpPlanner
+from node.planning.planner import Plan, PlanInputs, RulePlanner
+from node.planning.projection import YearProjection
 from node.podresources import physical
-from node.projection import YearProjection
 from node.roles import (
     LOCAL,
     Assignment,

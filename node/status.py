@@ -9,8 +9,8 @@ from energy.flows import power_flows
 from market_adapter.base import ACTIVE
 from node.agent import Agent
 from node.ledger import day_summary, payback, signed_amount
-from node.planner import price_at
-from node.projection import projected_date
+from node.planning.planner import price_at
+from node.planning.projection import projected_date
 from node.store import from_epoch
 from node.wiring import still_needs
 

@@ -41,8 +41,8 @@ from node.config import UNPRINTABLE, WEEKDAYS, Config, KubeConfig
 from node.errors import ConfigError
 from node.gpus import GpuBackend, NvmlBackend, SimulatedGpuModel, SimulatedRig
 from node.kube import KubeSplit, api_client
-from node.plan_inputs import site_array, site_battery
-from node.planner import MarketTerms
+from node.planning.inputs import site_array, site_battery
+from node.planning.planner import MarketTerms
 from node.podresources import PodResources
 from tee.attest import TeeSource
 from tee.evidence import TeeError

@@ -9,8 +9,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from node import cli
-from node.projection import YearProjection
+from node.cli import commands as cli
+from node.planning.projection import YearProjection
 
 SHORT_YEAR_DAYS = 7
 

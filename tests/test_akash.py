@@ -140,7 +140,7 @@ def test_the_script_prints_one_number_or_exits_non_zero_with_a_reason(tmp_path):
 def test_the_wrapper_and_sunrig_command_price_the_same(tmp_path):
     live = offer(valid=datetime.now(UTC) + timedelta(minutes=5))
     (tmp_path / "offer.json").write_text(json.dumps(live))
-    out = subprocess.run([sys.executable, "-c", "import sys; from node.entry import main; "
+    out = subprocess.run([sys.executable, "-c", "import sys; from node.cli.entry import main; "
                           "sys.exit(main())", "akash", "price-script", "--offer",
                           str(tmp_path / "offer.json")], input=json.dumps(order()),
                          capture_output=True, text=True, cwd=ROOT, timeout=HANG_S)

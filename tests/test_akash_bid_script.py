@@ -28,7 +28,7 @@ from market_adapter.akash_bid_server import (
 )
 from market_adapter.akash_order import MAX_ORDER_BYTES, Decline, parse_order
 from market_adapter.base import Capacity
-from node import cli
+from node.cli import commands as cli
 from node.clock import SimulatedClock
 from node.config import AkashConfig, parse_config
 from node.errors import ConfigError

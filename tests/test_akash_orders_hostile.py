@@ -259,7 +259,7 @@ SAMPLE = {"empty": b"", "non-utf8": b"\xff\xfe\x00{", "deep": b"[" * DEEP + b"]"
 @pytest.mark.slow
 @pytest.mark.parametrize("command", [
     ["-I", "-m", "market_adapter.akash_bid"],
-    ["-c", "import sys; from node.entry import main; sys.exit(main())", "akash", "price-script"],
+    ["-m", "node.cli", "akash", "price-script"],
 ], ids=["wrapper", "sunrig-command"])
 def test_the_process_declines_hostile_stdin_without_a_traceback(tmp_path, command):
     offer = tmp_path / "offer.json"

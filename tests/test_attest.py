@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 import node.attest
-from node.cli import main
+from node.cli.commands import main
 from node.status import agent_status
 from tee.evidence import CcState, GpuEvidence
 from tee.gpu import FakeTee

@@ -6,7 +6,7 @@ import pytest
 
 from energy.types import SiteSample
 from node.backup import BackupError, StoreLock, backup, check_backup, restore
-from node.cli import main
+from node.cli.commands import main
 from node.store import Store
 from tests.conftest import every_migration
 

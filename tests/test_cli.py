@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from energy.files import MAX_SET_ASIDE
-from node.cli import main
+from node.cli.commands import main
 from tests.conftest import HANG_S
 
 # free_port and get_status live beside Demo; other test modules import them from here too

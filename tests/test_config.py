@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import main
+from node.cli.commands import main
 from node.config import default_config, load_config, parse_config
 from node.errors import ConfigError
 

@@ -12,7 +12,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import pytest
 
-from node.cli import main
+from node.cli.commands import main
 from node.config import (
     MAX_CONFIG_BYTES,
     MAX_LIST_ITEMS,

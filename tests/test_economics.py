@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from market_adapter.sim import Order
-from node.cli import main
+from node.cli.commands import main
+from node.cli.simulate import BENCH_ORDER, online_revenue_bound, scenario
 from node.config import default_config, load_config
-from node.economics import Decision, load_site, simulate
-from node.hindsight import step_options
-from node.policies import POLICIES
-from node.simulate_cli import BENCH_ORDER, online_revenue_bound, scenario
+from node.planning.economics import Decision, load_site, simulate
+from node.planning.hindsight import step_options
+from node.planning.policies import POLICIES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,7 +117,7 @@ def test_prices_of_another_year_keep_their_weekday_and_hour(tmp_path, year, repl
 
 
 def test_another_years_prices_land_on_about_the_same_day_of_the_year():
-    from node.economics import year_shift
+    from node.planning.economics import year_shift
     june = datetime(2024, 6, 10, tzinfo=UTC)
     for year in (2021, 2023, 2025, 2027):
         first = datetime(year, 1, 1, tzinfo=UTC)
@@ -183,8 +183,8 @@ def test_a_lease_that_outlives_the_owners_free_time_is_charged(june):
 
 
 def test_the_online_bound_counts_only_the_gpus_the_owner_leaves_free_at_each_hour(june):
-    from node.online_bound import online_bound
-    from node.simulate_cli import online_revenue_bound, online_revenue_bound_all_free
+    from node.cli.simulate import online_revenue_bound, online_revenue_bound_all_free
+    from node.planning.online_bound import online_bound
     from node.wiring import sim_terms
 
     cfg, site = june  # Monday to Wednesday: 2 GPUs the owner's from 08:00 to 18:00, else 1

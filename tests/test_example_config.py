@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from markupsafe import escape
 
-from node.cli import main
+from node.cli.commands import main
 from node.clock import SimulatedClock
 from node.config import Config, SimulatedGpusConfig, load_config, parse_config
 from node.gpus import GpuError, NvmlBackend

@@ -27,7 +27,7 @@ from market_adapter.base import Capacity, MarketError
 from market_adapter.hyperbolic import HyperbolicMarket
 from market_adapter.sim import SimMarket, SimMarketSettings
 from node.attest import MAX_INPUT_BYTES, trust_from_config
-from node.cli import main
+from node.cli.commands import main
 from node.clock import SimulatedClock
 from node.config import TeeConfig, parse_config
 from node.errors import ConfigError

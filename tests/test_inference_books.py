@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
-from node.cli import main
+from node.cli.commands import main
 from node.config import parse_config
 from node.inference.users import key_sha256
 from node.ledger import TokenPrice, book_local_value, payback

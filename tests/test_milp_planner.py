@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from energy.types import PriceSlot
-from node.milp_planner import MilpPlanner
-from node.planner import BatteryState, FillCalibration, MarketTerms, PlanInputs
+from node.planning.milp import MilpPlanner
+from node.planning.planner import BatteryState, FillCalibration, MarketTerms, PlanInputs
 
 NOW = datetime(2024, 6, 12, 10, 7, tzinfo=UTC)
 TERMS = MarketTerms(2.1, 1.84, orders_per_hour=4.0, mean_lease_hours=8.0)
@@ -191,7 +191,7 @@ def test_any_input_gives_a_plan_that_keeps_every_promise(prices, local, leased, 
 
 
 def test_best_floors_of_many_slots_are_each_slots_own_best_floor():
-    from node.planner import best_floors
+    from node.planning.planner import best_floors
     costs = [0.0, 0.31, 0.3101, 0.9, 1.7, 2.5, 4.0]
     caps = [7, 7, 7, 3, 7, 1, 0]
     floors = best_floors(TERMS, costs, caps)
@@ -209,7 +209,7 @@ def test_best_floors_of_many_slots_are_each_slots_own_best_floor():
 
 
 def test_the_revenue_segments_are_concave_and_cover_every_ladder_price():
-    from node.milp_planner import LADDER_Z, _revenue_segments
+    from node.planning.milp import LADDER_Z, _revenue_segments
     assert len(_revenue_segments(TERMS, 0.25, 1)[0]) == 0  # orders of 3 GPUs never fit on 1
     for cap in (3, 7, 40):
         widths, slopes = _revenue_segments(TERMS, 0.25, cap)
@@ -229,7 +229,7 @@ def test_the_revenue_segments_are_concave_and_cover_every_ladder_price():
 
 
 def test_a_leases_energy_cost_weighs_each_later_slot_by_its_survival():
-    from node.milp_planner import _lease_energy_cost
+    from node.planning.milp import _lease_energy_cost
     rng = np.random.default_rng(3)
     for n, hours, mean_h in ((1, 0.25, 8.0), (96, 0.25, 8.0), (192, 0.25, 2.0), (24, 1.0, 30.0)):
         cost = rng.uniform(-0.1, 0.5, n).tolist()
@@ -246,7 +246,7 @@ def test_a_leases_energy_cost_weighs_each_later_slot_by_its_survival():
 
 
 def test_the_model_has_no_row_per_envelope_piece_and_solves_as_the_relaxation():
-    from node.milp_planner import _Model
+    from node.planning.milp import _Model
     model = _Model.build(NOW, inputs(hours=48), 48, 15)
     x, status = model.solve(5.0)
     assert status == "optimal"
@@ -291,7 +291,7 @@ def test_the_plan_runs_the_battery_as_the_site_does_never_from_or_into_the_grid(
 
 
 def test_the_plans_energy_cost_is_what_the_site_then_books():
-    from node.economics import _battery_step
+    from node.planning.economics import _battery_step
     inp = arbitrage_day()
     planner = MilpPlanner(24, 15)
     planner.plan(NOW.replace(hour=0, minute=0), inp)

@@ -179,7 +179,7 @@ def test_devices_behind_one_host_share_one_link(server):
 def test_probe_prints_the_models_and_a_sample(server, capsys):
     import json
 
-    from node.cli import main
+    from node.cli.commands import main
     assert main(["probe", "modbus", f"127.0.0.1:{server.port}", "--timeout", str(HANG_S)]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [m["id"] for m in doc["models"]] == [1, 103, 160, 802, 203]

@@ -164,7 +164,7 @@ def test_the_config_builds_an_mqtt_site_and_needs_a_topic(broker, tmp_path):
 
 
 def test_probe_mqtt_prints_the_parsed_value(broker, capsys):
-    from node.cli import main
+    from node.cli.commands import main
 
     pub = publisher(broker.port)
     try:  # retained, and acknowledged (QoS 1): the broker hands it to the probe's subscription

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from node.online_bound import online_bound
-from node.planner import MarketTerms
+from node.planning.online_bound import online_bound
+from node.planning.planner import MarketTerms
 
 SIZES = ((1, 0.4), (2, 0.3), (4, 0.2), (8, 0.1))
 

@@ -12,8 +12,8 @@ import pytest
 from energy.forecast import ProfileForecast
 from energy.types import PriceSlot
 from market_adapter.base import MarketError
-from node.plan_inputs import FillTracker, learned_terms
-from node.planner import MarketTerms
+from node.planning.inputs import FillTracker, learned_terms
+from node.planning.planner import MarketTerms
 from node.store import epoch
 from tests.conftest import make_agent, run_for
 

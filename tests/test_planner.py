@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from energy.types import PriceSlot
-from node.planner import MarketTerms, PlanInputs, RulePlanner, energy_cost_per_gpu_hour
+from node.planning.planner import MarketTerms, PlanInputs, RulePlanner, energy_cost_per_gpu_hour
 
 NOW = datetime(2024, 6, 12, 10, 7, tzinfo=UTC)
 
@@ -81,7 +81,7 @@ def test_price_at_finds_the_covering_slot_and_nothing_in_a_gap_or_outside():
     from datetime import UTC, datetime, timedelta
 
     from energy.types import PriceSlot
-    from node.planner import price_at
+    from node.planning.planner import price_at
     t0 = datetime(2024, 6, 10, tzinfo=UTC)
     hour = timedelta(hours=1)
     slots = [PriceSlot(t0 + k * hour, t0 + (k + 1) * hour, float(k), 0.0) for k in range(48)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from energy.series import load_series
-from node.economics import load_site, simulate
-from node.policies import POLICIES
-from node.simulate_cli import online_revenue_bound, scenario
+from node.cli.simulate import online_revenue_bound, scenario
+from node.planning.economics import load_site, simulate
+from node.planning.policies import POLICIES
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMPLE = ("always_sell", "solar_only", "cheapest_hours", "never_sell")

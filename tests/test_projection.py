@@ -3,7 +3,7 @@ import signal
 from dataclasses import replace
 from datetime import date, timedelta
 
-from node.projection import YearProjection, fingerprint, projected_date
+from node.planning.projection import YearProjection, fingerprint, projected_date
 from node.status import payback_view
 from tests.conftest import make_agent, run_for, wait_until
 

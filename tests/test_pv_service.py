@@ -371,8 +371,8 @@ def test_the_service_is_asked_at_most_hourly_whatever_the_refresh_set(peer):
 
 
 def test_the_plan_uses_the_configured_service_and_its_measured_ratio(peer, monkeypatch, tmp_path):
-    from node import plan_inputs
     from node.config import default_config
+    from node.planning import inputs as plan_inputs
     from node.store import epoch
 
     key_file = tmp_path / "forecast.key"
@@ -404,8 +404,8 @@ def test_the_plan_uses_the_configured_service_and_its_measured_ratio(peer, monke
 
 def test_an_unreadable_key_file_leaves_the_plan_on_the_clear_sky(peer, monkeypatch, tmp_path,
                                                                 caplog):
-    from node import plan_inputs
     from node.config import default_config
+    from node.planning import inputs as plan_inputs
 
     cfg = default_config()
     cfg = replace(cfg, site=replace(cfg.site, pv_kwp=5.0, pv_forecast="forecast_solar",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import main
+from node.cli.commands import main
 from node.clock import SimulatedClock
 from node.config import default_config, load_config, parse_config
 from node.errors import ConfigError
@@ -217,7 +217,7 @@ def test_files_of_parts_not_in_use_are_not_read(tmp_path):
 ])
 def test_a_corrupt_stored_projection_is_ignored_logged_once_and_run_again(tmp_path, caplog,
                                                                           stored):
-    from node.projection import META_KEY, YearProjection, projected_date
+    from node.planning.projection import META_KEY, YearProjection, projected_date
     from node.store import Store
 
     store = Store(tmp_path / "s.db")

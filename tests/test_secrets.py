@@ -29,7 +29,8 @@ import pytest
 from werkzeug.serving import make_server
 
 from energy.price_feeds import entsoe
-from node import cli, service, wiring
+from node import service, wiring
+from node.cli import commands as cli
 from node.clock import SimulatedClock
 from node.config import MqttMappingConfig
 from node.service import open_agent, views_for

@@ -663,7 +663,7 @@ def test_a_recording_with_impossible_values_is_screened_like_a_device(tmp_path, 
 
 
 def test_probe_modbus_shows_what_it_turned_away(sunspec_server, capsys):
-    from node.cli import main
+    from node.cli.commands import main
     corrupt(sunspec_server, {sunspec_server.addr[802] + 11: 0x8000})
     try:
         assert main(["probe", "modbus", f"127.0.0.1:{sunspec_server.port}",
@@ -675,7 +675,7 @@ def test_probe_modbus_shows_what_it_turned_away(sunspec_server, capsys):
 
 
 def test_probe_mqtt_names_a_number_no_meter_reads(broker, capsys):
-    from node.cli import main
+    from node.cli.commands import main
     pub = publisher(broker.port)
     try:  # retained, and acknowledged (QoS 1): the broker hands it to the probe's subscription
         pub.publish("probe/meter", "1e9", qos=1, retain=True).wait_for_publish(HANG_S)

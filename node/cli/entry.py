@@ -11,5 +11,5 @@ def main(argv: list[str] | None = None) -> int:
     if args[:2] == ["akash", "price-script"]:
         from market_adapter.akash_bid import main as price_script
         return price_script(args[2:])
-    from node.cli import main as full
+    from node.cli.commands import main as full
     return full(args)

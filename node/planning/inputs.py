@@ -23,7 +23,7 @@ from market_adapter.base import ACTIVE
 from node.config import BatteryConfig, Config, SiteConfig
 from node.errors import ConfigError
 from node.gpus import GpuSnapshot
-from node.planner import (
+from node.planning.planner import (
     BatteryState,
     FillCalibration,
     MarketTerms,

@@ -48,7 +48,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from node.planner import (
+from node.planning.planner import (
     BatteryState,
     MarketTerms,
     Plan,

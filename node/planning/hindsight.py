@@ -25,9 +25,9 @@ import numpy as np
 
 from market_adapter.sim import Order, order_takes_offer
 from node.config import Config
-from node.economics import STEP_H, Decision, Policy, Site, State, floor_of
 from node.gpus import WORKLOAD_UTIL
-from node.milp_planner import rows_constraint
+from node.planning.economics import STEP_H, Decision, Policy, Site, State, floor_of
+from node.planning.milp import rows_constraint
 
 BATTERY_EFFICIENCY = 0.95
 

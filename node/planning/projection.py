@@ -40,8 +40,8 @@ def fingerprint(cfg: Config) -> str:
 
 def simulate_year(cfg: Config) -> dict[str, Any]:
     """The planner over the configured period; net per day after energy, shortfall and OpEx."""
-    from node.economics import load_site, simulate  # heavy: only in the child
-    from node.policies import POLICIES
+    from node.planning.economics import load_site, simulate  # heavy: only in the child
+    from node.planning.policies import POLICIES
 
     site = load_site(cfg)
     result = simulate(cfg, site, POLICIES[POLICY](cfg, site), POLICY)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from node.planner import MarketTerms
+from node.planning.planner import MarketTerms
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from energy.types import PriceSlot
 from market_adapter.sim import Order, SimMarket, SimMarketSettings, order_takes_offer
 from node.config import Config
 from node.gpus import WORKLOAD_UTIL
-from node.planner import BatteryState, self_consumption_step
+from node.planning.planner import BatteryState, self_consumption_step
 from node.roles import reserved_local_gpus
 from node.wiring import tariff_for
 

@@ -8,7 +8,8 @@
 - cheapest_hours: every free GPU in the cheaper half of each day's hours, at the ask;
 - never_sell: nothing;
 - hindsight: a MILP knowing the period's prices, PV, load and every order, choosing each step's
-  floor and offer order by order, a week at a time (node/hindsight.py): the bound to measure by.
+  floor and offer order by order, a week at a time (node/planning/hindsight.py): the bound to
+  measure by.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from energy.types import PriceSlot
 from node.config import Config
-from node.economics import (
+from node.planning.economics import (
     STEP,
     STEP_H,
     Decision,
@@ -33,9 +34,9 @@ from node.economics import (
     floor_of,
     site_battery_state,
 )
-from node.hindsight import hindsight_policy
-from node.milp_planner import MilpPlanner
-from node.planner import (
+from node.planning.hindsight import hindsight_policy
+from node.planning.milp import MilpPlanner
+from node.planning.planner import (
     FillCalibration,
     MarketTerms,
     Plan,

@@ -13,9 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from node.config import Config, default_config, load_config
-from node.economics import STEP_H, Result, load_site, local_gpus_over, period_starts, simulate
-from node.online_bound import online_bound
-from node.policies import POLICIES
+from node.planning.economics import (
+    STEP_H,
+    Result,
+    load_site,
+    local_gpus_over,
+    period_starts,
+    simulate,
+)
+from node.planning.online_bound import online_bound
+from node.planning.policies import POLICIES
 from node.wiring import sim_terms
 
 BENCH_ORDER = ("planner", "always_sell", "solar_only", "cheapest_hours", "never_sell",

@@ -12,8 +12,11 @@ from pathlib import Path
 
 from energy.series import SeriesError
 from market_adapter.base import MarketError
-from node import akash_cli, attest, probe_cli, simulate_cli
+from node import attest
 from node.backup import BackupError
+from node.cli import akash as akash_cli
+from node.cli import probe as probe_cli
+from node.cli import simulate as simulate_cli
 from node.config import DEFAULT_CONFIG_PATH, default_config, load_config
 from node.errors import ConfigError
 from node.gpus import GpuError
