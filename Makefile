@@ -4,8 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the test suite needs: systemd-analyze verifies the units; mosquitto is the
 # MQTT peer; chromium drives the browser tests; bash, curl, jq and bc are what the Akash
-# provider's container gives its bid-price script, which the tests run with only those.
-SYSTEM_PACKAGES := systemd mosquitto chromium chromium-driver curl jq bc
+# provider's container gives its bid-price script, which the tests run with only those;
+# prometheus brings promtool, which checks what /metrics serves.
+SYSTEM_PACKAGES := systemd mosquitto chromium chromium-driver curl jq bc prometheus
+# `make run PORT=8090` when 8080 is taken
+PORT ?= 8080
 
 # The tests serve a tiny model through a real llama-cpp-python server. PyPI has only its source,
 # so its wheel is built once, for the CPU, into a cache outside the checkout (which `make clean`
@@ -42,7 +45,7 @@ llama-wheel: | $(BIN)/python
 venv: $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/sunrig demo --port 8080
+	$(BIN)/sunrig demo --port $(PORT)
 
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \

@@ -15,8 +15,10 @@ from market_adapter.base import MarketError
 from node import attest
 from node.backup import BackupError
 from node.cli import akash as akash_cli
+from node.cli import cc as cc_cli
 from node.cli import probe as probe_cli
 from node.cli import simulate as simulate_cli
+from node.cli import tee as tee_cli
 from node.config import DEFAULT_CONFIG_PATH, default_config, load_config
 from node.errors import ConfigError
 from node.gpus import GpuError
@@ -72,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     users_cli.add_parser(sub)
     probe_cli.add_parser(sub)
     simulate_cli.add_parsers(sub)
+    tee_cli.add_parsers(sub)
+    cc_cli.add_parsers(sub)
 
     status = sub.add_parser("status", help="show the running agent's state")
     status.add_argument("--config", help="read the dashboard's address from this config")
