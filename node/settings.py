@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from node.config import (
+    MAX_LIST_ITEMS,
     CapexConfig,
     Config,
     LocalConfig,
@@ -59,28 +60,92 @@ def _table(cfg: Config, name: str) -> dict[str, Any]:
     return table
 
 
+class SettingsErrors(ConfigError):
+    """Every wrong key of one change, so the page can show each beside its field. The first
+    is this error's own key and problem, as a single ConfigError would name it."""
+
+    def __init__(self, errors: list[ConfigError]):
+        first = errors[0]
+        super().__init__(first.file, first.key, first.problem)
+        self.errors = errors
+        if len(errors) > 1:  # a log line or a CLI message stays short
+            self.args = (f"{first} (and {len(errors) - 1} more)",)
+
+
 def apply(cfg: Config, changes: Any) -> Config:
-    """The config with these changes; ConfigError names the first key that is wrong. The whole
-    change is checked before anything is returned, so a wrong key anywhere refuses all of it."""
+    """The config with these changes. A wrong change raises ConfigError; where several keys are
+    wrong it is a SettingsErrors that names each of them. The whole change is checked before
+    anything is returned, so a wrong key anywhere refuses all of it."""
     if not isinstance(changes, dict):
         raise ConfigError("settings", "", f"must be a JSON object, got {shown(changes)}")
-    sections = {}
-    for name, table in changes.items():
-        if name not in EDITABLE:
-            raise ConfigError("settings", shown_key(name),
-                              f"cannot be changed here; editable: {', '.join(EDITABLE)}")
-        if not isinstance(table, dict):
-            raise ConfigError("settings", name, f"must be an object, got {shown(table)}")
-        allowed = {"planner": PLANNER_KEYS, "tariff": TARIFF_KEYS}.get(name)
-        if allowed and set(table) - set(allowed):
-            bad = sorted(map(str, set(table) - set(allowed)))[0]
-            raise ConfigError("settings", f"{name}.{shown_key(bad)}",
-                              "cannot be changed while running")
-        merged = {**_table(cfg, name), **table}
-        sections[name] = build_section(EDITABLE[name], merged, name)
-    new = replace(cfg, **sections)
-    check_config(new)
+    errors = [e for name, table in changes.items() for e in _section_errors(cfg, name, table)]
+    if errors:
+        raise errors[0] if len(errors) == 1 else SettingsErrors(errors)
+    new = replace(cfg, **{name: _checked(cfg, name, table) for name, table in changes.items()})
+    check_config(new)  # the sections together, as the config file is checked
     return new
+
+
+def errors_of(exc: ConfigError) -> list[ConfigError]:
+    return list(getattr(exc, "errors", [exc]))
+
+
+def error_answer(exc: ConfigError) -> dict[str, Any]:
+    """The API's answer to a refused change: the first error as `error` and `field` (as
+    always), and every one of them in `errors`, each naming its field."""
+    return {"ok": False, "error": exc.problem, "field": exc.key,
+            "errors": [{"field": e.key, "error": e.problem} for e in errors_of(exc)]}
+
+
+def _section_errors(cfg: Config, name: Any, table: Any) -> list[ConfigError]:
+    """Every wrong key of one section: each key is checked on its own against the current
+    values of the others, then the section as a whole (for rules that span its keys)."""
+    if name not in EDITABLE:
+        return [ConfigError("settings", shown_key(name),
+                            f"cannot be changed here; editable: {', '.join(EDITABLE)}")]
+    if not isinstance(table, dict):
+        return [ConfigError("settings", name, f"must be an object, got {shown(table)}")]
+    allowed = {"planner": PLANNER_KEYS, "tariff": TARIFF_KEYS}.get(name)
+    fixed = sorted(map(str, set(table) - set(allowed))) if allowed else []
+    errors = [ConfigError("settings", f"{name}.{shown_key(key)}",
+                          "cannot be changed while running") for key in fixed]
+    for key, value in table.items():
+        if key not in fixed:
+            errors += _key_errors(cfg, name, key, value)
+    if not errors:
+        try:
+            _checked(cfg, name, table)
+        except ConfigError as exc:
+            errors.append(exc)
+    return errors
+
+
+def _key_errors(cfg: Config, name: str, key: str, value: Any) -> list[ConfigError]:
+    """One key's errors; for a list (schedule windows, CapEx items), one per wrong item."""
+    try:
+        _checked(cfg, name, {key: value})
+        return []
+    except ConfigError as whole:
+        if key not in LISTS.get(name, ()) or not isinstance(value, list) \
+                or len(value) > MAX_LIST_ITEMS:
+            return [whole]
+        first = f"{name}.{key}[0]"
+        items = []
+        for i, item in enumerate(value):
+            try:
+                _checked(cfg, name, {key: [item]})
+            except ConfigError as exc:  # found as item 0 of a list of one: named as item i
+                where = f"{name}.{key}[{i}]" + exc.key[len(first):] \
+                    if exc.key.startswith(first) else exc.key
+                items.append(ConfigError(exc.file, where, exc.problem))
+        return items or [whole]  # each item is right alone: the rule spans items (names)
+
+
+def _checked(cfg: Config, name: str, table: dict) -> Any:
+    """The section with these keys changed, checked on its own and with the rest of `cfg`."""
+    section = build_section(EDITABLE[name], {**_table(cfg, name), **table}, name)
+    check_config(replace(cfg, **{name: section}))
+    return section
 
 
 def changes_between(before: Config, after: Config) -> list[str]:

@@ -289,3 +289,42 @@ def test_the_settings_api_answers_strict_json_whatever_was_tried_or_stored(tmp_p
     again = reopen(tmp_path)
     json.dumps(views_for(again)["settings"]({}), allow_nan=False)
     again.store.close()
+
+
+def test_every_wrong_key_of_a_change_is_named_at_once_each_beside_its_field(tmp_path):
+    cfg = demo_cfg(tmp_path)
+    window = {"days": ["mon"], "start": "08:00", "end": "18:00", "gpus": 2}
+    changes = {"local": {"reserved_gpus": 99,
+                         "schedule": [window, {**window, "days": ["funday"]},
+                                      {**window, "start": "19:00"}]},
+               "planner": {"margin_per_gpu_hour": -1, "horizon_hours": 12},
+               "capex": {"items": [{"name": "HGX", "amount": -5, "date": "2026-01-01"}]},
+               "markets": {}}
+    with pytest.raises(settings.SettingsErrors) as err:
+        settings.apply(cfg, changes)
+    fields = [e.key for e in err.value.errors]
+    assert sorted(fields) == sorted([
+        "local.reserved_gpus", "local.schedule[1].days[0]", "local.schedule[2].end",
+        "planner.margin_per_gpu_hour", "planner.horizon_hours", "capex.items[0].amount",
+        "markets"])
+    answer = settings.error_answer(err.value)
+    assert answer["field"] == fields[0] and answer["error"] == err.value.errors[0].problem
+    assert [e["field"] for e in answer["errors"]] == fields
+    assert "at most 64" in next(e["error"] for e in answer["errors"]
+                                if e["field"] == "local.reserved_gpus")
+    assert len(str(err.value)) < 400  # the log line stays short: "(and 6 more)"
+
+
+def test_one_wrong_key_is_answered_as_before_with_a_list_of_one(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        settings.apply(demo_cfg(tmp_path), {"planner": {"margin_per_gpu_hour": -1}})
+    answer = settings.error_answer(err.value)
+    assert answer["errors"] == [{"field": "planner.margin_per_gpu_hour",
+                                 "error": answer["error"]}]
+
+
+def test_a_rule_across_items_is_named_when_each_item_is_right_alone(tmp_path):
+    item = {"name": "HGX", "amount": 1000, "date": "2026-01-01"}
+    with pytest.raises(ConfigError) as err:
+        settings.apply(demo_cfg(tmp_path), {"capex": {"items": [item, item]}})
+    assert err.value.key.startswith("capex.items[1]")
