@@ -8,9 +8,9 @@ from typing import Any
 from energy.flows import power_flows
 from market_adapter.base import ACTIVE
 from node.agent import Agent
-from node.ledger import day_summary, payback, signed_amount
+from node.ledger import LOCAL_VALUE, day_summary, payback, signed_amount
 from node.planning.planner import price_at
-from node.planning.projection import projected_date
+from node.planning.projection import outlook, projected_date
 from node.store import from_epoch
 from node.wiring import still_needs
 
@@ -28,12 +28,14 @@ def agent_status(agent: Agent, local_inference: Any = None) -> dict[str, Any]:
     store = agent.store
     today = store.local_day(now)
     summary = day_summary(store, today)
-    pb = payback(store, now.astimezone(store.tz).date())
+    local_date = now.astimezone(store.tz).date()
+    pb = payback(store, local_date)
     return {
         "ts": _iso(now),
         "site_name": agent.cfg.site.name,
         "needs": still_needs(agent.cfg),  # what the owner has still to configure
         "currency": agent.cfg.site.currency,
+        "timezone": agent.cfg.site.timezone,
         "clock_speed": agent.clock.speed,
         "site": _site(agent),
         "rig_power_w": round(agent.rig_power_w(), 1),
@@ -51,21 +53,32 @@ def agent_status(agent: Agent, local_inference: Any = None) -> dict[str, Any]:
                   "energy_kwh_by_source": summary.kwh_by_source,
                   "energy_cost_by_source": summary.cost_by_source,
                   "solar_share_pct": _solar_share_pct(summary.kwh_by_source)},
-        "earnings": _totals(store, "revenue", now.astimezone(store.tz).date()),
-        "energy_cost_by_role": _totals(store, "energy", now.astimezone(store.tz).date()),
-        "payback": {"capex": pb.capex, "net_to_date": pb.net_to_date,
-                    "cash_to_date": pb.cash_to_date, "local_value_to_date": pb.local_value_to_date,
-                    "net_per_day_30d": pb.net_per_day_30d, "paid_back_pct": pb.paid_back_pct,
-                    "projected_date": pb.projected_date.isoformat() if pb.projected_date
-                    else None,
-                    "simulation": _year_projection(agent, pb, now.astimezone(store.tz).date())},
+        "earnings": _totals(store, "revenue", local_date),
+        "energy_cost_by_role": _totals(store, "energy", local_date),
+        "payback": _payback_status(agent, pb, local_date),
         "jobs": {name: {"ok": h.ok, "last_ok": _iso(h.last_ok), "last_error": h.last_error,
                         "failures": h.failures} for name, h in agent.state.jobs.items()},
         "tee": _tee(agent),
         "local_inference": local_inference_view(store, local_inference,
-                                                now.astimezone(store.tz).date()),
+                                                local_date),
         "healthy": agent.healthy(),
     }
+
+
+def _payback_status(agent: Agent, pb, today: date) -> dict[str, Any]:
+    return {"capex": pb.capex, "net_to_date": pb.net_to_date,
+            "cash_to_date": pb.cash_to_date, "local_value_to_date": pb.local_value_to_date,
+            "net_per_day_30d": pb.net_per_day_30d, "paid_back_pct": pb.paid_back_pct,
+            "projected_date": pb.projected_date.isoformat() if pb.projected_date else None,
+            "pace": pace_outlook(agent.store, pb, today),
+            "simulation": _year_projection(agent, pb, today)}
+
+
+def pace_outlook(store: Any, pb, today: date) -> dict[str, Any]:
+    """The last 30 days' payback date, or why there is none: too young a store, a pace that
+    never pays back, or a date past the horizon."""
+    started = min((date.fromisoformat(i["date"]) for i in store.cost_items()), default=today)
+    return outlook(pb.projected_date, today, booked_days(store, started, today))
 
 
 def local_inference_view(store: Any, runtime: Any, today: date,
@@ -199,35 +212,70 @@ def plan_view(agent: Agent) -> dict[str, Any]:
             "local_gpus": s.local_gpus, "offered": dict(s.offered),
             "floor_per_gpu_hour": dict(s.floor_per_gpu_hour),
             "expected_margin": s.expected_margin})
-    return {"planner": plan.planner, "made": _iso(plan.created),
-            "currency": agent.cfg.site.currency, "slots": slots}
+    return {"planner": plan.planner, "made": _iso(plan.created), "now": _iso(agent.clock.now()),
+            "timezone": agent.cfg.site.timezone, "currency": agent.cfg.site.currency,
+            "reserved_gpus": agent.cfg.local.reserved_gpus, "slots": slots}
+
+
+HISTORY_PRESETS = {"24h": ("15m", 1), "day": ("hour", 1), "week": ("day", 7),
+                   "month": ("day", 30), "year": ("month", 365)}
+MONTH_BARS_AFTER_DAYS = 92  # a longer range asked by dates is drawn a bar a month
+STEP_S = {"15m": 900, "hour": 3600}
 
 
 def history_view(agent: Agent, args: dict[str, str]) -> dict[str, Any]:
-    """Per day between `from` and `to` (ISO dates, default the last 30 days): revenue per
-    market, energy cost, the rig's kWh by source, and net."""
-    store = agent.store
-    today = agent.clock.now().astimezone(store.tz).date()
+    """The rig's energy by source and the money, between `from` and `to` (ISO dates, default
+    the last 30 days) or over a `preset` (24h, day, week, month, year): `days` from the daily
+    ledger, and `bars` a step at a time (15 minutes, an hour, a day or a month, in the site's
+    time zone) with every step of the range present, zero where nothing was booked."""
+    store, now = agent.store, agent.clock.now()
+    preset = args.get("preset") or None
+    first, last, step = _history_range(args, preset, now.astimezone(store.tz).date())
+    if step in STEP_S:
+        span = _short_span(store, now, preset, last)
+        first = from_epoch(span[0]).astimezone(store.tz).date()
+        days = _history_days(store, first, last)
+        bars = _short_bars(store, span, STEP_S[step])
+    else:
+        days = _history_days(store, first, last)
+        bars = _long_bars(store, days, first, last, step)
+    return {"from": first.isoformat(), "to": last.isoformat(), "preset": preset, "step": step,
+            "timezone": agent.cfg.site.timezone, "currency": agent.cfg.site.currency,
+            "days": days, "bars": bars, "totals": _history_totals(bars)}
+
+
+def _history_range(args: dict[str, str], preset: str | None,
+                   today: date) -> tuple[date, date, str]:
+    if preset is not None and preset not in HISTORY_PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(HISTORY_PRESETS)}, not "
+                         f"{preset[:20]!r}")
     try:
         last = date.fromisoformat(args.get("to") or today.isoformat())
+        if preset is not None:
+            step, n_days = HISTORY_PRESETS[preset]
+            return last - timedelta(days=n_days - 1), last, step
         first = date.fromisoformat(args.get("from") or (last - timedelta(days=29)).isoformat())
     except ValueError:
         raise ValueError("from and to must be dates like 2026-11-22") from None
     if first > last or (last - first).days > 3660:
         raise ValueError("from must be before to, and at most ten years apart")
+    return first, last, "month" if (last - first).days >= MONTH_BARS_AFTER_DAYS else "day"
+
+
+def _history_days(store: Any, first: date, last: date) -> list[dict[str, Any]]:
+    """Per day with anything booked: revenue per market, energy cost and kWh by source, net."""
     days: dict[str, dict[str, Any]] = {}
     for r in store.daily_range(first, last):
         d = days.setdefault(r["day"], {"day": r["day"], "revenue": 0.0, "energy_cost": 0.0,
                                         "local_value": 0.0, "revenue_by_market": {},
-                                        "kwh_by_source": {}})
+                                        "kwh_by_source": {}, "energy_cost_by_source": {}})
         if r["category"] == "revenue":
             d["revenue"] += r["amount"]
-            d["revenue_by_market"][r["name"]] = round(
-                d["revenue_by_market"].get(r["name"], 0.0) + r["amount"], 4)
+            _add(d["revenue_by_market"], r["name"], r["amount"], 4)
         elif r["category"] == "energy":
             d["energy_cost"] += r["amount"]
-            d["kwh_by_source"][r["source"]] = round(
-                d["kwh_by_source"].get(r["source"], 0.0) + r["energy_wh"] / 1000.0, 3)
+            _add(d["kwh_by_source"], r["source"], r["energy_wh"] / 1000.0, 3)
+            _add(d["energy_cost_by_source"], r["source"], r["amount"], 4)
         else:  # local_value: the owner's own use of the rig, at the reference token prices
             d["local_value"] += r["amount"]
     rows = []
@@ -237,31 +285,138 @@ def history_view(agent: Agent, args: dict[str, str]) -> dict[str, Any]:
         d["net"] = round(d["revenue"] - d["energy_cost"], 4)  # cash
         d["net_with_local_value"] = round(d["net"] + d["local_value"], 4)
         rows.append(d)
-    return {"from": first.isoformat(), "to": last.isoformat(),
-            "currency": agent.cfg.site.currency, "days": rows}
+    return rows
+
+
+def _add(into: dict[str, float], key: str, value: float, digits: int) -> None:
+    into[key] = round(into.get(key, 0.0) + value, digits)
+
+
+def _empty_bar(ts: float, label: str) -> dict[str, Any]:
+    return {"ts": ts, "label": label, "kwh_by_source": {}, "energy_cost_by_source": {},
+            "revenue": 0.0,
+            "energy_cost": 0.0, "local_value": 0.0, "net": 0.0}
+
+
+def _long_bars(store: Any, days: list[dict], first: date, last: date,
+               step: str) -> list[dict[str, Any]]:
+    """A bar per day (or per month) of the range, summed from the daily rows."""
+    by_label: dict[str, dict[str, Any]] = {}
+    d = first
+    while d <= last:
+        label = d.isoformat() if step == "day" else d.isoformat()[:7]
+        if label not in by_label:
+            start = datetime(d.year, d.month, d.day, tzinfo=store.tz)
+            by_label[label] = _empty_bar(start.timestamp(), label)
+        d += timedelta(days=1)
+    for row in days:
+        bar = by_label[row["day"] if step == "day" else row["day"][:7]]
+        for key in ("kwh_by_source", "energy_cost_by_source"):
+            for source, value in row[key].items():
+                _add(bar[key], source, value, 4)
+        for key in ("revenue", "energy_cost", "local_value", "net"):
+            bar[key] = round(bar[key] + row[key], 4)
+    return list(by_label.values())
+
+
+def _short_span(store: Any, now: datetime, preset: str | None,
+                last: date) -> tuple[float, float]:
+    """The last 24 hours up to the current 15 minutes, or the local day `last`."""
+    if preset == "24h":
+        end = (now.timestamp() // 900 + 1) * 900
+        return end - 86400.0, end
+    start = datetime(last.year, last.month, last.day, tzinfo=store.tz)
+    following = last + timedelta(days=1)
+    return start.timestamp(), datetime(following.year, following.month, following.day,
+                                       tzinfo=store.tz).timestamp()
+
+
+def _short_bars(store: Any, span: tuple[float, float], step_s: int) -> list[dict[str, Any]]:
+    """Bars of 15 minutes or an hour from the energy bookings and the payouts' times."""
+    start, end = span
+    bars = {}
+    ts = start
+    while ts < end:
+        bars[ts] = _empty_bar(ts, from_epoch(ts).astimezone(store.tz).isoformat())
+        ts += step_s
+
+    def bar_at(t: float) -> dict[str, Any]:
+        return bars[start + (t - start) // step_s * step_s]
+
+    for r in store.query("SELECT bucket, source, sum(energy_wh) AS wh, sum(cost) AS cost FROM "
+                         "energy_bookings WHERE bucket >= ? AND bucket < ? GROUP BY bucket, "
+                         "source", [start, end]):
+        bar = bar_at(r["bucket"])
+        _add(bar["kwh_by_source"], r["source"], r["wh"] / 1000.0, 4)
+        _add(bar["energy_cost_by_source"], r["source"], r["cost"], 4)
+        bar["energy_cost"] = round(bar["energy_cost"] + r["cost"], 4)
+    for r in store.query("SELECT ts, amount FROM payouts WHERE ts >= ? AND ts < ?",
+                         [start, end]):
+        bar_at(r["ts"])["revenue"] += r["amount"]
+    for bar in bars.values():
+        bar["revenue"] = round(bar["revenue"], 4)
+        bar["net"] = round(bar["revenue"] - bar["energy_cost"], 4)
+    return list(bars.values())
+
+
+def _history_totals(bars: list[dict]) -> dict[str, Any]:
+    """The bars in all: the rig's kWh and energy cost by source, the solar share, net."""
+    kwh: dict[str, float] = {}
+    cost: dict[str, float] = {}
+    for bar in bars:
+        for source, value in bar["kwh_by_source"].items():
+            _add(kwh, source, value, 3)
+        for source, value in bar["energy_cost_by_source"].items():
+            _add(cost, source, value, 4)
+    return {"kwh_by_source": kwh, "energy_cost_by_source": cost,
+            "solar_share_pct": _solar_share_pct(kwh),
+            **{key: round(sum(bar[key] for bar in bars), 4)
+               for key in ("revenue", "energy_cost", "local_value", "net")}}
 
 
 def payback_view(agent: Agent) -> dict[str, Any]:
-    """Cumulative net cash flow day by day against the CapEx, and the cost items."""
+    """Cumulative net cash flow day by day against the CapEx, the cost items, what the net to
+    date is made of, and each projected date as the owner should read it."""
     store = agent.store
     today = agent.clock.now().astimezone(store.tz).date()
     items = store.cost_items()
     started = min((date.fromisoformat(i["date"]) for i in items), default=today)
+    rows = store.daily_range(started, today)
     cumulative, total = [], 0.0
     per_day: dict[str, float] = {}
-    for r in store.daily_range(started, today):  # local value counts, as in the payback
+    for r in rows:  # local value counts, as in the payback
         per_day[r["day"]] = per_day.get(r["day"], 0.0) + signed_amount(r)
     for day in sorted(per_day):
         total += per_day[day]
         cumulative.append({"day": day, "net": round(total, 2)})
     pb = payback(store, today)
-    return {"currency": agent.cfg.site.currency, "capex": pb.capex,
+    return {"currency": agent.cfg.site.currency, "timezone": agent.cfg.site.timezone,
+            "today": today.isoformat(), "capex": pb.capex, "since": started.isoformat(),
             "net_to_date": pb.net_to_date, "cash_to_date": pb.cash_to_date,
-            "local_value_to_date": pb.local_value_to_date,
+            "local_value_to_date": pb.local_value_to_date, "parts": _net_parts(rows, pb),
             "net_per_day_30d": pb.net_per_day_30d, "paid_back_pct": pb.paid_back_pct,
             "projected_date": pb.projected_date.isoformat() if pb.projected_date else None,
+            "pace": pace_outlook(store, pb, today),
             "simulation": _year_projection(agent, pb, today),
             "items": items, "cumulative": cumulative}
+
+
+def booked_days(store: Any, started: date, today: date) -> int:
+    """Days from the first booked day (not before the cost items start) to today, inclusive."""
+    first = store.query("SELECT min(day) AS day FROM ledger_daily")[0]["day"]
+    if first is None:
+        return 0
+    return max(0, (today - max(started, date.fromisoformat(first))).days + 1)
+
+
+def _net_parts(rows: list[dict], pb) -> dict[str, float]:
+    """What the net to date is made of: revenue and local value in, energy and OpEx out. OpEx
+    is what remains of the payback's net, since it accrues from each item's own date."""
+    sums = {category: sum(r["amount"] for r in rows if r["category"] == category)
+            for category in ("revenue", "energy", LOCAL_VALUE)}
+    opex = sums["revenue"] + sums[LOCAL_VALUE] - sums["energy"] - pb.net_to_date
+    return {"revenue": round(sums["revenue"], 2), "local_value": round(sums[LOCAL_VALUE], 2),
+            "energy_cost": round(sums["energy"], 2), "opex": round(opex, 2)}
 
 
 def _year_projection(agent: Agent, pb, today: date) -> dict[str, Any]:
@@ -271,7 +426,8 @@ def _year_projection(agent: Agent, pb, today: date) -> dict[str, Any]:
     result = {k: v for k, v in (stored or {}).items() if k != "fingerprint"}
     return {"enabled": agent.cfg.simulation.project_payback,
             "running": agent.projection.running,
-            "projected_date": when.isoformat() if when else None, "result": result or None}
+            "projected_date": when.isoformat() if when else None, "result": result or None,
+            "outlook": outlook(when, today) if stored and stored.get("ok") else None}
 
 
 def _totals(store, category: str, today: date) -> dict[str, dict[str, float]]:

@@ -185,3 +185,35 @@ def projected_date(stored: dict[str, Any] | None, remaining: float, today: date)
     if not stored or not stored.get("ok"):
         return None
     return date_at_pace(today, remaining, stored["net_per_day"])
+
+
+# A pace read from fewer days than this swings with every lease that starts or ends: a
+# projection from it is noise, so the page says how many days it has instead.
+MIN_PACE_DAYS = 30
+# Beyond this no date is given: a rig's hardware does not last that long, and a chart that
+# ran to such a date would squash the years that matter into a sliver.
+HORIZON_YEARS = 25
+
+
+def outlook(when: date | None, today: date, history_days: int | None = None) -> dict[str, Any]:
+    """A projected payback date as the owner should read it: `state` is "young" (fewer than
+    MIN_PACE_DAYS of booked history, where `history_days` is given), "never" (the pace does not
+    pay back), "beyond" (later than the horizon) or "ok" with its `date`."""
+    horizon = horizon_date(today)
+    doc: dict[str, Any] = {"date": None, "horizon": horizon.isoformat(),
+                           "history_days": history_days, "min_days": MIN_PACE_DAYS}
+    if history_days is not None and history_days < MIN_PACE_DAYS:
+        return doc | {"state": "young"}
+    if when is None:
+        return doc | {"state": "never"}
+    if when > horizon:
+        return doc | {"state": "beyond"}
+    return doc | {"state": "ok", "date": when.isoformat()}
+
+
+def horizon_date(today: date) -> date:
+    """Today HORIZON_YEARS on (29 February falls back to the 28th)."""
+    try:
+        return today.replace(year=today.year + HORIZON_YEARS)
+    except ValueError:
+        return today.replace(year=today.year + HORIZON_YEARS, day=28)
