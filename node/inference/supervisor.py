@@ -7,13 +7,20 @@ after a backoff that doubles up to a limit and resets once it has run well for a
 local GPU set changes, a server whose GPUs change is drained (no new requests; those in flight
 may finish, for a bounded time), stopped and started on its new GPUs. A GPU that holds a lease
 is never given to a server, whatever the caller passes.
+
+A server dies with the agent: the kernel sends it SIGTERM when the thread that started it ends
+(PR_SET_PDEATHSIG), so an agent killed with SIGKILL leaves no orphan holding a GPU. Each server
+leads a process group of its own, and a stop signals the whole group, so a server's own workers
+(vLLM's engine processes) go with it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import logging
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -35,6 +42,9 @@ HEALTH_TIMEOUT_S = 2.0
 STARTING_TICK_S = 0.2  # health polled this often until the server is first ready
 FAILED_CHECKS = 3  # a ready server that fails this many checks in a row is restarted
 STOP_WAIT_S = 10.0  # after SIGTERM, before SIGKILL
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# SIGTERM, not SIGKILL: a server's own shutdown stops the worker processes it started
+DEATH_SIGNAL = signal.SIGTERM
 
 
 @dataclass(frozen=True)
@@ -56,8 +66,10 @@ class ManagedServer:
     """One server's life, run by a thread of its own."""
 
     def __init__(self, config: Any, drain_s: float, stop: threading.Event,
-                 popen: Callable[..., subprocess.Popen] = subprocess.Popen):
+                 popen: Callable[..., subprocess.Popen] = subprocess.Popen,
+                 clock: Callable[[], float] = time.monotonic):
         self.config = config
+        self.clock = clock
         self.backend = Backend(config.model)
         self.drain_s = drain_s
         self.stop_event = stop
@@ -80,20 +92,21 @@ class ManagedServer:
 
     def run(self) -> None:
         while not self.stop_event.is_set():
-            self._step()
+            self.step()
             tick = STARTING_TICK_S if self.proc and not self.backend.ready else HEALTH_EVERY_S
             self._wake.wait(tick if self.proc else min(tick, max(0.05, self.next_start
-                                                                - time.monotonic())))
+                                                                - self.clock())))
             self._wake.clear()
         self._stop_process()
 
-    def _step(self) -> None:
+    def step(self) -> None:
+        """One pass: notice an exit, move to the wanted GPUs, (re)start when due, check health."""
         if self.proc is not None and self.proc.poll() is not None:
             self._exited()
         if self.proc is not None and self.server and self.server.gpu_uuids != self.wanted:
             self._move()
         if self.proc is None:
-            if self.wanted is not None and time.monotonic() >= self.next_start:
+            if self.wanted is not None and self.clock() >= self.next_start:
                 self._start()
             return
         self._check_health()
@@ -105,7 +118,8 @@ class ManagedServer:
         try:
             self.proc = self.popen(argv, env=env, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   start_new_session=True,
+                                   preexec_fn=die_with_parent(os.getpid()))
         except OSError as exc:
             log.error("model %s: cannot start %s: %s", self.config.model, argv[0], exc)
             self._schedule_restart()
@@ -120,7 +134,7 @@ class ManagedServer:
 
     def _check_health(self) -> None:
         ok = _healthy(self.backend.port, health_path(self.config))
-        now = time.monotonic()
+        now = self.clock()
         if ok:
             self.failed_checks = 0
             if not self.backend.ready:
@@ -146,7 +160,7 @@ class ManagedServer:
 
     def _schedule_restart(self) -> None:
         self.restarts += 1
-        self.next_start = time.monotonic() + self.backoff_s
+        self.next_start = self.clock() + self.backoff_s
         log.info("model %s: restarting in %.0f s", self.config.model, self.backoff_s)
         self.backoff_s = min(BACKOFF_MAX_S, self.backoff_s * 2)
 
@@ -167,11 +181,11 @@ class ManagedServer:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
+        _signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(STOP_WAIT_S)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
             proc.wait()
 
     def view(self) -> dict[str, Any]:
@@ -187,9 +201,10 @@ class ManagedServer:
 
 class Supervisor:
     def __init__(self, servers: Iterable[Any], drain_s: float,
-                 popen: Callable[..., subprocess.Popen] = subprocess.Popen):
+                 popen: Callable[..., subprocess.Popen] = subprocess.Popen,
+                 clock: Callable[[], float] = time.monotonic):
         self._stop = threading.Event()
-        self.servers = [ManagedServer(c, drain_s, self._stop, popen) for c in servers]
+        self.servers = [ManagedServer(c, drain_s, self._stop, popen, clock) for c in servers]
         self._threads: list[threading.Thread] = []
 
     def backends(self) -> dict[str, Backend]:
@@ -231,6 +246,29 @@ class Supervisor:
 
     def view(self) -> list[dict[str, Any]]:
         return [s.view() for s in self.servers]
+
+
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """What the child runs between fork and exec: ask the kernel for DEATH_SIGNAL when its
+    parent goes, and leave at once if the parent went before it asked. The libc function is
+    looked up here, before the fork, so the child only calls it."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(DEATH_SIGNAL), 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+    return preexec
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """The server leads its own group (start_new_session): signal it and whatever it started."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        proc.send_signal(sig)
 
 
 def _healthy(port: int, path: str) -> bool:
