@@ -63,6 +63,12 @@ class GpuBackend(Protocol):
         ...
 
 
+class PowerLimiter(Protocol):
+    """Sets a GPU's power limit on the agent's behalf (node/powercap.py: the root helper)."""
+
+    def set_power_limit(self, uuid: str, power_w: float) -> float: ...
+
+
 class WorkloadPlacement(Protocol):
     """Optional capability of simulated rigs: what the provider software would run on a GPU."""
 
@@ -112,11 +118,13 @@ def _milli(value: float | None) -> float | None:
 
 
 class NvmlBackend:
-    def __init__(self) -> None:
+    def __init__(self, limiter: PowerLimiter | None = None) -> None:
+        """`limiter`: who sets power limits where this process may not (not root)."""
         _init_nvml()
         nv = _pynvml()
         count = _nvml("nvmlDeviceGetCount") or 0
         self._handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        self._limiter = limiter
 
     def snapshots(self, ts: datetime) -> list[GpuSnapshot]:
         cc_mode = system_cc_mode()  # once per pass: a system-wide setting
@@ -159,7 +167,13 @@ class NvmlBackend:
         )
 
     def set_power_limit(self, index: int, power_w: float) -> None:
-        _nvml("nvmlDeviceSetPowerManagementLimit", self._handles[index], int(power_w * 1000))
+        if self._limiter is None:
+            _nvml("nvmlDeviceSetPowerManagementLimit", self._handles[index], int(power_w * 1000))
+            return
+        uuid = _text(_nvml("nvmlDeviceGetUUID", self._handles[index]))
+        if uuid is None:
+            raise GpuError(f"GPU {index}: no UUID to name it to the power-cap helper")
+        self._limiter.set_power_limit(uuid, power_w)
 
 
 def _process_memory(proc: Any) -> int | None:

@@ -30,6 +30,12 @@ def nvml(monkeypatch):
             return value(h) if callable(value) else value
         return fn
 
+    def by_uuid(uuid):
+        for h in (0, 1):
+            if uuid == f"GPU-8d3e1c2a-0000-4f00-9a00-00000000000{h}":
+                return h
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+
     fns = {
         "nvmlInit": lambda: None,
         "nvmlDeviceGetCount": lambda: 2,
@@ -56,6 +62,7 @@ def nvml(monkeypatch):
             ccFeature=pynvml.NVML_CC_SYSTEM_FEATURE_DISABLED,
             devToolsMode=pynvml.NVML_CC_SYSTEM_DEVTOOLS_MODE_OFF),
         "nvmlDeviceSetPowerManagementLimit": lambda h, mw: calls["set_limit"].append((h, mw)),
+        "nvmlDeviceGetHandleByUUID": by_uuid,
     }
     for name, fn in fns.items():
         monkeypatch.setattr(pynvml, name, fn)
