@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from node.ledger import book_local_value
 from node.sdnotify import notify, watchdog_period_s
 from node.status import agent_status, history_view, payback_view, plan_view
 from node.store import Store
+from node.totals import Totals
 from node.wiring import akash_bid_server, build_parts, read_secret, tariff_for
 from webui.app import create_app
 from webui.auth import Auth
@@ -83,10 +85,11 @@ def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> in
         agent.start()
         bid = start_bid_server(agent)
         inference = start_local_inference(agent, stop)
-        ha = _home_assistant(cfg, agent)
+        status = status_with_totals(agent, inference)
+        ha = _home_assistant(cfg, status)
         if cfg.webui.enabled:
             local = cfg.webui.host in LOCALHOST
-            app = create_app(lambda: agent_status(agent, inference),
+            app = create_app(status,
                              Auth(Path(cfg.store.path).parent),
                              open_reading=local, views=views_for(agent),
                              actions={"settings": lambda body: _change(agent, body)})
@@ -174,15 +177,22 @@ def _change(agent: Agent, body: dict) -> dict:
         return {"ok": False, "error": exc.problem, "field": exc.key}
 
 
-def _home_assistant(cfg: Config, agent: Agent) -> HaPublisher | None:
+def status_with_totals(agent: Agent, inference: LocalInference | None) -> Callable[[], dict]:
+    """The agent's status with the store's lifetime totals, one source for the metrics'
+    counters and Home Assistant's lifetime sensors."""
+    totals = Totals(agent.store)
+    return lambda: agent_status(agent, inference) | {"lifetime": totals.lifetime()}
+
+
+def _home_assistant(cfg: Config, status: Callable[[], dict]) -> HaPublisher | None:
     h = cfg.homeassistant
     if not h.enabled:
         return None
     password = read_secret(h.password_file, "homeassistant.password_file",
                            "the MQTT password") if h.password_file else ""
     return HaPublisher(HaSettings(h.mqtt_host, h.mqtt_port, h.username, password,
-                                  h.discovery_prefix, h.node_id, h.every_s),
-                       lambda: agent_status(agent)).start()
+                                  h.discovery_prefix, h.node_id, h.every_s,
+                                  cfg.site.timezone), status).start()
 
 
 def _watch(agent: Agent, stop: threading.Event) -> None:
