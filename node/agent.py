@@ -12,11 +12,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.triggers.date import DateTrigger
 
 from energy.redact import redact
 from energy.types import SiteSample, SourceUnavailable
@@ -122,11 +122,9 @@ class Agent:
         self.run_all_once()
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
             "max_instances": 1, "coalesce": True, "misfire_grace_time": None})
-        for name, (_, interval_s) in self.jobs.items():
-            seconds = real_seconds(self.clock, interval_s)
-            self._scheduler.add_job(self.run_job, IntervalTrigger(seconds=seconds),
-                                    args=[name], id=name, name=name)
         self._scheduler.start()
+        for name in self.jobs:
+            self._arm(self._scheduler, name)
 
     def stop(self) -> None:
         if self._scheduler is not None:
@@ -140,6 +138,24 @@ class Agent:
     def run_all_once(self) -> None:
         for name in self.jobs:
             self.run_job(name)
+
+    def _arm(self, scheduler: BackgroundScheduler, name: str) -> None:
+        """Schedule a job's next run one interval after its last run ended. At a fast clock a
+        job can take longer than its interval (a plan's solve, a wait for the agent's lock);
+        on a fixed rate its next runs would come due while it still runs, each one skipped
+        with a warning. From its end, a slow job simply runs less often."""
+        due = datetime.now(UTC) + timedelta(seconds=real_seconds(self.clock, self.jobs[name][1]))
+        # a fresh id per run: the scheduler counts running instances by id, and this run's
+        # count may not yet be cleared when the next one comes due
+        scheduler.add_job(self._run_scheduled, DateTrigger(due), args=[scheduler, name],
+                          name=name)
+
+    def _run_scheduled(self, scheduler: BackgroundScheduler, name: str) -> None:
+        try:
+            self.run_job(name)
+        finally:
+            if scheduler.running:  # not once stop() has begun
+                self._arm(scheduler, name)
 
     def run_job(self, name: str) -> bool:
         """Run one job; failures are recorded and logged on change, never raised."""
@@ -256,7 +272,19 @@ class Agent:
                            self.state.site, self.parts.gpu_busy_w, self._reserved_at)
 
     def _reserved_at(self, ts: datetime) -> int:
-        return reserved_local_gpus(self.cfg.local, ts.astimezone(self.store.tz))
+        """The owner's schedule, raised by local demand (the gateway's queue) for as long as
+        that lasts at the least, within [inference] min/max local GPUs."""
+        ts_local = ts.astimezone(self.store.tz)
+        inference = self.cfg.inference
+        bounds = ((inference.min_local_gpus, inference.max_local_gpus) if inference.enabled
+                  else None)
+        demand = getattr(self, "local_demand", None)  # the service's, where [inference] runs
+        if demand is None:
+            return reserved_local_gpus(self.cfg.local, ts_local, 0, bounds)
+        now = self.clock.now()
+        wanted = demand.wanted(reserved_local_gpus(self.cfg.local, now.astimezone(self.store.tz)))
+        soon = ts < now + timedelta(seconds=demand.rule.quiet_for_s)
+        return reserved_local_gpus(self.cfg.local, ts_local, wanted if soon else 0, bounds)
 
     def apply_roles(self) -> None:
         with self._lock:

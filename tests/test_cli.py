@@ -5,7 +5,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -160,3 +160,22 @@ def test_run_with_a_broken_config_exits_2(tmp_path):
     r = subprocess.run([*SUNRIG, "run", "--config", str(cfg)], capture_output=True, text=True,
                        timeout=HANG_S, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert r.returncode == 2 and "markets.sim.enabeld" in r.stderr
+
+
+def test_a_fast_demo_runs_every_job_again_and_again_without_skipped_runs(tmp_path):
+    """At 600x the site is polled every 25 ms of real time, less than a poll, a plan's solve or
+    a wait for the agent's lock take: each job runs again an interval after its last run ended,
+    so the scheduler never finds one still running and skips it with a warning."""
+    demo, first = start_demo(tmp_path / "demo", ready=lambda s: s["plan"], what="a plan")
+    later = datetime.fromisoformat(first["ts"]) + timedelta(hours=2)
+
+    def ran_since(s: dict, job: str) -> bool:
+        last = s["jobs"].get(job, {}).get("last_ok")
+        return bool(last) and datetime.fromisoformat(last) > later
+    try:
+        demo.wait_for(lambda s: all(ran_since(s, j) for j in ("sample_site", "sample_gpus",
+                                                                "apply_roles", "plan")),
+                      "two simulated hours of every job")
+    finally:
+        stopped_cleanly(demo, signal.SIGTERM)
+    assert "maximum number of running instances" not in demo.log.read_text(), demo.tail()
