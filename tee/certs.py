@@ -158,3 +158,8 @@ def _der_children(data: bytes) -> list[tuple[int, bytes]]:
         out.append((tag, data[pos:pos + length]))
         pos += length
     return out
+
+
+def der_children(data: bytes) -> list[tuple[int, bytes]]:
+    """The (tag, contents) pairs of DER bytes: for vendor extensions cryptography leaves raw."""
+    return _der_children(data)

@@ -114,6 +114,21 @@ def parse_report(raw: bytes) -> GpuReport:
                      signature=signature)
 
 
+def report_length(raw: bytes) -> int:
+    """How many bytes of `raw` the SPDM request and signed response take, read from their length
+    fields; what follows is someone else's (a CEC report, a certificate chain). A blob too short
+    to hold the length fields gives its own length, so that parsing names what is missing."""
+    try:
+        record_len = int.from_bytes(raw[REQUEST_BYTES + 5:REQUEST_BYTES + 8], "little")
+        opaque_at = REQUEST_BYTES + 8 + record_len + NONCE_BYTES
+        if opaque_at + 2 > len(raw):
+            return len(raw)
+        opaque_len = int.from_bytes(raw[opaque_at:opaque_at + 2], "little")
+    except IndexError:
+        return len(raw)
+    return min(len(raw), opaque_at + 2 + opaque_len + SIGNATURE_BYTES)
+
+
 def _measurement_blocks(record: bytes, expected: int) -> dict[int, bytes]:
     r = _Reader(record)
     blocks: dict[int, bytes] = {}
