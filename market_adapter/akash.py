@@ -106,8 +106,10 @@ def provider_attributes(model: str, memory_gib: float, interface: str, tee: bool
     attribute.go, its key the pattern): the SDL writes memory before interface
     (`vendor/nvidia/model/h200/ram/141Gi/interface/sxm`, as on mainnet's group specs), Akash's
     provider docs list interface before memory; both orders are advertised, and each part alone.
-    `tee/type` only while attestation verifies: `cpu-gpu`, the GPU's confidential computing
-    running inside a CPU TEE (chain-sdk go/sdl/tee.go)."""
+    `tee/type` only while the host's confidential-computing preflight passes (the caller
+    decides: node/tee_gate.py): `cpu-gpu`, the GPU's confidential computing running inside a
+    CPU TEE (chain-sdk go/sdl/tee.go), which the provider's confidential-compute branch places
+    in a Kata GPU RuntimeClass (cluster/kube/builder/workload.go)."""
     m = model.lower()
     ram = gpu_ram_name(memory_gib, gpu_ram)
     iface = interface_name(interface)

@@ -11,12 +11,10 @@ from pathlib import Path
 
 from market_adapter.akash import provider_attributes
 from market_adapter.akash_bid_server import PRICE_PATH, bid_script, parse_listen
-from node.attest import trust_from_config
 from node.config import DEFAULT_CONFIG_PATH, Config, default_config, load_config
 from node.errors import ConfigError
-from node.wiring import akash_bid_token, build_inventory, tee_source
-from tee.attest import attest
-from tee.evidence import TeeError
+from node.tee_gate import host_preflight
+from node.wiring import akash_bid_token, build_inventory
 
 INSTALL_HINT = """\
 # This script holds the agent's bid token: it is a secret (keep it out of shared files and logs).
@@ -36,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     script.add_argument("--url", help="the bid endpoint as the provider's pod reaches it "
                         "(default: from markets.akash.bid_listen)")
     script.set_defaults(func=_cmd_bid_script)
-    attrs = inner.add_parser("attributes", help="provider attributes for this rig")
+    attrs = inner.add_parser("attributes", help="provider attributes for this rig; tee/type "
+                             "only while `sunrig cc preflight` passes")
     _config_arg(attrs)
     form = attrs.add_mutually_exclusive_group()
     form.add_argument("--helm-values", action="store_true",
@@ -93,12 +92,13 @@ def _cmd_attributes(args: argparse.Namespace) -> int:
     cfg = _config(args)
     a = cfg.markets.akash
     model, memory_gib = build_inventory(cfg)
-    tee, why = _attested(cfg)
+    preflight = host_preflight(cfg)(datetime.now(UTC))
+    tee, why = preflight.passed, preflight.summary()
     attrs = provider_attributes(model, memory_gib, a.gpu_interface, tee, a.region, a.gpu_ram)
     if args.json:
         print(json.dumps({"attributes": [{"key": k, "value": v} for k, v in attrs],
                           "tee": tee, "tee_reason": why,
-                          "checked": datetime.now(UTC).isoformat()}, indent=2))
+                          "checked": preflight.checked.isoformat()}, indent=2))
     else:  # the chart's values: a list of key and value, both strings
         print("attributes:")
         for k, v in attrs:
@@ -106,15 +106,3 @@ def _cmd_attributes(args: argparse.Namespace) -> int:
         print(f"# tee/type: {'included' if tee else 'left out'} ({why})", file=sys.stderr)
     return 0
 
-
-def _attested(cfg: Config) -> tuple[bool, str]:
-    """Whether this rig's confidential computing verifies now, and why (not)."""
-    source = tee_source(cfg)
-    if source is None:
-        return False, "no confidential-computing GPU here"
-    try:
-        _, verdict = attest(source, trust_from_config(cfg.tee),
-                            tsm_root=Path(cfg.tee.configfs_tsm))
-    except TeeError as exc:
-        return False, f"attestation could not run: {exc}"
-    return verdict.passed, "attestation " + ("passed" if verdict.passed else "failed")
