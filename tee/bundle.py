@@ -105,7 +105,9 @@ def vcek_key(family: str, hw_id: str, tcb: SnpTcb) -> str:
 def ocsp_targets(chain: list[x509.Certificate], root: x509.Certificate,
                  skip_leaf: bool = True) -> list[tuple[x509.Certificate, x509.Certificate]]:
     """(certificate, issuer) pairs whose revocation status a bundle must hold."""
-    links = list(chain) if chain and chain[-1] == root else list(chain) + [root]
+    # a chain that ends self-signed names its own root; the chain check judges that root
+    ends_at_root = bool(chain) and chain[-1].subject == chain[-1].issuer
+    links = list(chain) if ends_at_root else list(chain) + [root]
     start = 1 if skip_leaf else 0
     return [(links[i], links[i + 1]) for i in range(start, len(links) - 1)]
 
