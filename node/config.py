@@ -159,6 +159,9 @@ class GpusConfig:
     simulated: SimulatedGpusConfig = field(default_factory=SimulatedGpusConfig)
     # `sunrig run` books real money: it runs a simulated rig only when this says so
     allow_simulated: bool = False
+    # the root power-cap helper's socket (systemd/sunrig-powercap.socket), asked when the agent
+    # is not root; empty: the agent sets limits itself, which NVML allows only as root
+    powercap_socket: str = field(default="/run/sunrig-powercap.sock", metadata=string(path=True))
 
 
 @dataclass(frozen=True)
@@ -515,6 +518,9 @@ class InferenceServerConfig:
     port: int = field(default=0, metadata=num(0, 65535))  # on 127.0.0.1; 0: any free port
     health_path: str = ""  # empty: the preset's own (/health, /api/version, /v1/models)
     gpus: int = field(default=1, metadata=num(0, MAX_GPUS))  # local GPUs it is pinned to
+    # requests the gateway passes it at once (llama-server gets it as --parallel, ollama as
+    # OLLAMA_NUM_PARALLEL); more wait at the gateway, and that wait is the local demand; 0: no line
+    parallel: int = field(default=4, metadata=num(0, 1024))
 
 
 @dataclass(frozen=True)
@@ -541,6 +547,11 @@ class InferenceConfig:
     drain_s: float = field(default=60.0, metadata=num(0, 3600))  # before a server moves
     min_local_gpus: int = field(default=0, metadata=num(0, MAX_GPUS))
     max_local_gpus: int = field(default=MAX_GPUS, metadata=num(0, MAX_GPUS))
+    # local demand: requests that waited queue_wait_s for a server, unbroken for queue_for_s,
+    # keep one more GPU local; none that long for quiet_for_s, and it returns to the market
+    queue_wait_s: float = field(default=2.0, metadata=num(0.01, 3600))
+    queue_for_s: float = field(default=300.0, metadata=num(1, 86400))
+    quiet_for_s: float = field(default=3600.0, metadata=num(60, 7 * 86400))
     # demo only: a simulated server, labelled so, answers for `simulated_model`
     simulated: bool = False
     simulated_model: str = field(default="sunrig-simulated", metadata=string(

@@ -64,12 +64,17 @@ class RoleResult:
         return [a.index for a in self.assignments if a.role == role]
 
 
-def reserved_local_gpus(local: LocalConfig, ts_local: datetime) -> int:
-    """The owner's reservation at a local time: the largest matching window, else the default."""
+def reserved_local_gpus(local: LocalConfig, ts_local: datetime, demand_gpus: int = 0,
+                        bounds: tuple[int, int] | None = None) -> int:
+    """The owner's reservation at a local time: the largest matching window, else the default;
+    raised to what local demand asks for, and kept within the owner's (min, max) local GPUs."""
     day = WEEKDAYS[ts_local.weekday()]
     hhmm = ts_local.strftime("%H:%M")
     matching = [w.gpus for w in local.schedule if day in w.days and w.start <= hhmm < w.end]
-    return max(matching) if matching else local.reserved_gpus
+    reserved = max(max(matching) if matching else local.reserved_gpus, demand_gpus)
+    if bounds is not None:
+        reserved = min(max(reserved, bounds[0]), bounds[1])
+    return reserved
 
 
 def assign_roles(gpu_indexes: Sequence[int], reserved_local: int,

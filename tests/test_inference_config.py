@@ -84,4 +84,4 @@ def test_presets_listen_on_localhost_with_the_model_name_clients_use():
     assert command_line(cmd.inference.servers[0], 7)[0] == ["srv", "--port=7", "c", ""]
     ollama = parsed('[[inference.servers]]\nmodel = "llama3"\npreset = "ollama"\n')
     assert command_line(ollama.inference.servers[0], 7) == (
-        ["ollama", "serve"], {"OLLAMA_HOST": "127.0.0.1:7"})
+        ["ollama", "serve"], {"OLLAMA_HOST": "127.0.0.1:7", "OLLAMA_NUM_PARALLEL": "4"})

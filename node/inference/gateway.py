@@ -200,6 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
                                "invalid_request_error", "request_too_large")
         raw = self.rfile.read(length)
         self._body_read = True
+        self.raw_body = raw
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
@@ -261,6 +262,7 @@ class _Exchange:
             handler, backend, user, endpoint, body)
         self.stream = body.get("stream") is True and endpoint != "embeddings"
         self.started = time.perf_counter()
+        self.queue_ms = 0.0
 
     def run(self) -> None:
         if not self.backend.available():
@@ -268,7 +270,13 @@ class _Exchange:
             raise GatewayError(503, f"The model {self.backend.model!r} is not ready yet; retry "
                                "shortly", "server_error", "model_not_ready",
                                {"Retry-After": "5"})
-        self.backend.enter()
+        waited_s = self.backend.enter()
+        if waited_s is None:
+            self._record(503, None, NONE)
+            raise GatewayError(503, f"The model {self.backend.model!r} is busy or moving to "
+                               "other GPUs; retry shortly", "server_error", "model_busy",
+                               {"Retry-After": "5"})
+        self.queue_ms = waited_s * 1000.0
         try:
             self._forward()
         finally:
@@ -276,30 +284,44 @@ class _Exchange:
 
     def _forward(self) -> None:
         wants_usage = False
+        payload = self.h.raw_body  # passed on as it came, unless usage must be asked for
         if self.stream:
             options = self.body.get("stream_options")
             wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-            self.body["stream_options"] = {**(options if isinstance(options, dict) else {}),
-                                           "include_usage": True}
-        conn = http.client.HTTPConnection(self.backend.host, self.backend.port,
-                                          timeout=UPSTREAM_TIMEOUT_S)
+            if not wants_usage:
+                self.body["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                                               "include_usage": True}
+                payload = json.dumps(self.body).encode()
+        conn, resp = self._send_upstream(payload)
+        kept = False
         try:
-            try:
-                conn.request("POST", self.h.path, json.dumps(self.body).encode(),
-                             {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-            except OSError as exc:
-                log.warning("model %s: its server did not answer: %s", self.backend.model, exc)
-                self._record(502, None, NONE)
-                raise GatewayError(502, f"The model {self.backend.model!r}'s server did not "
-                                   "answer", "server_error", "upstream_unavailable") from None
             if self.stream and resp.status == 200 and resp.getheader(
                     "Content-Type", "").startswith("text/event-stream"):
                 self._pass_stream(resp, wants_usage)
             else:
                 self._pass_whole(resp)
+            kept = resp.isclosed()  # read to its end: the connection may carry the next one
         finally:
-            conn.close()
+            self.backend.release(conn, kept)
+
+    def _send_upstream(self, payload: bytes) -> tuple[http.client.HTTPConnection,
+                                                      http.client.HTTPResponse]:
+        """The request on a kept-alive connection to the server; where that connection turns
+        out closed by the server, once more on a fresh one."""
+        conn, reused = self.backend.connection(UPSTREAM_TIMEOUT_S)
+        while True:
+            try:
+                conn.request("POST", self.h.path, payload, {"Content-Type": "application/json"})
+                return conn, conn.getresponse()
+            except OSError as exc:
+                conn.close()
+                if reused and isinstance(exc, ConnectionError):  # closed while idle, not a hang
+                    conn, reused = self.backend.fresh_connection(UPSTREAM_TIMEOUT_S), False
+                    continue
+                log.warning("model %s: its server did not answer: %s", self.backend.model, exc)
+                self._record(502, None, NONE)
+                raise GatewayError(502, f"The model {self.backend.model!r}'s server did not "
+                                   "answer", "server_error", "upstream_unavailable") from None
 
     def _pass_whole(self, resp: http.client.HTTPResponse) -> None:
         data = resp.read()
@@ -370,7 +392,7 @@ class _Exchange:
         self.h.gateway.meter(Usage(
             self.user, self.backend.model, prompt, completion,
             round((time.perf_counter() - self.started) * 1000.0, 3), self.endpoint,
-            self.stream, status, how))
+            self.stream, status, how, round(self.queue_ms, 3)))
 
 
 def _event_data(event: bytes) -> str | None:

@@ -34,6 +34,7 @@ class Usage:
     stream: bool = False
     status: int = 200
     metered: str = REPORTED
+    queue_ms: float = 0.0  # waited at the gateway for a free slot of the server
 
 
 def usage_of(answer: Any) -> tuple[int, int] | None:

@@ -1,13 +1,16 @@
 """Local inference as one part of the agent: its servers, the gateway, and their state as data.
 
 The service starts it, tells it which GPUs are local now, and stops it. Each request's `Usage`
-is written to the store (ts on the agent's clock, so a simulated demo books on its own days) and
-counted in memory for the Prometheus counters and the latency percentiles.
+is counted in memory for the Prometheus counters and the latency percentiles at once, and
+written to the store by a thread of its own (ts on the agent's clock, so a simulated demo books
+on its own days): a disk write is never part of a request's latency. Each request's wait for a
+free slot feeds the local demand (`demand.LocalDemand`).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import ssl
 import threading
 from collections import deque
@@ -19,6 +22,7 @@ from typing import Any
 from node.clock import Clock
 from node.errors import ConfigError
 from node.inference.backend import Backend
+from node.inference.demand import DemandRule, LocalDemand
 from node.inference.gateway import Gateway, RateLimiter
 from node.inference.metering import Usage
 from node.inference.settings import check_inference
@@ -31,6 +35,7 @@ from node.store import Store, epoch
 log = logging.getLogger("sunrig.inference")
 
 LATENCY_WINDOW = 1000  # requests per model the percentiles are taken over
+WRITE_BATCH = 500  # usage rows written in one transaction at most
 
 
 class LocalInference:
@@ -46,6 +51,10 @@ class LocalInference:
             sim.ready = True
             self._backends[cfg.simulated_model] = sim
         self.keys = KeyDirectory(store)
+        self.demand = LocalDemand(DemandRule.of(cfg))
+        self._rows: queue.Queue[dict | None] = queue.Queue()
+        self._writer = threading.Thread(target=self._write_rows, name="inference-usage",
+                                        daemon=True)
         self.totals: dict[tuple[str, str], dict[str, float]] = {}
         self._latency: dict[str, deque] = {}
         self._lock = threading.Lock()
@@ -54,6 +63,7 @@ class LocalInference:
                                cfg.host, cfg.port, _tls(cfg))
 
     def start(self) -> LocalInference:
+        self._writer.start()
         self.supervisor.start()
         self.gateway.start()
         scheme = "https" if self.gateway.tls else "http"
@@ -63,6 +73,9 @@ class LocalInference:
 
     def stop(self) -> None:
         self.gateway.stop()
+        self._rows.put(None)  # what was metered is written before the store closes
+        if self._writer.is_alive():
+            self._writer.join()
         self.supervisor.stop()
         if self.simulated is not None:
             self.simulated.stop()
@@ -80,10 +93,10 @@ class LocalInference:
         now = self.clock.now()
         row = {"ts": epoch(now), "day": self.store.local_day(now), **asdict(usage)}
         row["stream"] = int(usage.stream)
-        try:
-            self.store.add_inference_usage([row])
-        except Exception:  # a full disk must not fail the answer already given
-            log.exception("cannot store a request's usage")
+        del row["queue_ms"]
+        self._rows.put(row)
+        if usage.status < 400 or usage.queue_ms:
+            self.demand.observe(usage.queue_ms / 1000.0)
         with self._lock:
             t = self.totals.setdefault((usage.user, usage.model), {
                 "requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0})
@@ -94,6 +107,22 @@ class LocalInference:
             if usage.status < 400:
                 self._latency.setdefault(usage.model, deque(maxlen=LATENCY_WINDOW)).append(
                     usage.latency_ms)
+
+    def _write_rows(self) -> None:
+        """Usage rows into the store, as many at once as have come; until stop() says None."""
+        while True:
+            rows = [self._rows.get()]
+            while rows[-1] is not None and len(rows) < WRITE_BATCH and not self._rows.empty():
+                rows.append(self._rows.get())
+            done = rows[-1] is None
+            rows = [r for r in rows if r is not None]
+            try:
+                if rows:
+                    self.store.add_inference_usage(rows)
+            except Exception:  # a full disk must not end the metering of later requests
+                log.exception("cannot store %d requests' usage", len(rows))
+            if done:
+                return
 
     def view(self) -> dict[str, Any]:
         """Plain data for `sunrig status`, the metrics and the dashboard's Local AI page."""
@@ -112,7 +141,7 @@ class LocalInference:
         return {"enabled": True, "url": f"{'https' if self.gateway.tls else 'http'}://"
                 f"{self.cfg.host}:{self.gateway.port}/v1", "servers": servers,
                 "usage_since_start": usage, "rejected_since_start": rejected,
-                "latency_ms": latency,
+                "latency_ms": latency, "demand": self.demand.view(),
                 "prices": {m: asdict(p) for m, p in self.prices().items()}}
 
 

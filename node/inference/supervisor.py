@@ -70,7 +70,7 @@ class ManagedServer:
                  clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.clock = clock
-        self.backend = Backend(config.model)
+        self.backend = Backend(config.model, parallel=config.parallel)
         self.drain_s = drain_s
         self.stop_event = stop
         self.popen = popen
