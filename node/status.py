@@ -382,13 +382,7 @@ def payback_view(agent: Agent) -> dict[str, Any]:
     items = store.cost_items()
     started = min((date.fromisoformat(i["date"]) for i in items), default=today)
     rows = store.daily_range(started, today)
-    cumulative, total = [], 0.0
-    per_day: dict[str, float] = {}
-    for r in rows:  # local value counts, as in the payback
-        per_day[r["day"]] = per_day.get(r["day"], 0.0) + signed_amount(r)
-    for day in sorted(per_day):
-        total += per_day[day]
-        cumulative.append({"day": day, "net": round(total, 2)})
+    cumulative = _cumulative_net(rows, items, started, today)
     pb = payback(store, today)
     return {"currency": agent.cfg.site.currency, "timezone": agent.cfg.site.timezone,
             "today": today.isoformat(), "capex": pb.capex, "since": started.isoformat(),
@@ -399,6 +393,24 @@ def payback_view(agent: Agent) -> dict[str, Any]:
             "pace": pace_outlook(store, pb, today),
             "simulation": _year_projection(agent, pb, today),
             "items": items, "cumulative": cumulative}
+
+
+def _cumulative_net(rows: list[dict], items: list[dict], started: date,
+                    today: date) -> list[dict[str, Any]]:
+    """Day by day from the first cost item: the net as the payback counts it (revenue and local
+    value in, energy and each OpEx item from its own date out), so its last day is the net to
+    date."""
+    per_day: dict[str, float] = {}
+    for r in rows:
+        per_day[r["day"]] = per_day.get(r["day"], 0.0) + signed_amount(r)
+    opex = [(date.fromisoformat(i["date"]), i["amount_per_month"] * 12 / 365)
+            for i in items if i["kind"] == "opex"]
+    out, total, day = [], 0.0, started
+    while day <= today:
+        total += per_day.get(day.isoformat(), 0.0) - sum(a for since, a in opex if since <= day)
+        out.append({"day": day.isoformat(), "net": round(total, 2)})
+        day += timedelta(days=1)
+    return out
 
 
 def booked_days(store: Any, started: date, today: date) -> int:

@@ -1,4 +1,5 @@
 import json
+from datetime import date
 
 import pytest
 
@@ -102,10 +103,102 @@ def test_history_and_payback_views_and_the_csv(tmp_path):
     assert c.get("/api/history?from=2026-02-01&to=2026-01-01").status_code == 400
     p = c.get("/api/payback").get_json()
     assert p["capex"] > 0 and p["items"] and p["cumulative"][-1]["net"] == pytest.approx(
+        p["net_to_date"], abs=0.05)
+    # the payback's net is History's cash with local value and OpEx (from its own date) added
+    parts = p["parts"]
+    assert parts["revenue"] - parts["energy_cost"] == pytest.approx(
         sum(d["net"] for d in h["days"]), abs=0.05)
+    days_of_opex = (date.fromisoformat(p["today"]) - date.fromisoformat(p["since"])).days + 1
+    assert parts["opex"] == pytest.approx(120 * 12 / 365 * days_of_opex, abs=0.05)
     for page in ("/history", "/payback"):
         assert c.get(page).status_code == 200
     agent.store.close()
+
+
+@pytest.fixture(scope="module")
+def two_days(tmp_path_factory):
+    """An agent run across local midnight, and a client of its views."""
+    from datetime import UTC, datetime
+
+    from node.service import views_for
+    from tests.conftest import make_agent, run_for
+    agent, clock = make_agent(tmp_path_factory.mktemp("days"),
+                              start=datetime(2026, 6, 10, 19, tzinfo=UTC),
+                              orders_per_hour=6.0, ask_price_per_gpu_hour=1.8)
+    run_for(agent, clock, hours=8)
+    yield agent, create_app(lambda: agent_status(agent), views=views_for(agent)).test_client()
+    agent.store.close()
+
+
+def ledger_kwh_by_day(agent) -> dict[str, float]:
+    rows = agent.store.query("SELECT day, sum(energy_wh) AS wh FROM ledger_daily "
+                             "WHERE category = 'energy' GROUP BY day")
+    return {r["day"]: r["wh"] / 1000.0 for r in rows}
+
+
+def test_history_presets_give_a_bar_every_step_that_adds_up_to_the_ledger(two_days):
+    agent, c = two_days
+    ledger = ledger_kwh_by_day(agent)
+    week = c.get("/api/history?preset=week").get_json()
+    assert week["step"] == "day" and len(week["bars"]) == 7 and week["to"] == "2026-06-11"
+    assert week["timezone"] == "Europe/Amsterdam"
+    for bar in week["bars"]:  # every day of the week, zero where nothing was booked
+        assert sum(bar["kwh_by_source"].values()) == pytest.approx(ledger.get(bar["label"], 0),
+                                                                   abs=0.01)
+    day = c.get("/api/history?preset=day").get_json()
+    assert day["step"] == "hour" and len(day["bars"]) == 24
+    assert sum(sum(b["kwh_by_source"].values()) for b in day["bars"]) == pytest.approx(
+        ledger["2026-06-11"], abs=0.01)
+    assert day["bars"][0]["label"] == "2026-06-11T00:00:00+02:00"  # the site's midnight
+    year = c.get("/api/history?preset=year").get_json()
+    assert year["step"] == "month" and len(year["bars"]) == 13
+    assert year["bars"][-1]["label"] == "2026-06"
+    assert sum(year["totals"]["kwh_by_source"].values()) == pytest.approx(
+        sum(ledger.values()), abs=0.01)
+
+
+def test_the_last_24_hours_hold_every_booked_quarter_hour_of_the_rig(two_days):
+    agent, c = two_days
+    h = c.get("/api/history?preset=24h").get_json()
+    assert h["step"] == "15m" and len(h["bars"]) == 96
+    assert [b["ts"] for b in h["bars"]] == [h["bars"][0]["ts"] + 900 * i for i in range(96)]
+    booked = agent.store.query("SELECT sum(energy_wh) AS wh FROM energy_bookings")[0]["wh"]
+    assert sum(sum(b["kwh_by_source"].values()) for b in h["bars"]) == pytest.approx(
+        booked / 1000.0, abs=0.01)  # the run is 8 hours: all of it lies in the last 24
+    totals = h["totals"]
+    assert totals["solar_share_pct"] == pytest.approx(
+        100 * totals["kwh_by_source"].get("pv", 0) / sum(totals["kwh_by_source"].values()),
+        abs=0.1)
+
+
+@pytest.mark.parametrize("query, wrong", [("preset=decade", "preset must be one of"),
+                                          ("preset=week&to=soon", "dates like"),
+                                          ("from=2026-02-01&to=2026-01-01", "before to")])
+def test_a_bad_history_query_says_what_was_wrong(two_days, query, wrong):
+    r = two_days[1].get("/api/history?" + query)
+    assert r.status_code == 400 and wrong in r.get_json()["error"]
+
+
+def test_a_young_store_has_no_pace_date_but_says_how_many_days_it_has(two_days):
+    agent, c = two_days
+    p = c.get("/api/payback").get_json()
+    assert p["pace"] == {"date": None, "horizon": "2051-06-11", "history_days": 2,
+                         "min_days": 30, "state": "young"}
+    s = c.get("/api/status").get_json()
+    assert s["payback"]["pace"]["state"] == "young" and s["timezone"] == "Europe/Amsterdam"
+    today = s["today"]
+    assert today["solar_share_pct"] is not None
+    assert set(today["energy_kwh_by_source"]) == set(today["energy_cost_by_source"])
+
+
+def test_the_plan_says_now_its_zone_and_the_standing_reservation(two_days):
+    agent, c = two_days
+    p = c.get("/api/plan").get_json()
+    assert p["now"] == agent.clock.now().isoformat() and p["timezone"] == "Europe/Amsterdam"
+    assert p["reserved_gpus"] == agent.cfg.local.reserved_gpus
+    assert all(s["house_w"] is not None for s in p["slots"])
+    # the demo's weekday window keeps more GPUs local than the standing reservation
+    assert any(s["local_gpus"] > p["reserved_gpus"] for s in p["slots"])
 
 
 def test_status_has_earnings_per_market_and_costs_per_role_today_30_days_and_lifetime(

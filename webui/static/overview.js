@@ -4,7 +4,8 @@
 const kw = (w) => (w === null || w === undefined) ? "–" : (Math.abs(w) >= 1000 ? (w / 1000).toFixed(2) + " kW" : Math.round(w) + " W");
 const money = (v, cur) => (v === null || v === undefined) ? "–" : v.toFixed(2) + " " + cur;
 const text = (id, value) => { document.getElementById(id).textContent = value; };
-const localTime = (iso) => iso ? new Date(iso).toLocaleString() : "–";
+let siteZone = "UTC";
+const localTime = (iso) => siteTime(iso, siteZone);
 
 // Which way power flows; under 20 W is noise, not a direction.
 function flow(w, positive, negative) {
@@ -68,8 +69,57 @@ function drawFlows(site) {
   svg.replaceChildren(...parts);
 }
 
+// What each source's kWh is priced at in the books.
+const PRICED_AT = { pv: "the feed-in it forgoes", grid: "the import price",
+  battery: "what charged it", unpriced: "no price known then" };
+
+// Today's rig energy by source: the split as one bar, and a row per source with its cost.
+function renderEnergyToday(today, cur) {
+  const by = today.energy_kwh_by_source || {};
+  const total = Object.values(by).reduce((a, b) => a + b, 0);
+  const sources = sourcesIn([today], "energy_kwh_by_source");
+  text("energy-kwh", total.toFixed(1) + " kWh");
+  text("energy-zone", siteZone);
+  text("solar-share", today.solar_share_pct === null ? "–" : today.solar_share_pct.toFixed(0) + " %");
+  document.getElementById("source-bar").replaceChildren(...sources.filter((k) => by[k] > 0).map((k) => {
+    const seg = document.createElement("span");
+    seg.style.width = (100 * by[k] / total) + "%";
+    seg.style.background = SOURCE_COLOURS[k];
+    seg.title = `${SOURCE_NAMES[k] || k} ${by[k].toFixed(1)} kWh`;
+    seg.dataset.source = k;
+    return seg;
+  }));
+  const cost = today.energy_cost_by_source || {};
+  document.querySelector("#sources tbody").replaceChildren(...sources.map((k) => row([
+    SOURCE_NAMES[k] || k, by[k].toFixed(2), total > 0 ? (100 * by[k] / total).toFixed(0) + " %" : "–",
+    money(cost[k] || 0, cur), PRICED_AT[k] || ""])));
+}
+
+// The last 24 hours of the rig's power, stacked by source, from the ledger's 15-minute books.
+async function drawPower() {
+  let h;
+  try {
+    const r = await fetch("/api/history?preset=24h");
+    if (!r.ok) return;
+    h = await r.json();
+  } catch (e) { return; }  // the agent may be restarting; drawn again next time
+  const sources = sourcesIn(h.bars, "kwh_by_source");
+  document.getElementById("no-power").hidden = sources.length > 0;
+  const perHour = 3600 / 900;  // a 15-minute bar's kWh as its mean kW
+  const stacked = stackedSeries(sources.map((k) => ({ key: k,
+    values: h.bars.map((b) => (b.kwh_by_source[k] || 0) * perHour) })), "kw", (v) => v.toFixed(2) + " kW");
+  const mids = h.bars.map((b) => b.ts + 450);
+  timeChart(document.getElementById("power-chart"), { series: stacked.series,
+    data: [mids, ...stacked.data], tz: h.timezone, height: 220,
+    xRange: [h.bars[0].ts, h.bars[h.bars.length - 1].ts + 900],
+    axes: [{ scale: "kw", label: "kW (mean over 15 min)" }] });
+  document.body.dataset.drawn = "yes";
+}
+
 function render(s) {
   const cur = s.currency;
+  siteZone = s.timezone || "UTC";
+  renderEnergyToday(s.today, cur);
   text("clock", localTime(s.ts) + (s.clock_speed !== 1 ? `  ·  simulated ×${s.clock_speed}` : ""));
   const site = s.site || {};
   text("pv", kw(site.pv_w));
@@ -97,8 +147,8 @@ function render(s) {
   text("net", money(s.today.net, cur));
   text("payback", s.payback.capex > 0 ? s.payback.paid_back_pct.toFixed(1) + " %" : "no CapEx set");
   const sim = s.payback.simulation || {};
-  text("payback-date", [s.payback.projected_date && "projected " + s.payback.projected_date,
-    sim.projected_date && "year simulation " + sim.projected_date].filter(Boolean).join(" · "));
+  text("payback-date", [sim.outlook && "simulated year: " + outlookText(sim.outlook),
+    s.payback.pace && "last 30 days: " + outlookText(s.payback.pace)].filter(Boolean).join(" · "));
   if (s.plan) {
     const offered = Object.values(s.plan.offered).reduce((a, b) => a + b, 0);
     text("plan", `${offered} offered · ${s.plan.local_gpus} local`);
@@ -127,6 +177,8 @@ function render(s) {
 }
 
 render(JSON.parse(document.getElementById("initial-status").textContent));
+drawPower();
+setInterval(drawPower, 60000);
 setInterval(async () => {
   try {
     const r = await fetch("/api/status");
