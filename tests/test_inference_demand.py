@@ -143,3 +143,29 @@ def test_the_agent_keeps_one_more_gpu_local_under_demand_never_taking_a_lease(tm
     agent.make_plan()
     agent.apply_roles()
     assert sum(a.role == LOCAL for a in agent.state.assignments.values()) <= local_before
+
+
+def test_a_soft_reservation_is_priced_at_the_local_value_of_a_gpu_hour_where_that_is_dearer(
+        tmp_path):
+    from node.inference.value import local_value_per_gpu_hour, with_local_value
+
+    store = Store(tmp_path / "store.db", "Europe/Amsterdam")
+    now = datetime(2024, 6, 12, 12, 0, tzinfo=UTC)
+    start = now.timestamp() - 10 * 3600
+    with store.transaction() as db:  # two GPUs local for five hours each, a third in the market
+        db["gpu_samples"].insert_all(
+            {"ts": start + k * 60, "gpu_index": i, "role": role, "interval_s": 60.0}
+            for k in range(300) for i, role in ((0, "local"), (1, "local"), (2, "market")))
+        db["local_value_bookings"].insert_all([
+            {"day": "2024-06-12", "model": "m", "prompt_tokens": 1, "completion_tokens": 1,
+             "amount": 25.0},
+            {"day": "2024-06-01", "model": "m", "prompt_tokens": 1, "completion_tokens": 1,
+             "amount": 999.0}])  # before the measured days
+    assert local_value_per_gpu_hour(store, now) == 2.5
+    assert with_local_value(1.0, store, now) == 2.5  # the owner's tokens are worth more
+    assert with_local_value(4.0, store, now) == 4.0  # the market pays more
+    assert with_local_value(None, store, now) is None  # strict: never planned away
+    empty = Store(tmp_path / "empty.db", "Europe/Amsterdam")
+    assert with_local_value(1.0, empty, now) == 1.0  # nothing measured: the market's price
+    store.close()
+    empty.close()

@@ -23,6 +23,7 @@ from market_adapter.base import ACTIVE
 from node.config import BatteryConfig, Config, SiteConfig
 from node.errors import ConfigError
 from node.gpus import GpuSnapshot
+from node.inference.value import with_local_value
 from node.planning.planner import (
     BatteryState,
     FillCalibration,
@@ -128,7 +129,8 @@ def plan_inputs(cfg: Config, store: Store, terms: dict[str, MarketTerms], now: d
         expected_lease_hours=cfg.markets.sim.mean_lease_hours,
         pv_w_at=forecast(pv, pv_now), house_w_at=forecast(load, load_now),
         battery=_battery(cfg, site), leased_gpus_at=_leases_running(store, terms, now),
-        shortfall_per_gpu_hour=shortfall_price(cfg.local.reservation, terms))
+        shortfall_per_gpu_hour=with_local_value(shortfall_price(cfg.local.reservation, terms),
+                                                store, now))
 
 
 def _slots(rows: list[dict]) -> list[PriceSlot]:
