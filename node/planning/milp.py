@@ -48,6 +48,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from node.planning.highs import Program, SparseRows, sparse_rows
 from node.planning.planner import (
     BatteryState,
     MarketTerms,
@@ -103,7 +104,7 @@ class MilpPlanner:
             if moved_w.max(initial=0.0) <= BATTERY_SAME_W:
                 model = again
             elif left_s > 0:
-                y, again_status = again.solve(left_s)
+                y, again_status = again.solve(left_s, warm=model.program)
                 if y is not None:
                     model, x, status = again, y, again_status
         self.model, self.x = model, x
@@ -163,14 +164,11 @@ class Rows:
         self._hi.append(np.broadcast_to(np.asarray(hi, dtype=float), (count,)))
         self.n += count
 
-    def constraint(self, n_cols: int):
-        from scipy.optimize import LinearConstraint
-        from scipy.sparse import csr_array
-
-        matrix = csr_array((np.concatenate(self._v), (np.concatenate(self._r),
-                                                      np.concatenate(self._c))),
-                           shape=(self.n, n_cols))
-        return LinearConstraint(matrix, np.concatenate(self._lo), np.concatenate(self._hi))
+    def matrix(self, n_cols: int) -> tuple[SparseRows, np.ndarray, np.ndarray]:
+        """The rows as a sparse matrix, with their lower and upper bounds."""
+        matrix = sparse_rows(np.concatenate(self._r), np.concatenate(self._c),
+                             np.concatenate(self._v), self.n, n_cols)
+        return matrix, np.concatenate(self._lo), np.concatenate(self._hi)
 
 
 def rows_constraint(rows: list, n: int):
@@ -204,6 +202,7 @@ class _Model:
     lo: np.ndarray
     hi: np.ndarray
     rows: Rows
+    program: Program | None = None  # the HiGHS instance of the last solve
 
     @staticmethod
     def build(now: datetime, inp: PlanInputs, horizon_hours: int, slot_minutes: int,
@@ -356,29 +355,27 @@ class _Model:
         return float(self.c[self.cols["imp"]] @ x[self.cols["imp"]]
                      + self.c[self.cols["exp"]] @ x[self.cols["exp"]])
 
-    def solve(self, time_limit_s: float) -> tuple[np.ndarray | None, str]:
+    def solve(self, time_limit_s: float, warm: Program | None = None
+              ) -> tuple[np.ndarray | None, str]:
         """The relaxation first: where its whole-GPU roles come out whole (as they mostly
-        do), it is the integer optimum too and the branch and bound is not needed."""
-        from scipy.optimize import Bounds, milp
-
+        do), it is the integer optimum too and the branch and bound is not needed. `warm`: an
+        earlier pass's program; where the matrix is the same, it starts from that basis."""
         t0 = time.perf_counter()
-        bounds, constraints = Bounds(self.lo, self.hi), [self.rows.constraint(self.cols.n)]
-        relaxed = milp(self.c, bounds=bounds, constraints=constraints,
-                       options={"time_limit": time_limit_s})
-        if relaxed.x is not None and relaxed.status == 0:
-            roles = relaxed.x[self.cols["role"]]
+        matrix, row_lo, row_hi = self.rows.matrix(self.cols.n)
+        if warm is not None and warm.same_matrix(matrix):
+            warm.resolve(self.c, self.lo, self.hi, row_lo, row_hi)
+            self.program = warm
+        else:
+            self.program = Program(self.c, self.lo, self.hi, matrix, row_lo, row_hi)
+        x, status = self.program.solve(time_limit_s)
+        if x is not None:
+            roles = x[self.cols["role"]]
             if np.all(np.abs(roles - np.round(roles)) < 1e-6):
-                return relaxed.x, "optimal"
+                return x, status
         left_s = time_limit_s - (time.perf_counter() - t0)
         if left_s <= 0:
             return None, "time limit reached"
-        integrality = np.zeros(self.cols.n)
-        integrality[self.cols["role"]] = 1
-        result = milp(self.c, integrality=integrality, bounds=bounds, constraints=constraints,
-                      options={"time_limit": left_s, "mip_rel_gap": MIP_GAP})
-        if result.x is None:
-            return None, result.message
-        return result.x, "optimal" if result.status == 0 else result.message
+        return self.program.solve(left_s, integer=self.cols["role"], mip_rel_gap=MIP_GAP)
 
     def to_plan(self, now: datetime, planner: str, x: np.ndarray) -> Plan:
         step = timedelta(minutes=round(self.hours * 60))
