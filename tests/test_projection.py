@@ -3,7 +3,15 @@ import signal
 from dataclasses import replace
 from datetime import date, timedelta
 
-from node.planning.projection import YearProjection, fingerprint, projected_date
+from node.planning.projection import (
+    HORIZON_YEARS,
+    MIN_PACE_DAYS,
+    YearProjection,
+    fingerprint,
+    horizon_date,
+    outlook,
+    projected_date,
+)
 from node.status import payback_view
 from tests.conftest import make_agent, run_for, wait_until
 
@@ -94,3 +102,35 @@ def test_projected_date_at_the_simulated_pace():
     assert projected_date({"ok": True, "net_per_day": -3.0}, 1000.0, today) is None
     assert projected_date({"ok": False, "error": "x"}, 1000.0, today) is None
     assert projected_date(None, 1000.0, today) is None
+
+
+def test_a_pace_from_fewer_than_30_booked_days_gives_no_date_but_the_days_it_has():
+    today = date(2026, 12, 2)
+    young = outlook(date(2030, 1, 1), today, history_days=12)
+    assert young["state"] == "young" and young["date"] is None
+    assert young["history_days"] == 12 and young["min_days"] == MIN_PACE_DAYS
+    assert outlook(date(2030, 1, 1), today, history_days=30) == {
+        "date": "2030-01-01", "horizon": "2051-12-02", "history_days": 30,
+        "min_days": MIN_PACE_DAYS, "state": "ok"}
+
+
+def test_a_date_past_the_horizon_or_never_is_said_so_not_given():
+    today = date(2028, 2, 29)
+    assert horizon_date(today) == date(2028 + HORIZON_YEARS, 2, 28)  # no 29th that year
+    far = outlook(date(2726, 5, 1), today)  # a pace of a few euros a day on a large CapEx
+    assert far["state"] == "beyond" and far["date"] is None and far["horizon"] == "2053-02-28"
+    assert outlook(None, today)["state"] == "never"
+    assert outlook(horizon_date(today), today)["state"] == "ok"  # the horizon itself is in
+
+
+def test_the_payback_view_reads_the_simulated_years_date_through_the_same_outlook(tmp_path):
+    agent, clock = make_agent(tmp_path)
+    run_for(agent, clock, hours=1)
+    with_projection(agent, days=1)
+    stored = wait_for_projection(agent)
+    p = payback_view(agent)
+    today = clock.now().astimezone(agent.store.tz).date()
+    expected = projected_date(stored, p["capex"] - p["net_to_date"], today)
+    assert p["simulation"]["outlook"] == outlook(expected, today)
+    assert p["simulation"]["projected_date"] == (expected.isoformat() if expected else None)
+    agent.store.close()

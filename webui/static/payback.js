@@ -16,9 +16,9 @@ function showSimulation(sim, fmt) {
     text("sim-detail", r.error);
   } else if (r) {
     text("projected-sim", outlookText(sim.outlook));
-    text("sim-detail", `the planner run over ${Math.round(r.days)} days of this site's sun, ` +
-      `prices and market from ${r.period_start}: ${fmt(r.net_per_day)} a day after energy and ` +
-      `OpEx, ${(r.utilization * 100).toFixed(0)} % of GPU-hours sold` +
+    text("sim-detail", `${fmt(r.net_per_day)} a day over ${Math.round(r.days)} days from ` +
+      `${r.period_start} of this site's sun, prices and market run through the planner, after ` +
+      `energy and OpEx; ${(r.utilization * 100).toFixed(0)} % of GPU-hours sold` +
       (sim.running ? "; re-running for the new settings" : ""));
   } else {
     text("projected-sim", "simulating…");
