@@ -37,6 +37,7 @@ log = logging.getLogger("sunrig.tee")
 CC_REPORT_NAME = "gpu-cc-mode.txt"
 PREFLIGHT_EVERY_S = 300.0  # labels and bindings change by an operator's hand, not by the second
 MAX_REPORT_BYTES = 1 << 20  # a few lines per GPU; anything larger is not the tool's output
+KUBE_TIMEOUT_S = 10.0  # a hung API server must not hold the preflight job for ever
 EVENT_KIND = "tee"
 
 
@@ -73,8 +74,9 @@ def read_kube_view(core: client.CoreV1Api, node_name: str) -> KubeView:
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
     try:
-        node = core.read_node(node_name)
-        classes = client.NodeV1Api(core.api_client).list_runtime_class()
+        node = core.read_node(node_name, _request_timeout=KUBE_TIMEOUT_S)
+        classes = client.NodeV1Api(core.api_client).list_runtime_class(
+            _request_timeout=KUBE_TIMEOUT_S)
     except ApiException as exc:
         return KubeView(node_name, error=f"the Kubernetes API answered {exc.status} "
                         f"{exc.reason} reading node {node_name} and RuntimeClasses")
