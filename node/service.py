@@ -86,7 +86,7 @@ def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> in
         bid = start_bid_server(agent)
         inference = start_local_inference(agent, stop)
         status = status_with_totals(agent, inference)
-        ha = _home_assistant(cfg, status)
+        ha = _home_assistant(cfg, agent, status)
         if cfg.webui.enabled:
             local = cfg.webui.host in LOCALHOST
             app = create_app(status,
@@ -184,10 +184,12 @@ def status_with_totals(agent: Agent, inference: LocalInference | None) -> Callab
     return lambda: agent_status(agent, inference) | {"lifetime": totals.lifetime()}
 
 
-def _home_assistant(cfg: Config, status: Callable[[], dict]) -> HaPublisher | None:
+def _home_assistant(cfg: Config, agent: Agent,
+                    status: Callable[[], dict] | None = None) -> HaPublisher | None:
     h = cfg.homeassistant
     if not h.enabled:
         return None
+    status = status or status_with_totals(agent, None)
     password = read_secret(h.password_file, "homeassistant.password_file",
                            "the MQTT password") if h.password_file else ""
     return HaPublisher(HaSettings(h.mqtt_host, h.mqtt_port, h.username, password,
