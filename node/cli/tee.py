@@ -43,7 +43,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--min-tcb", help="lowest reported TCB accepted, e.g. "
                    "bl=3,tee=0,snp=8,ucode=115")
     v.add_argument("--allow-debug", action="store_true", help="accept a debuggable guest")
-    v.add_argument("--allow-migration-agent", action="store_true")
+    v.add_argument("--allow-migration-agent", action="store_true",
+                   help="accept a guest policy allowing a migration agent")
     v.add_argument("--no-smt", action="store_true", help="refuse a guest policy allowing SMT")
     v.add_argument("--no-measurements", action="store_true", help="accept GPU firmware that "
                    "cannot be compared with RIMs (reported as skipped)")
