@@ -151,12 +151,18 @@ def vek_binding_problem(vek: x509.Certificate, report: SnpReport, family: str) -
 
 
 def policy_problems(report: SnpReport, allow_debug: bool, allow_migration_agent: bool,
-                    allow_smt: bool) -> list[str]:
+                    allow_smt: bool, max_vmpl: int = 0) -> list[str]:
     bits = {"debugging": (POLICY_DEBUG, allow_debug),
             "a migration agent": (POLICY_MIGRATE_MA, allow_migration_agent),
             "SMT": (POLICY_SMT, allow_smt)}
-    return [f"the guest policy allows {what} (bit {bit}), which the tenant does not accept"
-            for what, (bit, allowed) in bits.items() if report.policy >> bit & 1 and not allowed]
+    out = [f"the guest policy allows {what} (bit {bit}), which the tenant does not accept"
+           for what, (bit, allowed) in bits.items() if report.policy >> bit & 1 and not allowed]
+    # the sidecar asks at VMPL 0; a report from a less privileged level speaks for less
+    # (trustee refuses any VMPL but 0)
+    if report.vmpl > max_vmpl:
+        out.append(f"the report was made at VMPL {report.vmpl}, the tenant accepts up to "
+                   f"{max_vmpl}")
+    return out
 
 
 def hw_id_for_kds(report: SnpReport, family: str) -> str:

@@ -39,6 +39,7 @@ class TenantPolicy:
     allow_smt: bool = True
     min_tcb: amd.SnpTcb | None = None
     require_measurements: bool = True
+    max_vmpl: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,9 @@ def _gpu_checks(gpu: LeaseGpu, gpu_nonce: bytes, policy: TenantPolicy,
     evidence = GpuEvidence(gpu.device_index, f"device {gpu.device_index}", gpu.report,
                            gpu.cert_chain_pem)
     checks = [_measured(c, policy) for c in verify_gpu(evidence, gpu_nonce, gpu_trust)]
+    if gpu.cec_report:
+        checks.append(Check(p + "cec", SKIP, f"a {len(gpu.cec_report)}-byte CEC report follows "
+                            "the GPU report; it is not verified", False))
     if trust.bundle is not None:
         checks.append(_gpu_revocation(p, gpu, trust))
     return checks
@@ -185,7 +189,7 @@ def _vek_kind_problem(snp: SnpReport, vek: x509.Certificate, roots: amd.AmdRoots
 
 def _snp_policy_checks(snp: SnpReport, family: str, policy: TenantPolicy) -> list[Check]:
     problems = amd.policy_problems(snp, policy.allow_debug, policy.allow_migration_agent,
-                                   policy.allow_smt)
+                                   policy.allow_smt, policy.max_vmpl)
     checks = [_check("cpu.policy", "; ".join(problems) or None,
                      f"guest policy 0x{snp.policy:x} meets the tenant's")]
     tcb = amd.reported_tcb(snp, family)

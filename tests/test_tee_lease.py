@@ -158,7 +158,7 @@ def gpu_answer(amd_: AmdTestChain, gpus: list[LeaseGpu], **kw):
 @pytest.mark.parametrize(("report", "vek"), [(SNP_REPORT, VCEK), (VLEK_REPORT, VLEK)],
                          ids=["vcek", "vlek"])
 def test_recorded_snp_answers_pass_with_amds_pinned_milan_root(report, vek):
-    verdict = genuine_cpu(report, vek)
+    verdict = genuine_cpu(report, vek, max_vmpl=1)  # trustee's VLEK report is from VMPL 1
     assert verdict.passed, verdict.failed
     assert "ARK-Milan" in verdict.check("cpu.vek_chain").detail
 
@@ -323,6 +323,12 @@ def test_a_migration_agent_fails_the_policy_unless_the_tenant_allows_it(test_amd
     assert verify_lease(ans, nonce, policy=allow, trust=test_amd.trust()).passed
 
 
+def test_a_report_from_vmpl_1_fails_the_policy_unless_the_tenant_accepts_it():
+    verdict = genuine_cpu(VLEK_REPORT, VLEK)
+    assert failed(verdict) == {"cpu.policy"}
+    assert "VMPL 1" in verdict.check("cpu.policy").detail
+
+
 def test_smt_fails_the_recorded_policy_when_the_tenant_refuses_it():
     assert failed(genuine_cpu(allow_smt=False)) == {"cpu.policy"}  # policy 0x3001f allows SMT
 
@@ -383,6 +389,13 @@ def test_the_sidecars_concatenation_splits_back_with_a_cec_report():
     back = split_gpu_blob(5, blob)
     assert (back.report, back.cec_report, back.cert_chain_pem) == (
         gpu.report, b"CEC-REPORT", gpu.cert_chain_pem)
+
+
+def test_a_cec_report_is_named_as_unverified_and_does_not_decide(test_amd):
+    gpu = GPU_SETS["sdk-single"][0]
+    ans, nonce = gpu_answer(test_amd, [replace(gpu, cec_report=b"CEC-REPORT")])
+    verdict = verify_lease(ans, nonce, policy=NO_RIMS, trust=test_amd.trust())
+    assert verdict.passed and "not verified" in verdict.check("gpu0.cec").detail
 
 
 @pytest.mark.parametrize(("doc", "named"), [

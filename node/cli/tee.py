@@ -46,6 +46,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--allow-migration-agent", action="store_true",
                    help="accept a guest policy allowing a migration agent")
     v.add_argument("--no-smt", action="store_true", help="refuse a guest policy allowing SMT")
+    v.add_argument("--max-vmpl", type=int, default=0, help="the least privileged VMPL a report "
+                   "may come from (default 0, where the sidecar asks)")
     v.add_argument("--no-measurements", action="store_true", help="accept GPU firmware that "
                    "cannot be compared with RIMs (reported as skipped)")
     v.add_argument("--at", help="judge validity at this ISO time (default now)")
@@ -155,7 +157,8 @@ def _policy(args: argparse.Namespace) -> TenantPolicy:
                         allow_migration_agent=args.allow_migration_agent,
                         allow_smt=not args.no_smt,
                         min_tcb=parse_min_tcb(args.min_tcb) if args.min_tcb else None,
-                        require_measurements=not args.no_measurements)
+                        require_measurements=not args.no_measurements,
+                        max_vmpl=args.max_vmpl)
 
 
 def _trust(args: argparse.Namespace) -> LeaseTrust:
