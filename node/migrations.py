@@ -1,12 +1,72 @@
 """The store's schema, as numbered migrations. Never edit an applied one; add the next number.
 
 Timestamps are REAL seconds since the epoch (UTC); `day` columns are the site's local date.
+
+`Migrations` keeps its record where sqlite-utils' migrations keep theirs, in the same table and
+columns (sqlite_utils/migrations.py: `_sqlite_migrations`, one row per migration set and name,
+unique), so stores made before read as migrated, and either can migrate a store further. It
+runs on any database object with `execute` and `atomic`: the store's own, or sqlite-utils'.
 """
 
 from __future__ import annotations
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from node.store import Database
+
+TABLE = "_sqlite_migrations"
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    fn: Callable[[Any], None]
+
+
+class Migrations:
+    """A named set of migrations, applied in the order they were registered."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._migrations: list[Migration] = []
+
+    def __call__(self, *, name: str | None = None) -> Callable:
+        def register(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+            label = name or fn.__name__
+            if any(m.name == label for m in self._migrations):
+                raise ValueError(f"migration {label!r} is registered twice in {self.name!r}")
+            self._migrations.append(Migration(label, fn))
+            return fn
+        return register
+
+    def applied(self, db: Database) -> list[str]:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                      [TABLE]).fetchone() is None:
+            return []
+        return [r[0] for r in db.execute(f"SELECT name FROM {TABLE} WHERE migration_set = ? "
+                                         "ORDER BY rowid", [self.name])]
+
+    def pending(self, db: Database) -> list[Migration]:
+        done = set(self.applied(db))
+        return [m for m in self._migrations if m.name not in done]
+
+    def apply(self, db: Database) -> None:
+        """Each pending migration in one transaction with the record of it."""
+        db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ([id] INTEGER PRIMARY KEY, "
+                   "[migration_set] TEXT, [name] TEXT, [applied_at] TEXT)")
+        db.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS idx_{TABLE}_migration_set_name "
+                   f"ON {TABLE} (migration_set, name)")
+        for migration in self.pending(db):
+            with db.atomic():
+                migration.fn(db)
+                db.execute(f"INSERT INTO {TABLE} (migration_set, name, applied_at) "
+                           "VALUES (?, ?, ?)", [self.name, migration.name,
+                                                str(datetime.now(UTC))])
+
 
 migrations = Migrations("sunrig")
 

@@ -1,8 +1,13 @@
-"""SQLite store (sqlite-utils, WAL): samples, prices, plans, leases, payouts, ledger and events.
+"""SQLite store (WAL): samples, prices, plans, leases, payouts, ledger and events.
 
 One connection guarded by one lock, shared by the scheduler's jobs and the web server's threads.
 Writes that come from outside (leases, payouts) are keyed by their market's ids, so syncing the
 same data twice stores it once.
+
+`Database` is the little of sqlite-utils' Database the store uses, on sqlite3 alone: importing
+sqlite-utils imports pandas (a second and some 40 MiB in the agent for nothing it uses). It keeps
+sqlite-utils' behaviour: a write outside `atomic()` commits at once, a nested `atomic()` is a
+savepoint, and `query` yields rows as dicts.
 """
 
 from __future__ import annotations
@@ -13,14 +18,90 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlite_utils import Database
-
 from energy.redact import redact
 from node.migrations import migrations
+
+
+class Database:
+    """A sqlite3 connection in autocommit mode, with transactions only where `atomic` opens
+    them (the driver opens none of its own)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        conn.isolation_level = None
+        self.conn = conn
+
+    def execute(self, sql: str, params: Iterable[Any] | dict | None = None) -> sqlite3.Cursor:
+        return self.conn.execute(sql, () if params is None else params)
+
+    def query(self, sql: str, params: Iterable[Any] | dict | None = None) -> Iterator[dict]:
+        cursor = self.execute(sql, params)
+        keys = [d[0] for d in cursor.description or ()]
+        return (dict(zip(keys, row, strict=True)) for row in cursor)
+
+    @contextmanager
+    def atomic(self) -> Iterator[Database]:
+        """One transaction; inside another, a savepoint that rolls back alone."""
+        if self.conn.in_transaction:
+            self.conn.execute("SAVEPOINT nested")
+            try:
+                yield self
+            except BaseException:
+                if self.conn.in_transaction:  # a failed COMMIT trigger may have ended it
+                    self.conn.execute("ROLLBACK TO SAVEPOINT nested")
+                    self.conn.execute("RELEASE SAVEPOINT nested")
+                raise
+            self.conn.execute("RELEASE SAVEPOINT nested")
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield self
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+
+    def __getitem__(self, table: str) -> Table:
+        return Table(self, table)
+
+    def enable_wal(self) -> None:
+        self.conn.execute("PRAGMA journal_mode=wal")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Table:
+    """Inserts of rows given as dicts into an existing table (the migrations make them all)."""
+
+    def __init__(self, db: Database, name: str):
+        self.db, self.name = db, name
+
+    def insert(self, row: dict, replace: bool = False, ignore: bool = False) -> None:
+        self.insert_all([row], replace=replace, ignore=ignore)
+
+    def insert_all(self, rows: Iterable[dict], pk: str | None = None, replace: bool = False,
+                   ignore: bool = False) -> None:
+        """`pk` is what sqlite-utils would create a missing table with; the tables exist."""
+        rows = list(rows)
+        if not rows:
+            return
+        columns = list(dict.fromkeys(chain.from_iterable(rows)))  # every key, first seen first
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE" if ignore else "INSERT"
+        names = ", ".join(_quoted(c) for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        self.db.conn.executemany(
+            f"{verb} INTO {_quoted(self.name)} ({names}) VALUES ({marks})",
+            ([row.get(c) for c in columns] for row in rows))
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def epoch(ts: datetime) -> float:
@@ -37,7 +118,7 @@ class Store:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self.db = Database(conn, execute_plugins=False)
+        self.db = Database(conn)
         self.tz = ZoneInfo(timezone)
         self._lock = threading.RLock()
         if self.path != ":memory:":

@@ -81,3 +81,74 @@ def test_expiry_keeps_recent_and_unrolled_samples(store):
     expire_raw(store, now, retention_days=1)
     left = store.query("SELECT min(ts) AS first, count(*) AS n FROM site_samples")[0]
     assert left["first"] >= epoch(T0 + timedelta(minutes=15)) and left["n"] == 90
+
+
+def test_a_store_migrated_by_sqlite_utils_reads_as_migrated_and_the_other_way_round(tmp_path):
+    """The record of migrations is sqlite-utils' own table: a store made with its Migrations
+    (sqlite_utils/migrations.py) needs nothing more, and one made here needs nothing more
+    there."""
+    import sqlite3
+
+    import pytest
+    from sqlite_utils import Database as UtilsDatabase
+    from sqlite_utils.migrations import Migrations as UtilsMigrations
+
+    from node.migrations import migrations
+
+    theirs = UtilsMigrations(migrations.name)
+    for m in migrations.pending(UtilsDatabase(memory=True)):
+        theirs(name=m.name)(m.fn)
+    made_there = tmp_path / "there.db"
+    theirs.apply(UtilsDatabase(made_there))
+    s = Store(made_there)
+    assert migrations.pending(s.db) == [] and s.query("SELECT count(*) AS n FROM leases")
+    s.close()
+    Store(tmp_path / "here.db").close()
+    db = UtilsDatabase(tmp_path / "here.db")
+    assert theirs.pending(db) == []
+    assert [m.name for m in theirs.applied(db)] == migrations.applied(db)
+    with pytest.raises(sqlite3.IntegrityError):  # the same unique record as theirs
+        db.execute("INSERT INTO _sqlite_migrations (migration_set, name) VALUES (?, ?)",
+                   [migrations.name, "001_initial"])
+
+
+def test_a_write_outside_a_transaction_is_seen_at_once_and_a_failed_one_leaves_nothing(tmp_path):
+    import sqlite3
+
+    import pytest
+    s = Store(tmp_path / "s.db")
+    other = sqlite3.connect(tmp_path / "s.db")
+    s.db.execute("INSERT INTO meta (key, value) VALUES ('a', '1')")
+    assert other.execute("SELECT value FROM meta WHERE key = 'a'").fetchone() == ("1",)
+    with pytest.raises(sqlite3.IntegrityError), s.transaction() as db:
+        db["meta"].insert({"key": "b", "value": "2"})
+        db["meta"].insert({"key": "c", "value": None})  # NOT NULL: the whole write fails
+    assert s.get_meta("b") is None
+    with s.transaction() as db:
+        db["meta"].insert({"key": "d", "value": "4"})
+        with pytest.raises(sqlite3.IntegrityError), db.atomic():  # nested: rolls back alone
+            db["meta"].insert({"key": "a", "value": "again"})
+    assert s.get_meta("d") == "4" and s.get_meta("a") == "1"
+    other.close()
+    s.close()
+
+
+def test_rows_with_different_keys_insert_together_and_missing_ones_are_null(store):
+    store.add_inference_usage([
+        {"ts": 1.0, "day": "2024-01-01", "user": "u", "model": "m", "endpoint": "chat",
+         "stream": 0, "status": 200, "prompt_tokens": 1, "completion_tokens": 2,
+         "latency_ms": 3.0, "metered": "exact"},
+        {"ts": 2.0, "day": "2024-01-01", "user": "u", "model": "m", "endpoint": "chat",
+         "stream": 1, "status": 200, "prompt_tokens": 4, "completion_tokens": 5,
+         "latency_ms": 6.0, "metered": "exact", "id": 7}])
+    rows = store.query("SELECT id, prompt_tokens FROM inference_usage ORDER BY ts")
+    assert [r["prompt_tokens"] for r in rows] == [1, 4] and rows[1]["id"] == 7
+
+
+def test_the_store_imports_neither_sqlite_utils_nor_pandas():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", "import sys, node.store; print(sorted("
+                          "{'sqlite_utils', 'pandas'} & set(sys.modules)))"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
