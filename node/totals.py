@@ -3,9 +3,11 @@ its lifetime sensors, from one source.
 
 A counter must never go down, not even across a restart, so nothing here is counted in memory:
 revenue, the rig's energy and the value of local inference are summed from the daily ledger
-(`ledger_daily`, rebuilt from bookings that only ever grow), and local inference is summed from
-the usage rows (`inference_usage`, append-only). Sums are exact (`math.fsum`), so a total that
-grew is never shown smaller because floating-point additions ran in another order.
+(`ledger_daily`, rebuilt from bookings that only ever grow), and local inference from the usage
+rows (`inference_usage`, append-only). The ledger is summed in integers (millionths of the
+currency, milliwatt-hours), exactly, so a total that grew is never shown smaller because
+floating-point additions ran in another order (or in other batches, before a restart and
+after); latencies likewise, in microseconds.
 
 The usage table grows with every request; its sums are kept per process and only the rows
 added since the last read are queried (the table's ids only increase), so a scrape does not
@@ -14,7 +16,6 @@ scan every request ever made. A restart reads them all once.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import defaultdict
 from typing import Any
@@ -24,25 +25,27 @@ from node.store import Store
 # seconds; from a short completion on a local GPU to a long one on a busy server
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 ERROR_STATUS = 400  # an answer at or above it is an error; its latency is not in the histogram
+MICRO = 1_000_000  # money is summed in millionths of the currency, latency in microseconds
+MILLI = 1_000  # energy in milliwatt-hours
 
 
 def ledger_totals(store: Store) -> dict[str, Any]:
     """Revenue per market, the rig's energy (Wh) per role and source, and the value of local
     inference per model, since the first booking."""
-    rows = store.query("SELECT category, name, source, energy_wh, amount FROM ledger_daily")
-    parts: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    rows = store.query(
+        "SELECT category, name, source, "
+        f"sum(CAST(round(energy_wh * {MILLI}) AS INTEGER)) AS mwh, "
+        f"sum(CAST(round(amount * {MICRO}) AS INTEGER)) AS micro "
+        "FROM ledger_daily GROUP BY category, name, source ORDER BY category, name, source")
+    money: dict[str, dict[str, float]] = defaultdict(dict)
     for r in rows:
-        if r["category"] == "energy":
-            parts[("energy", r["name"], r["source"])].append(r["energy_wh"])
-        else:  # revenue by market, local_value by model: money, no source
-            parts[(r["category"], r["name"], "")].append(r["amount"])
-    totals = {key: math.fsum(values) for key, values in sorted(parts.items())}
-    return {
-        "revenue_by_market": {n: v for (c, n, _), v in totals.items() if c == "revenue"},
-        "energy_wh": [{"role": n, "source": s, "energy_wh": v}
-                      for (c, n, s), v in totals.items() if c == "energy"],
-        "local_value_by_model": {n: v for (c, n, _), v in totals.items()
-                                 if c == "local_value"}}
+        if r["category"] != "energy":  # revenue by market, local_value by model
+            money[r["category"]][r["name"]] = r["micro"] / MICRO
+    return {"revenue_by_market": money["revenue"],
+            "energy_wh": [{"role": r["name"], "source": r["source"],
+                           "energy_wh": r["mwh"] / MILLI}
+                          for r in rows if r["category"] == "energy"],
+            "local_value_by_model": money["local_value"]}
 
 
 class InferenceTotals:
@@ -62,7 +65,7 @@ class InferenceTotals:
                          "prompt_tokens": c[1], "completion_tokens": c[2]}
                         for (u, m, s), c in sorted(self._counts.items())]
             latency = {m: {"buckets": list(h["buckets"]), "count": h["count"],
-                           "sum_s": math.fsum(h["sum_s"])}
+                           "sum_s": h["sum_us"] / MICRO}
                        for m, h in sorted(self._latency.items())}
         return {"requests": requests, "latency": latency,
                 "latency_buckets_s": list(LATENCY_BUCKETS_S)}
@@ -74,14 +77,12 @@ class InferenceTotals:
             c[1] += r["prompt_tokens"]
             c[2] += r["completion_tokens"]
             h = self._latency.setdefault(r["model"], {
-                "buckets": [0] * len(LATENCY_BUCKETS_S), "count": 0, "sum_s": []})
+                "buckets": [0] * len(LATENCY_BUCKETS_S), "count": 0, "sum_us": 0})
             for i in range(len(LATENCY_BUCKETS_S)):
                 h["buckets"][i] += r[f"le{i}"]
             h["count"] += r["answered"]
-            h["sum_s"].append(r["latency_ms_sum"] / 1000.0)
+            h["sum_us"] += r["latency_us"]
             self._last_id = max(self._last_id, r["last_id"])
-        for h in self._latency.values():  # one exact sum, not a growing list
-            h["sum_s"] = [math.fsum(h["sum_s"])]
 
 
 def _new_usage_sql() -> str:
@@ -91,7 +92,8 @@ def _new_usage_sql() -> str:
     return ("SELECT user, model, status, count(*) AS n, max(id) AS last_id, "
             "sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, "
             f"sum({answered}) AS answered, "
-            f"coalesce(sum(CASE WHEN {answered} THEN latency_ms END), 0.0) AS latency_ms_sum, "
+            f"coalesce(sum(CASE WHEN {answered} THEN CAST(round(latency_ms * 1000) AS INTEGER) "
+            "END), 0) AS latency_us, "
             f"{buckets} FROM inference_usage WHERE id > ? GROUP BY user, model, status")
 
 
