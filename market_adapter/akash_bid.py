@@ -20,6 +20,9 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal, localcontext
@@ -159,13 +162,82 @@ def price_order(order: Order, offer: Offer, now: datetime) -> str:
     return f"{bid:.{order.price_precision}f}"
 
 
-def price_request(body: bytes, offer: Offer | None, now: datetime) -> str:
-    """One order as the provider sent it, priced from the agent's current offer: the bid
-    endpoint's work. Decline (FieldError for a malformed order) says why there is no price."""
+def price_request(body: bytes, offer: Offer | None, now: datetime,
+                  share: AkashShare | None = None) -> str:
+    """One order as the provider sent it, priced from the agent's current offer and, where
+    given, within Akash's share of the plan: the bid endpoint's work. Decline (FieldError for a
+    malformed order) says why there is no price."""
     order = parse_order(body)
     if offer is None:
         raise Decline("no offer yet: the agent has not planned since it started")
-    return price_order(order, offer, now)
+    if share is None:
+        return price_order(order, offer, now)
+    return share.bid(order.gpus, lambda: price_order(order, offer, now))
+
+
+# ---- Akash's share -----------------------------------------------------------------------------
+
+# The provider withdraws a bid no lease took after --bid-timeout, 5 minutes unless set otherwise
+# (provider cmd/provider-services/cmd/flags.go FlagBidTimeout; bidengine/order.go closes it);
+# a bid that won shows as a lease at the agent's next chain sync, a minute or two later.
+BID_OPEN_S = 300.0 + 120.0
+
+
+class AkashShare:
+    """The plan's split, held for the bid endpoint: an order is bid only while its GPUs, added
+    to those Akash's leases hold and to those of bids still open, fit the GPUs the plan gives
+    Akash now. The offer alone cannot say this: it is renewed once a minute, while the provider
+    may ask for several orders within that minute, and each would fit on its own.
+
+    The agent calls `update` each time it applies the plan; the endpoint calls `bid`."""
+
+    def __init__(self, bid_open_s: float = BID_OPEN_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.bid_open_s, self.clock = bid_open_s, clock
+        self.planned_gpus: int | None = None  # None: the agent has not applied a plan yet
+        self.leased_gpus = 0
+        self._open: list[tuple[float, int]] = []  # (until, GPUs) of bids no lease took yet
+        self._lock = threading.Lock()
+
+    def update(self, planned_gpus: int, leased_gpus: int) -> None:
+        """The plan's Akash GPUs now (leased ones included) and those Akash's leases hold. A
+        rise in leased GPUs is bids that won: the oldest open bids close by as many GPUs."""
+        if planned_gpus < 0 or leased_gpus < 0:
+            raise ValueError(f"GPU counts cannot be negative ({planned_gpus}, {leased_gpus})")
+        with self._lock:
+            won = max(0, leased_gpus - self.leased_gpus) if self.planned_gpus is not None else 0
+            self.planned_gpus, self.leased_gpus = planned_gpus, leased_gpus
+            while won > 0 and self._open:
+                until, gpus = self._open.pop(0)
+                if gpus > won:
+                    self._open.insert(0, (until, gpus - won))
+                won -= gpus
+
+    def open_gpus(self) -> int:
+        """GPUs in bids still open (no lease yet, not timed out)."""
+        with self._lock:
+            return self._expire()
+
+    def bid(self, gpus: int, price: Callable[[], str]) -> str:
+        """`price()` when `gpus` fit the share (the bid is then counted open), else Decline."""
+        with self._lock:
+            if self.planned_gpus is None:
+                raise Decline("no share yet: the agent has not applied a plan since it started")
+            pending = self._expire()
+            room = self.planned_gpus - self.leased_gpus - pending
+            if gpus > room:
+                raise Decline(f"order asks for {gpus} GPUs, beyond Akash's share: the plan gives "
+                              f"Akash {self.planned_gpus}, its leases hold {self.leased_gpus}, "
+                              f"open bids {pending}")
+            answer = price()  # a Decline here leaves no open bid behind
+            if gpus:
+                self._open.append((self.clock() + self.bid_open_s, gpus))
+            return answer
+
+    def _expire(self) -> int:
+        now = self.clock()
+        self._open = [(until, gpus) for until, gpus in self._open if until > now]
+        return sum(gpus for _, gpus in self._open)
 
 
 def _usd_per_unit(denom: str, offer: Offer) -> float:

@@ -2,9 +2,17 @@
 
 Akash's provider counts a node's free GPUs as allocatable minus the GPU requests of every
 scheduled pod on the node, in all namespaces, so a pod holding a GPU takes it off what Akash
-bids. Hyperbolic's rental pods are pinned to the node and go through the default scheduler,
-so they too cannot land on a GPU another pod holds; whether Hyperbolic's listing leaves such a
-GPU out is not public (HyperbolicLabs/Hyper-dOS shows no code that reports GPU counts).
+bids. Hyper-dOS's rental pods are pinned to the node by a nodeSelector on
+kubernetes.io/hostname (not nodeName) and name no schedulerName, so the default scheduler
+places them and they too cannot land on a GPU another pod holds: they stay Pending instead
+(HyperbolicLabs/Hyper-dOS gitapps/buffalo/instance/templates/deployment.yaml; their GPU count
+comes in `resources` from Hyperbolic's control plane, whose placement code is not public). The
+chart's instance pods have no tolerations by default, but neither do Akash's workloads, so a
+taint would keep both off the node: no taint or label divides one node's GPUs between the two.
+Whether Hyperbolic's listing leaves a held GPU out is not public either: Hyper-dOS's agent
+(epitome) registers only the cluster's name (mode/jungle/register.go) and labels the node's
+CPU; whatever counts GPUs does so from Hyperbolic's side. `gpus_off_market` says how the two
+markets' shares are kept with hold pods alone.
 
 So the owner's local inference runs as pods requesting `nvidia.com/gpu` in sunrig's namespace
 (labelled `sunrig.io/role=local`, deployed by the owner), and for every further GPU the plan
@@ -256,6 +264,24 @@ def call_api(what: str, where: str, timeout_s: float, fn, *args, **kwargs):
                         f"{exc.reason}") from None
     except (HTTPError, OSError) as exc:
         raise KubeError(f"kubernetes: {what} in {where}: {exc}") from None
+
+
+def gpus_off_market(total_gpus: int, planned: Mapping[str, int], leased: Mapping[str, int]
+                    ) -> int:
+    """GPUs to keep from both markets on Kubernetes (local pods and hold pods) so that each
+    market gets its share and no more, as far as Kubernetes can tell them apart.
+
+    A free GPU on the node is free to both providers: Akash's inventory and Hyper-dOS's rental
+    pods (default scheduler, pinned by kubernetes.io/hostname) see the same allocatable GPUs,
+    and no label or taint splits one node's GPUs between them. Akash is held to its share by
+    its bid script (market_adapter/akash_bid.py AkashShare), Hyperbolic only by what is free.
+    So the node leaves free the largest unleased share, not their sum: Hyperbolic can never
+    take more than the plan gives the markets together, and goes beyond its own share only
+    into Akash's unsold GPUs, and only when Akash's unleased share is the larger."""
+    markets = set(planned) | set(leased)
+    in_leases = sum(leased.get(m, 0) for m in markets)
+    free = max((planned.get(m, 0) - leased.get(m, 0) for m in markets), default=0)
+    return max(0, total_gpus - in_leases - max(0, free))
 
 
 def remove_all(api: client.CoreV1Api, namespace: str, timeout_s: float = 10.0) -> int:

@@ -92,6 +92,7 @@ class Rig:
         # the free GPUs and floor fixed here, whatever the plan made of the simulated day
         self.market.offer(Capacity(6, "h200", 141.0), 2.0)
         self.server = start_bid_server(self.agent)
+        self.agent.parts.akash_share.update(6, 0)  # the plan's Akash GPUs, as the offer's
         self.token = Path(self.cfg.markets.akash.bid_token_file).read_text().strip()
         self.script = tmp_path / "price_script.sh"
         self.install(bid_script(self.server.url, self.token))
