@@ -8,7 +8,7 @@ from typing import Any
 from energy.flows import power_flows
 from market_adapter.base import ACTIVE
 from node.agent import Agent
-from node.ledger import LOCAL_VALUE, day_summary, payback, signed_amount
+from node.ledger import LOCAL_VALUE, Payback, day_summary, payback, signed_amount
 from node.planning.planner import price_at
 from node.planning.projection import outlook, projected_date
 from node.store import from_epoch
@@ -65,7 +65,7 @@ def agent_status(agent: Agent, local_inference: Any = None) -> dict[str, Any]:
     }
 
 
-def _payback_status(agent: Agent, pb, today: date) -> dict[str, Any]:
+def _payback_status(agent: Agent, pb: Payback, today: date) -> dict[str, Any]:
     return {"capex": pb.capex, "net_to_date": pb.net_to_date,
             "cash_to_date": pb.cash_to_date, "local_value_to_date": pb.local_value_to_date,
             "net_per_day_30d": pb.net_per_day_30d, "paid_back_pct": pb.paid_back_pct,
@@ -74,11 +74,16 @@ def _payback_status(agent: Agent, pb, today: date) -> dict[str, Any]:
             "simulation": _year_projection(agent, pb, today)}
 
 
-def pace_outlook(store: Any, pb, today: date) -> dict[str, Any]:
+def pace_outlook(store: Any, pb: Payback, today: date) -> dict[str, Any]:
     """The last 30 days' payback date, or why there is none: too young a store, a pace that
     never pays back, or a date past the horizon."""
-    started = min((date.fromisoformat(i["date"]) for i in store.cost_items()), default=today)
+    started = costs_start(store.cost_items(), today)
     return outlook(pb.projected_date, today, booked_days(store, started, today))
+
+
+def costs_start(items: list[dict], today: date) -> date:
+    """Where the payback counts from: the earliest CapEx or OpEx item's date."""
+    return min((date.fromisoformat(i["date"]) for i in items), default=today)
 
 
 def local_inference_view(store: Any, runtime: Any, today: date,
@@ -380,7 +385,7 @@ def payback_view(agent: Agent) -> dict[str, Any]:
     store = agent.store
     today = agent.clock.now().astimezone(store.tz).date()
     items = store.cost_items()
-    started = min((date.fromisoformat(i["date"]) for i in items), default=today)
+    started = costs_start(items, today)
     rows = store.daily_range(started, today)
     cumulative = _cumulative_net(rows, items, started, today)
     pb = payback(store, today)
@@ -421,7 +426,7 @@ def booked_days(store: Any, started: date, today: date) -> int:
     return max(0, (today - max(started, date.fromisoformat(first))).days + 1)
 
 
-def _net_parts(rows: list[dict], pb) -> dict[str, float]:
+def _net_parts(rows: list[dict], pb: Payback) -> dict[str, float]:
     """What the net to date is made of: revenue and local value in, energy and OpEx out. OpEx
     is what remains of the payback's net, since it accrues from each item's own date."""
     sums = {category: sum(r["amount"] for r in rows if r["category"] == category)
@@ -431,7 +436,7 @@ def _net_parts(rows: list[dict], pb) -> dict[str, float]:
             "energy_cost": round(sums["energy"], 2), "opex": round(opex, 2)}
 
 
-def _year_projection(agent: Agent, pb, today: date) -> dict[str, Any]:
+def _year_projection(agent: Agent, pb: Payback, today: date) -> dict[str, Any]:
     """The payback date at the pace of the simulated year, and how that year went."""
     stored = agent.projection.stored()
     when = projected_date(stored, pb.capex - pb.net_to_date, today)
