@@ -94,6 +94,7 @@ class Agent:
         self.state = LiveState()
         self._lock = threading.RLock()
         self._scheduler: BackgroundScheduler | None = None
+        self._arming = threading.Lock()  # a job re-arms itself, or stop() takes the scheduler
         self.projection = YearProjection(store)
         store.sync_cost_items(_cost_rows(cfg))  # the config is the source of CapEx and OpEx
         a = cfg.agent
@@ -127,9 +128,10 @@ class Agent:
             self._arm(self._scheduler, name)
 
     def stop(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=True)  # let running jobs finish their transaction
-            self._scheduler = None
+        with self._arming:
+            scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)  # let running jobs finish their transaction
         self.projection.stop()
         self.run_job("ledger")  # leave nothing sampled unbooked
         self.store.add_event(self.clock.now(), "agent", "agent stopped")
@@ -145,17 +147,20 @@ class Agent:
         on a fixed rate its next runs would come due while it still runs, each one skipped
         with a warning. From its end, a slow job simply runs less often."""
         due = datetime.now(UTC) + timedelta(seconds=real_seconds(self.clock, self.jobs[name][1]))
-        # a fresh id per run: the scheduler counts running instances by id, and this run's
-        # count may not yet be cleared when the next one comes due
-        scheduler.add_job(self._run_scheduled, DateTrigger(due), args=[scheduler, name],
-                          name=name)
+        # Never once stop() has taken the scheduler: its shutdown holds the job store's lock
+        # while it waits for running jobs, so a job adding itself then would wait forever.
+        with self._arming:
+            if scheduler is self._scheduler:
+                # a fresh id per run: the scheduler counts running instances by id, and this
+                # run's count may not yet be cleared when the next one comes due
+                scheduler.add_job(self._run_scheduled, DateTrigger(due),
+                                  args=[scheduler, name], name=name)
 
     def _run_scheduled(self, scheduler: BackgroundScheduler, name: str) -> None:
         try:
             self.run_job(name)
         finally:
-            if scheduler.running:  # not once stop() has begun
-                self._arm(scheduler, name)
+            self._arm(scheduler, name)
 
     def run_job(self, name: str) -> bool:
         """Run one job; failures are recorded and logged on change, never raised."""
