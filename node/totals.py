@@ -27,6 +27,7 @@ LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.
 ERROR_STATUS = 400  # an answer at or above it is an error; its latency is not in the histogram
 MICRO = 1_000_000  # money is summed in millionths of the currency, latency in microseconds
 MILLI = 1_000  # energy in milliwatt-hours
+CHUNK_ROWS = 20_000  # usage rows per query while catching up (a few tenths of a second each)
 
 
 def ledger_totals(store: Store) -> dict[str, Any]:
@@ -60,7 +61,7 @@ class InferenceTotals:
 
     def read(self, store: Store) -> dict[str, Any]:
         with self._lock:
-            self._add(store.query(_NEW_USAGE_SQL, [*LATENCY_BUCKETS_S, self._last_id]))
+            self._catch_up(store)
             requests = [{"user": u, "model": m, "status": s, "requests": c[0],
                          "prompt_tokens": c[1], "completion_tokens": c[2]}
                         for (u, m, s), c in sorted(self._counts.items())]
@@ -69,6 +70,15 @@ class InferenceTotals:
                        for m, h in sorted(self._latency.items())}
         return {"requests": requests, "latency": latency,
                 "latency_buckets_s": list(LATENCY_BUCKETS_S)}
+
+    def _catch_up(self, store: Store) -> None:
+        """Add the rows written since the last read, a slice of ids at a time: the store has
+        one lock, and a first read of years of requests must not hold up its other users."""
+        top = store.query("SELECT coalesce(max(id), 0) AS top FROM inference_usage")[0]["top"]
+        while self._last_id < top:
+            upto = min(top, self._last_id + CHUNK_ROWS)
+            self._add(store.query(_NEW_USAGE_SQL, [*LATENCY_BUCKETS_S, self._last_id, upto]))
+            self._last_id = upto  # ids only grow: every row up to the top read is committed
 
     def _add(self, rows: list[dict]) -> None:
         for r in rows:
@@ -82,19 +92,19 @@ class InferenceTotals:
                 h["buckets"][i] += r[f"le{i}"]
             h["count"] += r["answered"]
             h["sum_us"] += r["latency_us"]
-            self._last_id = max(self._last_id, r["last_id"])
 
 
 def _new_usage_sql() -> str:
     answered = f"status < {ERROR_STATUS}"
     buckets = ", ".join(f"sum({answered} AND latency_ms <= ? * 1000.0) AS le{i}"
                         for i in range(len(LATENCY_BUCKETS_S)))
-    return ("SELECT user, model, status, count(*) AS n, max(id) AS last_id, "
+    return ("SELECT user, model, status, count(*) AS n, "
             "sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, "
             f"sum({answered}) AS answered, "
             f"coalesce(sum(CASE WHEN {answered} THEN CAST(round(latency_ms * 1000) AS INTEGER) "
             "END), 0) AS latency_us, "
-            f"{buckets} FROM inference_usage WHERE id > ? GROUP BY user, model, status")
+            f"{buckets} FROM inference_usage WHERE id > ? AND id <= ? "
+            "GROUP BY user, model, status")
 
 
 _NEW_USAGE_SQL = _new_usage_sql()

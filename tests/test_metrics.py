@@ -203,3 +203,16 @@ def test_without_lifetime_totals_no_counter_is_made_up():
     got = samples(text)
     assert not [k for k in got if k[0].endswith(("_total", "_count", "_sum", "_bucket"))]
     assert got[("sunrig_rig_power_watts", ())] == 1200.0
+
+
+def test_a_first_read_in_slices_of_ids_counts_every_request_once(store, monkeypatch):
+    import node.totals
+
+    store.add_inference_usage([usage(store, f"u{i % 3}", "tiny", 200 if i % 4 else 500,
+                                     10.0 * i) for i in range(11)])
+    whole = counters(scrape(lambda: {"lifetime": Totals(store).lifetime()}))
+    monkeypatch.setattr(node.totals, "CHUNK_ROWS", 2)
+    sliced = counters(scrape(lambda: {"lifetime": Totals(store).lifetime()}))
+    assert sliced == whole
+    requests = [v for k, v in whole.items() if k[0] == "sunrig_inference_requests_total"]
+    assert sum(requests) == 11
