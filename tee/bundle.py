@@ -5,8 +5,12 @@ any. What each part is, and where it is fetched, follows the verifiers that fetc
 - RIMs by id, as NVIDIA's RIM service names them (NVIDIA/nvtrust
   `guest_tools/gpu_verifiers/local_gpu_verifier/src/verifier/cc_admin_utils.py`,
   get_driver_rim_file_id and get_vbios_rim_file_id);
-- OCSP answers for every certificate of a GPU chain between the device's own leaf and the root
-  (same file, ocsp_cert_chain_verification: the leaf is made by the GPU and has no OCSP entry);
+- OCSP answers for every certificate of a GPU chain between the device's own leaf and the root,
+  and for every certificate of a RIM signer's chain but the root (same file,
+  ocsp_cert_chain_verification, and NVIDIA/attestation-sdk `nv-attestation-sdk-cpp/src/nv_x509.cpp`
+  generate_ocsp_claims: a GPU's leaf is made by the GPU and has no OCSP entry); an answer must be
+  signed by the certificate's issuer or a responder that issuer certified for OCSP signing, the
+  check OpenSSL's OCSP_basic_verify makes for the SDK (`src/nv_ocsp.cpp`);
 - VCEKs by family, chip id and TCB, as trustee's offline KDS store keeps them
   (confidential-containers/trustee `deps/verifier/src/snp/mod.rs`, format_tcb_prefix);
 - AMD's CRL per family, signed by the ARK (AMD KDS `/vcek/v1/{family}/crl`).
@@ -113,8 +117,9 @@ def ocsp_targets(chain: list[x509.Certificate], root: x509.Certificate,
 
 
 def chain_revocation_problem(bundle: Bundle, chain: list[x509.Certificate],
-                             root: x509.Certificate, at: datetime) -> str | None:
-    for cert, issuer in ocsp_targets(chain, root):
+                             root: x509.Certificate, at: datetime,
+                             skip_leaf: bool = True) -> str | None:
+    for cert, issuer in ocsp_targets(chain, root, skip_leaf):
         problem = _ocsp_problem(bundle, cert, issuer, at)
         if problem:
             return problem

@@ -17,6 +17,7 @@ import binascii
 import json
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -28,6 +29,7 @@ from tee.bundle import Bundle, ocsp_targets, rim_ids, vcek_key
 from tee.certs import load_pem_chain
 from tee.evidence import TeeError
 from tee.lease import LeaseTrust, find_vek
+from tee.rim import parse_rim
 from tee.sidecar import LeaseAnswer
 from tee.snp import parse_snp_report
 from tee.spdm import parse_report
@@ -38,11 +40,21 @@ KDS_URL = "https://kdsintf.amd.com"
 TIMEOUT_S = 20.0
 
 
+@dataclass(frozen=True)
+class Services:
+    """Where to fetch; the defaults are NVIDIA's and AMD's public services."""
+
+    rim_url: str = RIM_URL
+    ocsp_url: str = OCSP_URL
+    kds_url: str = KDS_URL
+    timeout_s: float = TIMEOUT_S
+
+
 def fetch_bundle(answers: list[LeaseAnswer], device_root: x509.Certificate,
-                 rim_url: str = RIM_URL, ocsp_url: str = OCSP_URL, kds_url: str = KDS_URL,
-                 timeout_s: float = TIMEOUT_S) -> Bundle:
+                 rim_root: x509.Certificate, services: Services | None = None) -> Bundle:
     """Everything the answers' evidence needs offline; TeeError names the first fetch that
     failed (a bundle with holes would only fail later, offline, with less to go on)."""
+    services = services or Services()
     rims: dict[str, bytes] = {}
     responses: dict[tuple[int, bytes], bytes] = {}
     vceks: dict[str, bytes] = {}
@@ -51,19 +63,26 @@ def fetch_bundle(answers: list[LeaseAnswer], device_root: x509.Certificate,
         for gpu in answer.gpus:
             for rim_id in rim_ids(parse_report(gpu.report)):
                 if rim_id not in rims:
-                    rims[rim_id] = _rim(rim_url, rim_id, timeout_s)
+                    rims[rim_id] = _rim(services, rim_id)
+                    signers = list(parse_rim(rims[rim_id], rim_id).signers)
+                    _ocsp_all(services, ocsp_targets(signers, rim_root, False), responses)
             chain = load_pem_chain(gpu.cert_chain_pem, f"GPU {gpu.device_index} chain")
-            for cert, issuer in ocsp_targets(chain, device_root):
-                key = (cert.serial_number, issuer.subject.public_bytes())
-                if key not in responses:
-                    responses[key] = _ocsp(ocsp_url, cert, issuer, timeout_s)
+            _ocsp_all(services, ocsp_targets(chain, device_root), responses)
         if answer.platform.startswith("snp"):
-            _amd(answer, kds_url, timeout_s, vceks, crls)
+            _amd(answer, services, vceks, crls)
     return Bundle(rims=rims, ocsp=tuple(responses.values()), vceks=vceks, crls=crls,
                   fetched_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
-def _amd(answer: LeaseAnswer, kds_url: str, timeout_s: float, vceks: dict[str, bytes],
+def _ocsp_all(services: Services, targets: list[tuple[x509.Certificate, x509.Certificate]],
+              responses: dict[tuple[int, bytes], bytes]) -> None:
+    for cert, issuer in targets:
+        key = (cert.serial_number, issuer.subject.public_bytes())
+        if key not in responses:
+            responses[key] = _ocsp(services, cert, issuer)
+
+
+def _amd(answer: LeaseAnswer, services: Services, vceks: dict[str, bytes],
          crls: dict[str, bytes]) -> None:
     snp = parse_snp_report(answer.report)
     vek = find_vek(answer, snp, LeaseTrust(bundle=Bundle()))
@@ -78,11 +97,11 @@ def _amd(answer: LeaseAnswer, kds_url: str, timeout_s: float, vceks: dict[str, b
         query = "" if tcb.fmc is None else f"fmcSPL={tcb.fmc:02}&"
         query += (f"blSPL={tcb.boot_loader:02}&teeSPL={tcb.tee:02}&snpSPL={tcb.snp:02}"
                   f"&ucodeSPL={tcb.microcode:02}")
-        der = _get(f"{kds_url}/vcek/v1/{family}/{hw_id}?{query}", timeout_s)
+        der = _get(f"{services.kds_url}/vcek/v1/{family}/{hw_id}?{query}", services.timeout_s)
         vceks[vcek_key(family, hw_id, tcb)] = _certificate_der(der, f"{family} VCEK")
     crl_key = f"{family}/{kind}"
     if crl_key not in crls:
-        der = _get(f"{kds_url}/{kind}/v1/{family}/crl", timeout_s)
+        der = _get(f"{services.kds_url}/{kind}/v1/{family}/crl", services.timeout_s)
         try:
             x509.load_der_x509_crl(der)
         except ValueError:
@@ -97,18 +116,18 @@ def _certificate_der(data: bytes, what: str) -> bytes:
         raise TeeError(f"AMD KDS sent a {what} that is not a DER certificate") from None
 
 
-def _rim(rim_url: str, rim_id: str, timeout_s: float) -> bytes:
-    body = _get(rim_url + rim_id, timeout_s)
+def _rim(services: Services, rim_id: str) -> bytes:
+    body = _get(services.rim_url + rim_id, services.timeout_s)
     try:
         return base64.b64decode(json.loads(body)["rim"], validate=True)
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise TeeError(f"the RIM service's answer for {rim_id} holds no base64 'rim'") from None
 
 
-def _ocsp(ocsp_url: str, cert: x509.Certificate, issuer: x509.Certificate,
-          timeout_s: float) -> bytes:
+def _ocsp(services: Services, cert: x509.Certificate, issuer: x509.Certificate) -> bytes:
     request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA384()).build()
-    body = _post(ocsp_url, request.public_bytes(serialization.Encoding.DER), timeout_s)
+    body = _post(services.ocsp_url, request.public_bytes(serialization.Encoding.DER),
+                 services.timeout_s)
     try:
         status = ocsp.load_der_ocsp_response(body).response_status
     except ValueError:

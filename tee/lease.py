@@ -106,6 +106,8 @@ def _gpu_checks(gpu: LeaseGpu, gpu_nonce: bytes, policy: TenantPolicy,
                             "the GPU report; it is not verified", False))
     if trust.bundle is not None:
         checks.append(_gpu_revocation(p, gpu, trust))
+        if not trust.gpu.rims:  # the RIMs came from the bundle, with their signers' OCSP
+            checks += [_rim_revocation(p, rim, trust) for rim in gpu_trust.rims]
     return checks
 
 
@@ -137,6 +139,13 @@ def _gpu_revocation(p: str, gpu: LeaseGpu, trust: LeaseTrust) -> Check:
     problem = chain_revocation_problem(trust.bundle, chain, trust.gpu.device_root,
                                        trust.gpu.when())
     return _check(p + "revocation", problem, "OCSP: no certificate of the chain is revoked")
+
+
+def _rim_revocation(p: str, rim: rims.Rim, trust: LeaseTrust) -> Check:
+    problem = chain_revocation_problem(trust.bundle, list(rim.signers), trust.gpu.rim_root,
+                                       trust.gpu.when(), skip_leaf=False)
+    return _check(f"{p}rim[{rim.name}].revocation", problem,
+                  "OCSP: no certificate of the signer's chain is revoked")
 
 
 def _cpu_checks(answer: LeaseAnswer, expected: bytes, policy: TenantPolicy,

@@ -1,11 +1,12 @@
 """The offline freshness bundle: fetched from local test services, used with a frozen clock.
 
-NVIDIA's and AMD's private keys being theirs, revocation is exercised on a test device chain and
-a test AMD chain made here with `cryptography`: a test root, two intermediates and a leaf that
-re-signs the shipped Hopper report (keeping its firmware id), OCSP answers from a delegated test
-responder (RFC 6960 4.2.2.2), and AMD-style CRLs signed by the test ARK with RSA-PSS. The fetch is
-run against an HTTP server on 127.0.0.1 that answers as NVIDIA's RIM service and OCSP responder
-and AMD's KDS do (paths and encodings as tee/bundle_fetch.py cites them).
+NVIDIA's and AMD's private keys being theirs, revocation is exercised on test chains made here
+with `cryptography`: a device chain (root, two intermediates, and a leaf that re-signs the shipped
+Hopper report, keeping its firmware id), a RIM signing chain whose signer re-signs NVIDIA's sample
+RIMs rewritten with that report's versions and measurements (signxml, as NVIDIA signs RIMs), OCSP
+answers from delegated test responders (RFC 6960 4.2.2.2), and AMD-style CRLs signed by the test
+ARK with RSA-PSS. The fetch runs against an HTTP server on 127.0.0.1 that answers as NVIDIA's RIM
+service and OCSP responder and AMD's KDS do (paths and encodings as tee/bundle_fetch.py cites).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import base64
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,14 +25,23 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from lxml import etree
+from signxml import (
+    CanonicalizationMethod,
+    DigestAlgorithm,
+    SignatureMethod,
+    XMLSigner,
+    methods,
+)
 
 from node.cli.commands import main
 from tee import amd
 from tee.bundle import Bundle, load_bundle, rim_ids, vcek_key
-from tee.bundle_fetch import fetch_bundle
+from tee.bundle_fetch import Services, fetch_bundle
 from tee.certs import TCG_DICE_TCB_INFO
 from tee.evidence import PASS, TeeError
 from tee.lease import LeaseTrust, TenantPolicy, verify_lease
+from tee.rim import DSIG_NS, SWID_NS
 from tee.sidecar import LeaseGpu, answer_json, parse_answer
 from tee.snp import parse_snp_report
 from tee.spdm import SIGNATURE_BYTES, parse_report
@@ -41,7 +50,6 @@ from tests.tee_helpers import REPORT, RIM_FILES, chain_certs
 from tests.test_tee_lease import AT, AmdTestChain, failed
 
 TAIL = bytes(range(32, 64))
-NO_RIMS = TenantPolicy(gpus=1, require_measurements=False)
 PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 
 
@@ -60,52 +68,99 @@ def _cert(cn: str, key, issuer_cn: str, issuer_key, ca: bool, extra=()) -> x509.
     return b.sign(issuer_key, hashes.SHA384())
 
 
-class DeviceChain:
-    """root -> ica1 -> ica2 -> leaf; the leaf signs the shipped report's signed part again."""
+class Pki:
+    """Test CAs by common name, with a delegated OCSP responder for each issuer."""
 
     def __init__(self) -> None:
-        keys = [ec.generate_private_key(ec.SECP384R1()) for _ in range(4)]
-        self.keys = dict(zip(("root", "ica1", "ica2", "leaf"), keys, strict=True))
-        fwid = chain_certs()[0].extensions.get_extension_for_oid(TCG_DICE_TCB_INFO).value
-        self.root = _cert("Test Root", keys[0], "Test Root", keys[0], True)
-        self.ica1 = _cert("Test ICA 1", keys[1], "Test Root", keys[0], True)
-        self.ica2 = _cert("Test ICA 2", keys[2], "Test ICA 1", keys[1], True)
-        self.leaf = _cert("Test GPU", keys[3], "Test ICA 2", keys[2], False, [fwid])
-        self.issuer = {self.ica2.serial_number: ("ica1", self.ica1),
-                       self.ica1.serial_number: ("root", self.root)}
-        self.responders = {name: self._responder(name, cert)
-                           for name, cert in (("ica1", self.ica1), ("root", self.root))}
+        self.keys: dict[str, ec.EllipticCurvePrivateKey] = {}
+        self.certs: dict[str, x509.Certificate] = {}
+        self.responders: dict[str, tuple] = {}
 
-    def _responder(self, issuer_name: str, issuer: x509.Certificate):
-        key = ec.generate_private_key(ec.SECP384R1())
-        eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING])
-        cn = issuer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-        return key, _cert(f"OCSP for {cn}", key, cn, self.keys[issuer_name], False, [eku])
+    def issue(self, cn: str, issuer_cn: str | None = None, ca: bool = True,
+              extra=()) -> x509.Certificate:
+        key = self.keys[cn] = ec.generate_private_key(ec.SECP384R1())
+        issuer_cn = issuer_cn or cn
+        self.certs[cn] = _cert(cn, key, issuer_cn, self.keys[issuer_cn], ca, extra)
+        return self.certs[cn]
+
+    def responder(self, issuer_cn: str) -> tuple:
+        if issuer_cn not in self.responders:
+            key = ec.generate_private_key(ec.SECP384R1())
+            eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING])
+            cert = _cert(f"OCSP for {issuer_cn}", key, issuer_cn, self.keys[issuer_cn], False,
+                         [eku])
+            self.responders[issuer_cn] = (key, cert)
+        return self.responders[issuer_cn]
+
+    def ocsp_answer(self, cert: x509.Certificate, status=ocsp.OCSPCertStatus.GOOD,
+                    next_update=AT + timedelta(days=7), signer=None) -> bytes:
+        issuer_cn = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        key, responder = signer or self.responder(issuer_cn)
+        revoked = (AT - timedelta(days=2), x509.ReasonFlags.key_compromise) \
+            if status == ocsp.OCSPCertStatus.REVOKED else (None, None)
+        response = (ocsp.OCSPResponseBuilder()
+                    .add_response(cert=cert, issuer=self.certs[issuer_cn],
+                                  algorithm=hashes.SHA384(), cert_status=status,
+                                  this_update=AT - timedelta(days=1), next_update=next_update,
+                                  revocation_time=revoked[0], revocation_reason=revoked[1])
+                    .responder_id(ocsp.OCSPResponderEncoding.HASH, responder)
+                    .certificates([responder]).sign(key, hashes.SHA384()))
+        return response.public_bytes(serialization.Encoding.DER)
+
+
+class DeviceChain(Pki):
+    """A GPU chain (root -> ICA 1 -> ICA 2 -> leaf, the leaf re-signing the shipped report and
+    keeping its firmware id) and a RIM signing chain (root -> CA -> signer) whose RIMs hold
+    that report's versions and measurements."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        fwid = chain_certs()[0].extensions.get_extension_for_oid(TCG_DICE_TCB_INFO).value
+        self.root = self.issue("Test Root")
+        self.ica1 = self.issue("Test ICA 1", "Test Root")
+        self.ica2 = self.issue("Test ICA 2", "Test ICA 1")
+        self.leaf = self.issue("Test GPU", "Test ICA 2", ca=False, extra=[fwid])
+        self.rim_root = self.issue("Test RIM Root")
+        self.rim_ca = self.issue("Test RIM CA", "Test RIM Root")
+        self.rim_signer = self.issue("Test RIM Signer", "Test RIM CA", ca=False)
+        report = parse_report(REPORT)
+        self.rims = {rim_id: self._rim(path, version, report.measurements) for rim_id, path,
+                     version in zip(rim_ids(report), RIM_FILES,
+                                    (report.driver_version, report.vbios_version), strict=True)}
 
     def chain(self) -> list[x509.Certificate]:
         return [self.leaf, self.ica2, self.ica1, self.root]
 
     def gpu(self) -> LeaseGpu:
         signed = REPORT[:-SIGNATURE_BYTES]
-        r, s = decode_dss_signature(self.keys["leaf"].sign(signed, ec.ECDSA(hashes.SHA384())))
+        r, s = decode_dss_signature(self.keys["Test GPU"].sign(signed,
+                                                               ec.ECDSA(hashes.SHA384())))
         half = SIGNATURE_BYTES // 2
         pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.chain())
         return LeaseGpu(0, signed + r.to_bytes(half, "big") + s.to_bytes(half, "big"), pem)
 
-    def ocsp_answer(self, cert: x509.Certificate, status=ocsp.OCSPCertStatus.GOOD,
-                    next_update=AT + timedelta(days=7), signer=None) -> bytes:
-        issuer_name, issuer = self.issuer[cert.serial_number]
-        key, responder = signer or self.responders[issuer_name]
-        revoked = (AT - timedelta(days=2), x509.ReasonFlags.key_compromise) \
-            if status == ocsp.OCSPCertStatus.REVOKED else (None, None)
-        response = (ocsp.OCSPResponseBuilder()
-                    .add_response(cert=cert, issuer=issuer, algorithm=hashes.SHA384(),
-                                  cert_status=status, this_update=AT - timedelta(days=1),
-                                  next_update=next_update, revocation_time=revoked[0],
-                                  revocation_reason=revoked[1])
-                    .responder_id(ocsp.OCSPResponderEncoding.HASH, responder)
-                    .certificates([responder]).sign(key, hashes.SHA384()))
-        return response.public_bytes(serialization.Encoding.DER)
+    def _rim(self, sample, version: str, measurements: dict[int, bytes]) -> bytes:
+        """NVIDIA's sample RIM rewritten for this report and signed as NVIDIA signs RIMs."""
+        root = etree.fromstring(sample.read_bytes())
+        for old in root.findall(f"{{{DSIG_NS}}}Signature"):
+            root.remove(old)
+        root.find(f"{{{SWID_NS}}}Meta").set("colloquialVersion", version)
+        for res in root.iter(f"{{{SWID_NS}}}Resource"):
+            if res.get("type") == "Measurement" and res.get("active", "").lower() == "true":
+                res.set("alternatives", "1")
+                name = next(n for n in res.attrib if n.endswith("}Hash0"))
+                res.set(name, measurements[int(res.get("index")) + 1].hex())
+        signer = XMLSigner(method=methods.enveloped,
+                           signature_algorithm=SignatureMethod.ECDSA_SHA384,
+                           digest_algorithm=DigestAlgorithm.SHA384,
+                           c14n_algorithm=CanonicalizationMethod.CANONICAL_XML_1_1)
+        pems = [c.public_bytes(serialization.Encoding.PEM).decode()
+                for c in (self.rim_signer, self.rim_ca)]
+        return etree.tostring(signer.sign(root, key=self.keys["Test RIM Signer"], cert=pems))
+
+    def ocsp_all(self) -> tuple[bytes, ...]:
+        return tuple(self.ocsp_answer(c) for c in (self.ica2, self.ica1, self.rim_signer,
+                                                   self.rim_ca))
 
 
 def amd_crl(chain: AmdTestChain, revoked=(), next_update=AT + timedelta(days=7),
@@ -139,43 +194,59 @@ def lease(device: DeviceChain, amd_chain: AmdTestChain) -> tuple[bytes, bytes]:
 
 
 def fresh_bundle(device: DeviceChain, amd_chain: AmdTestChain, **parts) -> Bundle:
-    snp = parse_answer(lease(device, amd_chain)[0], "a").report
-    report = parse_snp_report(snp)
+    report = parse_snp_report(parse_answer(lease(device, amd_chain)[0], "a").report)
     key = vcek_key("Milan", amd.hw_id_for_kds(report, "Milan"), amd.reported_tcb(report, "Milan"))
     defaults = {
-        "ocsp": (device.ocsp_answer(device.ica2), device.ocsp_answer(device.ica1)),
+        "rims": device.rims, "ocsp": device.ocsp_all(),
         "vceks": {key: amd_chain.vcek.public_bytes(serialization.Encoding.DER)},
         "crls": {"Milan/vcek": amd_crl(amd_chain)}}
     return Bundle(**{**defaults, **parts})
 
 
-def judge(device, amd_chain, bundle: Bundle, policy: TenantPolicy = NO_RIMS):
+def judge(device, amd_chain, bundle: Bundle):
     data, nonce = lease(device, amd_chain)
-    trust = LeaseTrust(gpu=Trust(device_root=device.root, at=AT), amd_roots=amd_chain.roots,
-                       bundle=bundle)
-    return verify_lease(parse_answer(data, "answer"), nonce, policy=policy, trust=trust)
+    trust = LeaseTrust(gpu=Trust(device_root=device.root, rim_root=device.rim_root, at=AT),
+                       amd_roots=amd_chain.roots, bundle=bundle)
+    return verify_lease(parse_answer(data, "answer"), nonce, policy=TenantPolicy(gpus=1),
+                        trust=trust)
 
 
-def test_a_fresh_bundle_supplies_the_vcek_and_clears_every_certificate(device, amd_chain):
+def ocsp_with(device: DeviceChain, cert: x509.Certificate, answer: bytes | None):
+    """The fresh OCSP answers with the one for `cert` replaced (None: left out)."""
+    return tuple(a for c, a in zip((device.ica2, device.ica1, device.rim_signer, device.rim_ca),
+                                   device.ocsp_all(), strict=True) if c != cert) + \
+        ((answer,) if answer else ())
+
+
+def test_a_fresh_bundle_supplies_vcek_and_rims_and_clears_every_certificate(device, amd_chain):
     verdict = judge(device, amd_chain, fresh_bundle(device, amd_chain))
     assert verdict.passed, verdict.failed
     passed = {c.name for c in verdict.checks if c.status == PASS}
-    assert {"gpu0.revocation", "cpu.revocation", "cpu.signature"} <= passed
+    ids = rim_ids(parse_report(REPORT))
+    assert {"gpu0.revocation", "cpu.revocation", "cpu.signature", "gpu0.measurements"} <= passed
+    assert {f"gpu0.rim[{i}].revocation" for i in ids} <= passed
 
 
 def test_a_revoked_intermediate_fails_the_gpu_revocation_only(device, amd_chain):
     revoked = device.ocsp_answer(device.ica2, status=ocsp.OCSPCertStatus.REVOKED)
-    bundle = fresh_bundle(device, amd_chain, ocsp=(revoked, device.ocsp_answer(device.ica1)))
-    verdict = judge(device, amd_chain, bundle)
+    verdict = judge(device, amd_chain, fresh_bundle(
+        device, amd_chain, ocsp=ocsp_with(device, device.ica2, revoked)))
     assert failed(verdict) == {"gpu0.revocation"}
     assert "'Test ICA 2' is revoked" in verdict.check("gpu0.revocation").detail
     assert "key_compromise" in verdict.check("gpu0.revocation").detail
 
 
+def test_a_revoked_rim_signer_fails_both_rims_revocation_only(device, amd_chain):
+    revoked = device.ocsp_answer(device.rim_signer, status=ocsp.OCSPCertStatus.REVOKED)
+    verdict = judge(device, amd_chain, fresh_bundle(
+        device, amd_chain, ocsp=ocsp_with(device, device.rim_signer, revoked)))
+    assert failed(verdict) == {f"gpu0.rim[{i}].revocation" for i in rim_ids(parse_report(REPORT))}
+
+
 def test_an_ocsp_answer_past_its_next_update_fails_as_stale(device, amd_chain):
     stale = device.ocsp_answer(device.ica1, next_update=AT - timedelta(hours=1))
-    bundle = fresh_bundle(device, amd_chain, ocsp=(device.ocsp_answer(device.ica2), stale))
-    verdict = judge(device, amd_chain, bundle)
+    verdict = judge(device, amd_chain, fresh_bundle(
+        device, amd_chain, ocsp=ocsp_with(device, device.ica1, stale)))
     assert failed(verdict) == {"gpu0.revocation"}
     assert "fetch a fresh bundle" in verdict.check("gpu0.revocation").detail
 
@@ -185,15 +256,16 @@ def test_an_ocsp_answer_from_an_unauthorised_responder_fails(device, amd_chain):
     rogue = (key, _cert("Rogue", key, "Rogue", key, False,
                         [x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING])]))
     forged = device.ocsp_answer(device.ica1, signer=rogue)
-    bundle = fresh_bundle(device, amd_chain, ocsp=(device.ocsp_answer(device.ica2), forged))
-    verdict = judge(device, amd_chain, bundle)
+    verdict = judge(device, amd_chain, fresh_bundle(
+        device, amd_chain, ocsp=ocsp_with(device, device.ica1, forged)))
     assert failed(verdict) == {"gpu0.revocation"}
     assert "not signed by 'Test Root'" in verdict.check("gpu0.revocation").detail
 
 
 def test_a_missing_ocsp_answer_fails(device, amd_chain):
-    bundle = fresh_bundle(device, amd_chain, ocsp=(device.ocsp_answer(device.ica2),))
-    verdict = judge(device, amd_chain, bundle)
+    verdict = judge(device, amd_chain, fresh_bundle(
+        device, amd_chain, ocsp=ocsp_with(device, device.ica1, None)))
+    assert failed(verdict) == {"gpu0.revocation"}
     assert "no OCSP answer for 'Test ICA 1'" in verdict.check("gpu0.revocation").detail
 
 
@@ -229,12 +301,12 @@ def test_without_the_vcek_in_the_bundle_the_snp_report_cannot_verify(device, amd
 
 def test_rims_are_taken_from_the_bundle_by_the_reports_firmware_ids(device, amd_chain):
     ids = rim_ids(parse_report(REPORT))
-    assert ids[0].startswith("NV_GPU_DRIVER_GH100_") and ids[1].startswith("NV_GPU_VBIOS_")
-    # NVIDIA's sample RIMs, filed under this report's ids: they are for other versions
-    rims = {i: p.read_bytes() for i, p in zip(ids, RIM_FILES, strict=True)}
-    verdict = judge(device, amd_chain, fresh_bundle(device, amd_chain, rims=rims),
-                    policy=replace(NO_RIMS, require_measurements=True))
+    assert ids == ["NV_GPU_DRIVER_GH100_550.90.07", "NV_GPU_VBIOS_1010_0200_882_96009F0001"]
+    # NVIDIA's own sample RIMs filed under this report's ids: other versions, NVIDIA's signer
+    samples = {i: p.read_bytes() for i, p in zip(ids, RIM_FILES, strict=True)}
+    verdict = judge(device, amd_chain, fresh_bundle(device, amd_chain, rims=samples))
     assert {f"gpu0.rim[{i}].version" for i in ids} <= failed(verdict)
+    assert "gpu0.measurements" in failed(verdict)
 
 
 # --- fetching: a local stand-in for NVIDIA's RIM service and OCSP responder and AMD's KDS ----
@@ -256,10 +328,9 @@ class _Services(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         self.seen.append(("GET", self.path, ""))
-        rims = dict(zip(rim_ids(parse_report(REPORT)), RIM_FILES, strict=True))
+        rims = self.device.rims
         if self.path.startswith("/rim/") and self.path[5:] in rims:
-            doc = {"id": self.path[5:], "rim": base64.b64encode(rims[self.path[5:]].read_bytes())
-                   .decode()}
+            doc = {"id": self.path[5:], "rim": base64.b64encode(rims[self.path[5:]]).decode()}
             return self._send(200, json.dumps(doc).encode(), "application/json")
         if self.path == "/vcek/v1/Milan/crl":
             return self._send(200, amd_crl(self.amd_chain), "application/pkix-crl")
@@ -272,7 +343,9 @@ class _Services(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.seen.append(("POST", self.path, self.headers["Content-Type"]))
         serial = ocsp.load_der_ocsp_request(body).serial_number
-        cert = next(c for c in (self.device.ica1, self.device.ica2) if c.serial_number == serial)
+        cert = next((c for c in self.device.certs.values() if c.serial_number == serial), None)
+        if cert is None:
+            return self._send(404, b"unknown serial", "text/plain")
         self._send(200, self.device.ocsp_answer(cert), "application/ocsp-response")
 
 
@@ -296,16 +369,15 @@ def test_the_fetched_bundle_verifies_the_lease_offline(services, device, amd_cha
     answer_file, out = tmp_path / "answer.json", tmp_path / "bundle.json"
     data, nonce = lease(device, amd_chain)
     answer_file.write_bytes(data)
-    bundle = fetch_bundle([parse_answer(data, "answer")], device.root, rim_url=url + "/rim/",
-                          ocsp_url=url + "/ocsp", kds_url=url)
+    bundle = fetch_bundle([parse_answer(data, "answer")], device.root, device.rim_root,
+                          Services(rim_url=url + "/rim/", ocsp_url=url + "/ocsp", kds_url=url))
     out.write_bytes(bundle.to_json())
     loaded = load_bundle(out)
     assert (len(loaded.rims), len(loaded.ocsp), len(loaded.vceks), len(loaded.crls)) == \
-        (2, 2, 1, 1)
+        (2, 4, 1, 1)
     assert ("POST", "/ocsp", "application/ocsp-request") in seen
     assert any(p.endswith("blSPL=03&teeSPL=00&snpSPL=08&ucodeSPL=115") for _, p, _ in seen)
-    no_rims = replace(loaded, rims={})  # the sample RIMs are for other firmware
-    verdict = judge(device, amd_chain, no_rims)
+    verdict = judge(device, amd_chain, loaded)
     assert verdict.passed, verdict.failed
 
 
@@ -319,7 +391,7 @@ def test_the_fetch_command_writes_the_bundle_and_names_a_failed_fetch(services, 
             "--ocsp-url", url + "/ocsp", "--kds-url", url]
     # the device chain is the test's, so OCSP targets are read from the chain's own root
     assert main([*args, "--rim-url", url + "/rim/"]) == 0
-    assert "2 RIMs, 2 OCSP answers, 1 VCEKs, 1 CRLs" in capsys.readouterr().out
+    assert "2 RIMs, 4 OCSP answers, 1 VCEKs, 1 CRLs" in capsys.readouterr().out
     assert main([*args, "--rim-url", url + "/nothing/"]) == 1
     assert "HTTP 404" in capsys.readouterr().err
 

@@ -17,7 +17,7 @@ from energy.files import MIB, FileProblem, read_bytes
 from node.attest import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_PASS, load_rim, load_vcek
 from tee.amd import SnpTcb
 from tee.bundle import load_bundle
-from tee.bundle_fetch import KDS_URL, OCSP_URL, RIM_URL, fetch_bundle
+from tee.bundle_fetch import KDS_URL, OCSP_URL, RIM_URL, Services, fetch_bundle
 from tee.evidence import TeeError, Verdict
 from tee.lease import LeaseTrust, TenantPolicy, verify_lease
 from tee.sidecar import NONCE_BYTES, LeaseAnswer, parse_answer
@@ -80,8 +80,9 @@ def cmd_verify_lease(args: argparse.Namespace) -> int:
 def cmd_bundle_fetch(args: argparse.Namespace) -> int:
     try:
         answers = [_answer(path) for path in args.answers]
-        bundle = fetch_bundle(answers, Trust().device_root, args.rim_url, args.ocsp_url,
-                              args.kds_url)
+        trust = Trust()
+        bundle = fetch_bundle(answers, trust.device_root, trust.rim_root,
+                              Services(args.rim_url, args.ocsp_url, args.kds_url))
         Path(args.out).write_bytes(bundle.to_json())
     except TeeError as exc:
         print(f"bundle not written: {exc}", file=sys.stderr)
