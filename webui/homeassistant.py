@@ -27,7 +27,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -36,6 +35,7 @@ import paho.mqtt.client as mqtt
 from energy.flows import SOURCES
 from energy.redact import register
 from node.roles import LOCAL, MARKET, PARKED
+from webui.metrics import running_version
 
 log = logging.getLogger("sunrig.homeassistant")
 
@@ -88,8 +88,8 @@ class HaSettings:
 def discovery(settings: HaSettings, site_name: str, currency: str) -> dict[str, dict]:
     """Topic to config document, one per sensor."""
     device = {"identifiers": [f"sunrig_{settings.node_id}"], "name": site_name,
-              "manufacturer": "sunrig", "model": "GPU rig agent", "sw_version": _version()}
-    origin = {"name": "sunrig", "sw_version": _version()}
+              "manufacturer": "sunrig", "model": "GPU rig agent", "sw_version": running_version()}
+    origin = {"name": "sunrig", "sw_version": running_version()}
     out = {}
     for key, sensor in SENSORS.items():
         doc = {"name": sensor.name, "unique_id": f"{settings.node_id}_{key}",
@@ -154,13 +154,6 @@ def _day_start(day: str | None, timezone: str) -> str | None:
     if not day:
         return None
     return datetime.combine(date.fromisoformat(day), time(), ZoneInfo(timezone)).isoformat()
-
-
-def _version() -> str:
-    try:
-        return version("sunrig")
-    except PackageNotFoundError:  # a source tree that was never installed
-        return "unknown"
 
 
 class HaPublisher:

@@ -69,13 +69,17 @@ class StatusCollector(Collector):
         yield from _inference(lifetime.get("inference") or {})
 
 
-def _build_info() -> Metric:
+def running_version() -> str:
+    """The installed sunrig's version, as Prometheus and Home Assistant are told it."""
     try:
-        running = version("sunrig")
+        return version("sunrig")
     except PackageNotFoundError:  # run from a source tree that was never installed
-        running = "unknown"
+        return "unknown"
+
+
+def _build_info() -> Metric:
     info = InfoMetricFamily("sunrig_build", "The running sunrig's version")
-    info.add_metric([], {"version": running})
+    info.add_metric([], {"version": running_version()})
     return info
 
 
