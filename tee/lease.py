@@ -174,7 +174,10 @@ def _snp_key_checks(snp: SnpReport, vek: x509.Certificate | None, family: str | 
         why = ("no VCEK or VLEK: the answer carries none; give one, or a bundle holding it"
                if vek is None else "the processor family is neither in the report nor the VEK")
         return [Check("cpu.vek_chain", FAIL, why), Check("cpu.signature", FAIL, why)]
-    roots = trust.amd_roots[family]
+    roots = trust.amd_roots.get(family)
+    if roots is None:
+        why = f"no AMD roots pinned for {family}"
+        return [Check("cpu.vek_chain", FAIL, why), Check("cpu.signature", FAIL, why)]
     checks = [
         _check("cpu.vek_chain", amd.vek_chain_problem(vek, roots, trust.gpu.when()),
                f"'{describe(vek)}' leads to AMD's pinned ARK-{family}"),

@@ -88,7 +88,19 @@ def _gpu(entry: Any, n: int, source: str) -> LeaseGpu:
     index = entry.get("device_index")
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise TeeError(f"{where}.device_index is {index!r}, expected a whole number >= 0")
-    return split_gpu_blob(index, _b64(entry, "report", where, required=True))
+    blob = _b64(entry, "report", where, required=True)
+    gpu = split_gpu_blob(index, blob)
+    if any(entry.get(k) for k in ("attestation_report", "cec_report", "certificate_chain")):
+        # Later sidecars also send the parts apart; the provider's gateway
+        # (gateway/grpc/lease_server.go, parseSidecarAttestationQuoteResponse) refuses an answer
+        # whose parts differ from the concatenation, and so does this reader.
+        gpu = LeaseGpu(index, _b64(entry, "attestation_report", where, required=True),
+                       _b64(entry, "certificate_chain", where, required=True),
+                       _b64(entry, "cec_report", where))
+        if gpu.report + gpu.cec_report + gpu.cert_chain_pem != blob:
+            raise TeeError(f"{where}: report differs from attestation_report + cec_report + "
+                           "certificate_chain")
+    return gpu
 
 
 def split_gpu_blob(device_index: int, blob: bytes) -> LeaseGpu:

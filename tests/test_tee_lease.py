@@ -391,6 +391,21 @@ def test_the_sidecars_concatenation_splits_back_with_a_cec_report():
         gpu.report, b"CEC-REPORT", gpu.cert_chain_pem)
 
 
+def _with_parts(gpu: LeaseGpu, chain: bytes) -> bytes:
+    enc = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    doc = json.loads(answer_json("snp-gpu", SNP_REPORT, [gpu]))
+    doc["gpu_reports"][0].update(attestation_report=enc(gpu.report),
+                                 cec_report=enc(gpu.cec_report), certificate_chain=enc(chain))
+    return json.dumps(doc).encode()
+
+
+def test_parts_sent_apart_are_read_and_must_match_the_concatenation():
+    gpu = replace(GPU_SETS["sdk-single"][0], cec_report=b"CEC")
+    assert parse_answer(_with_parts(gpu, gpu.cert_chain_pem), "a").gpus[0] == gpu
+    with pytest.raises(TeeError, match="report differs from attestation_report"):
+        parse_answer(_with_parts(gpu, CHAIN_PEM), "a")
+
+
 def test_a_cec_report_is_named_as_unverified_and_does_not_decide(test_amd):
     gpu = GPU_SETS["sdk-single"][0]
     ans, nonce = gpu_answer(test_amd, [replace(gpu, cec_report=b"CEC-REPORT")])
