@@ -43,6 +43,8 @@ CONF="$CONF_DIR/sunrig.toml"
 STATE="$PREFIX/var/lib/sunrig"
 UNIT_DIR="$PREFIX/etc/systemd/system"
 UNIT="$UNIT_DIR/sunrig.service"
+# the root helper that sets GPU power limits for the unprivileged agent, socket-activated
+HELPER_UNITS="sunrig-powercap.socket sunrig-powercap.service"
 SYSTEM=0  # only a real install (no prefix) touches users and systemd
 [ -z "$PREFIX" ] && SYSTEM=1
 
@@ -66,8 +68,10 @@ service_active() { [ "$SYSTEM" -eq 1 ] && systemctl is-active --quiet sunrig 2>/
 uninstall() {
   if [ "$SYSTEM" -eq 1 ]; then
     run systemctl disable --now sunrig || true
+    run systemctl disable --now sunrig-powercap.socket sunrig-powercap.service || true
   fi
   run rm -f "$UNIT"
+  for helper_unit in $HELPER_UNITS; do run rm -f "$UNIT_DIR/$helper_unit"; done
   if [ "$SYSTEM" -eq 1 ]; then run systemctl daemon-reload; fi
   if [ -x "$VENV/bin/python" ] && [ -f "$CONF" ]; then  # sunrig's hold pods, where [kube] is on
     run "$VENV/bin/python" -m node.kube "$CONF" || echo "kube: remove them with kubectl" \
@@ -112,6 +116,14 @@ render_unit() {
     "$SOURCE/systemd/sunrig.service" | write_file "$UNIT" 0644
 }
 
+render_helper_units() {
+  local helper_unit
+  for helper_unit in $HELPER_UNITS; do
+    sed -e "s|/opt/sunrig|$OPT|g" "$SOURCE/systemd/$helper_unit" \
+      | write_file "$UNIT_DIR/$helper_unit" 0644
+  done
+}
+
 remove_old_bid_script() {
   # Earlier versions installed a Python bid-price wrapper here, which the Akash provider's
   # container cannot run; its script now comes from `sunrig akash bid-script` (README).
@@ -136,13 +148,42 @@ install() {
     run chmod 0750 "$CONF_DIR"
   fi
   render_unit
+  render_helper_units
   remove_old_bid_script
   if [ "$SYSTEM" -eq 1 ]; then
     run systemctl daemon-reload
+    run systemctl enable --now sunrig-powercap.socket
+    run systemctl try-restart sunrig-powercap.service  # an upgrade's new helper, if it ran
     run systemctl enable sunrig
     if [ "$START" -eq 1 ] || [ "$was_running" -eq 1 ]; then run systemctl restart sunrig; fi
   fi
   echo "sunrig installed in $OPT; config $CONF; data $STATE"
+  next_steps
+}
+
+dashboard_url() {  # as the config serves it; a dry run has no program to ask
+  if [ "$DRY_RUN" -eq 1 ]; then echo "http://127.0.0.1:8080"; return; fi
+  "$VENV/bin/python" -c 'import sys
+from node.cli.commands import dashboard_url
+from node.config import load_config
+print(dashboard_url(load_config(sys.argv[1])))' "$CONF"
+}
+
+next_steps() {
+  local url
+  url="$(dashboard_url)"
+  echo
+  echo "Next steps:"
+  echo "  1. Describe your site (inverter, battery, tariff, markets) in $CONF;"
+  echo "     check it with: $VENV/bin/sunrig config check $CONF"
+  if [ "$SYSTEM" -eq 1 ]; then
+    echo "  2. Then: systemctl restart sunrig   (its log: journalctl -u sunrig -f)"
+  else
+    echo "  2. Then run it: $VENV/bin/sunrig run --config $CONF"
+  fi
+  echo "  3. Open the dashboard: $url"
+  echo "     The first change there asks you to set the owner's password."
+  echo "  The README in $OPT tells more."
 }
 
 if [ "$SYSTEM" -eq 1 ] && [ "$DRY_RUN" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then

@@ -43,6 +43,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     plan = r.stdout
     assert f"write {tmp_path}/root/etc/sunrig/sunrig.toml (mode 0640)" in plan
     assert f"write {tmp_path}/root/etc/systemd/system/sunrig.service" in plan
+    for helper in ("sunrig-powercap.socket", "sunrig-powercap.service"):
+        assert f"write {tmp_path}/root/etc/systemd/system/{helper} (mode 0644)" in plan
     assert "-m venv" in plan and "sunrig migrate" in plan
     assert "systemctl" not in plan and "useradd" not in plan  # not outside a real root
     assert not (tmp_path / "root").exists()
@@ -105,6 +107,23 @@ def test_install_lays_out_program_config_data_and_unit(staged):
     verify(unit)
 
 
+def test_install_lays_out_the_power_cap_helper_hardened_and_socket_activated(staged):
+    units = staged / "etc" / "systemd" / "system"
+    service = (units / "sunrig-powercap.service").read_text()
+    assert f"ExecStart={staged}/opt/sunrig/venv/bin/python -I -m node.powercap_helper " \
+           "--group sunrig" in service
+    for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateNetwork=yes",
+                 "CapabilityBoundingSet=CAP_SYS_ADMIN", "DevicePolicy=closed",
+                 "DeviceAllow=char-nvidia-frontend rw"):
+        assert line in service.splitlines()
+    assert [d for d in service.splitlines() if d.startswith("DeviceAllow=")] == [
+        "DeviceAllow=char-nvidia-frontend rw"]  # the NVIDIA devices and nothing else
+    socket_unit = (units / "sunrig-powercap.socket").read_text().splitlines()
+    assert {"SocketUser=root", "SocketGroup=sunrig", "SocketMode=0660"} <= set(socket_unit)
+    verify(units / "sunrig-powercap.service")
+    verify(units / "sunrig-powercap.socket")
+
+
 def test_the_service_runs_in_that_layout(staged):
     config = staged / "etc" / "sunrig" / "sunrig.toml"
     port = int(config.read_text().split("port = ")[1].split()[0])
@@ -143,14 +162,19 @@ def test_upgrade_keeps_config_and_data_then_uninstall_keeps_them_unless_purged(s
     assert r.returncode == 0 and "kept" in r.stdout
     assert not (staged / "opt" / "sunrig").exists()
     assert not (staged / "etc" / "systemd" / "system" / "sunrig.service").exists()
+    assert not list((staged / "etc" / "systemd" / "system").glob("sunrig-powercap.*"))
     assert config.exists() and db.exists()
     r = install(staged, "--uninstall", "--purge")
     assert r.returncode == 0 and not config.exists() and not db.exists()
 
 
 def test_every_shipped_unit_verifies(tmp_path):
-    for unit in sorted((ROOT / "systemd").glob("*.service")):
-        rendered = tmp_path / unit.name  # the same unit, its program pointed at one that exists
-        rendered.write_text(unit.read_text().replace("/opt/sunrig/venv/bin/sunrig",
-                                                     os.path.realpath(sys.executable)))
-        verify(rendered)
+    units = sorted((ROOT / "systemd").glob("*.service")) + sorted(
+        (ROOT / "systemd").glob("*.socket"))
+    for unit in units:  # the same units, their programs pointed at one that exists
+        text = unit.read_text()
+        for program in ("/opt/sunrig/venv/bin/sunrig", "/opt/sunrig/venv/bin/python"):
+            text = text.replace(program, os.path.realpath(sys.executable))
+        (tmp_path / unit.name).write_text(text)
+    for unit in units:
+        verify(tmp_path / unit.name)
