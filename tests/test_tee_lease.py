@@ -26,6 +26,8 @@ from cryptography.x509.oid import NameOID
 
 from node.cli.commands import main
 from tee import amd
+from tee.bundle import vcek_key
+from tee.certs import describe
 from tee.evidence import PASS, TeeError
 from tee.lease import LeaseTrust, TenantPolicy, verify_lease
 from tee.rim import parse_rim
@@ -455,3 +457,24 @@ def test_the_command_exits_2_on_bad_input_naming_it(tmp_path, capsys, extra, nam
     args = ["verify-lease", str(path), "--nonce", "00" * 64] + extra
     assert main(args) == 2
     assert named in capsys.readouterr().err
+
+
+# --- AMD's pinned roots and layouts ----------------------------------------------------------
+
+@pytest.mark.parametrize("family", amd.FAMILIES)
+def test_each_pinned_ark_is_self_signed_and_signs_its_ask_and_asvk(family):
+    roots = amd.pinned_roots()[family]
+    assert (describe(roots.ark), describe(roots.ask), describe(roots.asvk)) == (
+        f"ARK-{family}", f"SEV-{family}", f"SEV-VLEK-{family}")
+    for cert in (roots.ark, roots.ask, roots.asvk):
+        cert.verify_directly_issued_by(roots.ark)
+
+
+def test_turin_tcb_layout_and_offline_store_name_follow_trustee():
+    # trustee deps/verifier/src/snp/mod.rs test_format_tcb_prefix: Turin bl=3 tee=1 snp=8
+    # ucode=15 fmc=5 is stored as "bl03_tee01_snp08_ucode15_fmc05"
+    tcb = amd.SnpTcb.from_raw(bytes([5, 3, 1, 8, 0, 0, 0, 15]), "Turin")
+    assert tcb == amd.SnpTcb(boot_loader=3, tee=1, snp=8, microcode=15, fmc=5)
+    assert vcek_key("Turin", "ab", tcb) == "Turin/ab/bl03_tee01_snp08_ucode15_fmc05"
+    milan = amd.SnpTcb.from_raw(bytes([2, 0, 0, 0, 0, 0, 6, 21]), "Milan")
+    assert vcek_key("Milan", "cd", milan) == "Milan/cd/bl02_tee00_snp06_ucode21"
