@@ -216,3 +216,40 @@ def test_a_first_read_in_slices_of_ids_counts_every_request_once(store, monkeypa
     assert sliced == whole
     requests = [v for k, v in whole.items() if k[0] == "sunrig_inference_requests_total"]
     assert sum(requests) == 11
+
+
+def test_requests_through_the_gateway_with_the_openai_client_are_counted(tmp_path):
+    """The whole chain: the official openai client, the gateway metering into the store, and
+    the counters a new process rebuilds from it."""
+    from dataclasses import replace
+
+    import openai
+
+    from node.config import default_config
+    from node.inference.runtime import LocalInference
+    from node.inference.users import add_user
+
+    store = Store(tmp_path / "store.db", "Europe/Amsterdam")
+    cfg = replace(default_config().inference, enabled=True, port=0, simulated=True)
+    inference = LocalInference(cfg, store, SimulatedClock(MORNING, 1.0)).start()
+    try:
+        key = add_user(store, "ann", datetime.now(UTC))
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{inference.gateway.port}/v1",
+                               api_key=key, max_retries=0)
+        used = [client.chat.completions.create(
+            model=cfg.simulated_model, max_tokens=8,
+            messages=[{"role": "user", "content": "hello " * n}]).usage for n in (1, 3)]
+        with pytest.raises(openai.NotFoundError):  # refused by the gateway itself: not stored
+            client.chat.completions.create(model="no-such-model", messages=[])
+    finally:
+        inference.stop()
+    got = samples(scrape(lambda: {"lifetime": Totals(store).lifetime()}))
+    store.close()
+    ann = (("model", cfg.simulated_model), ("user", "ann"))
+    assert got[("sunrig_inference_requests_total", ann)] == 2
+    assert got[("sunrig_inference_prompt_tokens_total", ann)] == sum(
+        u.prompt_tokens for u in used)
+    assert got[("sunrig_inference_completion_tokens_total", ann)] == sum(
+        u.completion_tokens for u in used) > 0
+    duration = "sunrig_inference_request_duration_seconds_count"
+    assert got[(duration, (("model", cfg.simulated_model),))] == 2
