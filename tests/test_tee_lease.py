@@ -478,3 +478,16 @@ def test_turin_tcb_layout_and_offline_store_name_follow_trustee():
     assert vcek_key("Turin", "ab", tcb) == "Turin/ab/bl03_tee01_snp08_ucode15_fmc05"
     milan = amd.SnpTcb.from_raw(bytes([2, 0, 0, 0, 0, 0, 6, 21]), "Milan")
     assert vcek_key("Milan", "cd", milan) == "Milan/cd/bl02_tee00_snp06_ucode21"
+
+
+def test_a_genuine_driver_rim_for_another_driver_verifies_but_fails_its_version(test_amd):
+    path = SDK / "NV_GPU_DRIVER_GH100_550.144.03.xml"
+    rim = parse_rim(path.read_bytes(), path.name)
+    ans, nonce = gpu_answer(test_amd, GPU_SETS["sdk-single"])  # driver 590.12
+    trust = replace(test_amd.trust(), gpu=Trust(at=AT, rims=(rim,)))
+    verdict = verify_lease(ans, nonce, trust=trust)
+    p = f"gpu0.rim[{path.name}]."
+    assert {p + "signature", p + "cert_chain"} <= {c.name for c in verdict.checks
+                                                    if c.status == PASS}
+    assert "driver RIM is for 550.144.03, the report has 590.12" in \
+        verdict.check(p + "version").detail
