@@ -22,6 +22,7 @@ Whose a GPU is follows from the pod's namespace, as PodResources carries no labe
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -99,8 +100,26 @@ class PodResources:
                 return getattr(stub, method)(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+            hint = access_problem(self.socket_path) if code == "UNAVAILABLE" else None
             raise PodResourcesError(f"kubelet pod resources at {self.socket_path}: {method}: "
-                                    f"{code} {_detail(exc)}") from None
+                                    f"{code} {_detail(exc)}{'; ' + hint if hint else ''}"
+                                    ) from None
+
+
+def access_problem(socket_path: str) -> str | None:
+    """Why this process may not talk to the kubelet's socket, where that is the reason. The
+    kubelet makes the directory 0750 and the socket with its umask, both root's (kubernetes
+    pkg/kubelet/util/util_unix.go CreateListener), and connecting to a unix socket needs write
+    permission on it (unix(7)). dcgm-exporter reads it as root, in a pod with the directory
+    mounted (its chart's securityContext runAsUser: 0); a host install of sunrig runs as its
+    own user (README: Kubernetes access)."""
+    parent = os.path.dirname(socket_path) or "."
+    if not os.access(parent, os.X_OK):
+        return f"this process (uid {os.geteuid()}) may not enter {parent}"
+    if os.path.exists(socket_path) and not os.access(socket_path, os.W_OK):
+        return (f"this process (uid {os.geteuid()}) may not write the socket, which it needs "
+                "to connect: give the sunrig group access to it (README: Kubernetes access)")
+    return None
 
 
 def _detail(exc: grpc.RpcError) -> str:

@@ -6,6 +6,8 @@ import copy
 import json
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import grpc
@@ -23,6 +25,7 @@ from node.podresources import (
     PodGpus,
     PodResources,
     PodResourcesError,
+    access_problem,
     gpu_holders,
     parent_gpu,
     physical,
@@ -147,3 +150,43 @@ def test_no_kubelet_socket_is_a_named_error(tmp_path):
     for path in (tmp_path / "missing.sock", plain, fifo, tmp_path):
         with pytest.raises(PodResourcesError, match=re.escape(f"{path}: List: UNAVAILABLE")):
             PodResources(str(path), timeout_s=HANG_S).list()
+
+
+def as_user(uid: int, fn, *args) -> str:
+    """What `fn(*args)` returns in a child process that has dropped to `uid` (and its group)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, ask, report, leave at once
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            out = repr(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails on it
+            out = f"raised {exc!r}"
+        os.write(write_fd, out.encode()[:4096])
+        os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_fd, "rb") as fh:
+        return fh.read().decode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to ask as another user")
+def test_a_user_the_kubelets_socket_shuts_out_is_told_why():
+    nobody = 65534
+    where = Path(tempfile.mkdtemp(prefix="pod-resources-"))  # under /tmp: others may pass
+    kubelet = FakeKubelet(str(where / "kubelet.sock"))
+    try:
+        os.chmod(where, 0o750)  # as the kubelet makes its directory: root's, no one else enters
+        assert f"uid {nobody}) may not enter {where}" in as_user(nobody, access_problem,
+                                                                 kubelet.socket_path)
+        os.chmod(where, 0o755)  # let it in: the socket itself shuts it out
+        os.chmod(kubelet.socket_path, 0o755)  # the kubelet's umask: only root may write
+        assert "may not write the socket" in as_user(nobody, access_problem,
+                                                     kubelet.socket_path)
+        assert access_problem(kubelet.socket_path) is None  # root may
+        assert client(kubelet).list() == []
+    finally:
+        kubelet.close()
+        shutil.rmtree(where)
