@@ -4,7 +4,8 @@ The provider runs its bid-price script in its own container (bash, curl, jq and 
 nothing of sunrig's), so the script only forwards the order here:
   POST /akash/v1/price, `Authorization: Bearer <token>`, the order JSON as the body (1 MiB most)
   200: one line, the price per block for the whole group, a plain decimal
-  422: one line saying why the rig declines the order
+  422: one line saying why the rig declines the order (among them: beyond Akash's share of the
+       plan, akash_bid.py AkashShare)
   401 without the right token; 404 elsewhere; 405 for another method; 411/413 for a body
   without a length or longer than an order can be.
 It is the standard library's ThreadingHTTPServer, apart from the dashboard: small, and listening
