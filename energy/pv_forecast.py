@@ -4,17 +4,25 @@ array actually did lately.
 The clear-sky output (Ineichen, transposed onto the array's tilt and azimuth, times a system
 derate) is what a cloudless sky would give; the ratio of measured output to that clear-sky output
 over the recent daylight hours carries today's weather and the array's soiling and shading into
-the coming hours. pvlib is imported when a forecast is first made, not at start-up, and the
-clear sky is computed once per day and array (the planner asks for the same days every cycle).
+the coming hours. The clear sky is computed once per day and array (the planner asks for the
+same days every cycle), a fortnight at a time, by pvlib in a short-lived child process: pvlib
+brings pandas and scipy (some 50 MiB and a second or two of imports) that the agent would hold
+for good to draw one curve a day. Where pvlib is loaded already, it is used in place.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from pathlib import Path
 
 # pvlib still calls pandas API that pandas now deprecates. Filtered once for pvlib's own modules:
 # catch_warnings() around each call is not thread-safe, and the agent's jobs run in threads.
@@ -37,6 +45,8 @@ class Array:
 
 CURVE_STEP_MIN = 5  # the day's clear-sky curve: fine enough that straight lines between follow it
 CACHED_DAYS = 64  # curves kept: a forecast spans three days, a weather ratio three more
+DAYS_AT_ONCE = 14  # curves one child process draws: one start-up a fortnight, not one a day
+CHILD_TIMEOUT_S = 300.0
 
 
 def clear_sky_w(array: Array, times: list[datetime]) -> list[float]:
@@ -56,13 +66,47 @@ def clear_sky_w(array: Array, times: list[datetime]) -> list[float]:
 @lru_cache(maxsize=CACHED_DAYS)
 def _day_curve(array: Array, day: date) -> tuple[float, ...]:
     """Clear-sky W every CURVE_STEP_MIN minutes over a UTC day, both midnights included."""
+    with _drawing:
+        curve = _drawn.pop((array, day), None)
+        if curve is None:
+            days = [day + timedelta(days=k) for k in range(DAYS_AT_ONCE)]
+            curves = _curves_here(array, days) if "pvlib" in sys.modules else _curves_apart(
+                array, days)
+            _drawn.clear()  # only the days after this one are kept, until asked for
+            _drawn.update({(array, d): c for d, c in zip(days[1:], curves[1:], strict=True)})
+            curve = curves[0]
+    return curve
+
+
+_drawn: dict[tuple[Array, date], tuple[float, ...]] = {}  # drawn ahead, not yet asked for
+_drawing = threading.Lock()
+
+
+def _curves_here(array: Array, days: list[date]) -> list[tuple[float, ...]]:
     import pandas as pd
     from pvlib import irradiance, location
 
-    first = datetime.combine(day, datetime.min.time(), UTC)
-    times = [first + timedelta(minutes=CURVE_STEP_MIN * k)
-             for k in range(24 * 60 // CURVE_STEP_MIN + 1)]
-    return tuple(_clear_sky_w(array, times, pd, irradiance, location))
+    out = []
+    for day in days:
+        first = datetime.combine(day, datetime.min.time(), UTC)
+        times = [first + timedelta(minutes=CURVE_STEP_MIN * k)
+                 for k in range(24 * 60 // CURVE_STEP_MIN + 1)]
+        out.append(tuple(_clear_sky_w(array, times, pd, irradiance, location)))
+    return out
+
+
+def _curves_apart(array: Array, days: list[date]) -> list[tuple[float, ...]]:
+    """The same curves, drawn by this module run as a child process (JSON in and out)."""
+    request = json.dumps({"array": asdict(array), "days": [d.isoformat() for d in days]})
+    root = str(Path(__file__).resolve().parent.parent)  # where the energy package lives
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    done = subprocess.run([sys.executable, "-m", "energy.pv_forecast"], input=request,
+                          capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT_S)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no message"]
+        raise RuntimeError(f"the clear-sky curves could not be drawn: {tail[0]}")
+    return [tuple(c) for c in json.loads(done.stdout)]
 
 
 def _clear_sky_w(array: Array, times: list[datetime], pd, irradiance, location) -> list[float]:
@@ -126,3 +170,15 @@ class PvForecast:
     def at(self, ts: datetime) -> float | None:
         k = int((ts - self.start) / self.step)
         return self._w[k] if 0 <= k < len(self._w) else None
+
+
+def main() -> None:
+    """Child process: read {"array": {...}, "days": ["YYYY-MM-DD", ...]} on stdin, print each
+    day's curve (a JSON list of lists)."""
+    request = json.load(sys.stdin)
+    days = [date.fromisoformat(d) for d in request["days"]]
+    print(json.dumps(_curves_here(Array(**request["array"]), days)))
+
+
+if __name__ == "__main__":
+    main()
