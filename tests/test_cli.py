@@ -1,6 +1,7 @@
 """The real command in a real process: `sunrig demo`, signals, restart, `sunrig status`."""
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from energy.files import MAX_SET_ASIDE
-from node.cli.commands import main
+from node.cli.commands import format_status, main
 from tests.conftest import HANG_S
 
 # free_port and get_status live beside Demo; other test modules import them from here too
@@ -179,3 +180,48 @@ def test_a_fast_demo_runs_every_job_again_and_again_without_skipped_runs(tmp_pat
     finally:
         stopped_cleanly(demo, signal.SIGTERM)
     assert "maximum number of running instances" not in demo.log.read_text(), demo.tail()
+
+
+def kw_figures(line: str) -> list[float]:
+    return [float(x) for x in re.findall(r"(\d+\.\d\d) kW", line)]
+
+
+def test_status_shows_the_battery_site_time_and_power_that_adds_up(tmp_path):
+    from node.status import agent_status
+    from tests.conftest import make_agent, run_for
+
+    agent, clock = make_agent(tmp_path)
+    run_for(agent, clock, hours=3)  # 07:00 CEST: the sun charges the battery
+    status = agent_status(agent)
+    agent.store.close()
+    text = format_status(status)
+    first, power_in, power_out = text.splitlines()[:3]
+    assert first == "Demo rig, 2024-06-12 09:00 CEST (simulated, 0x real time)"
+    assert power_in.startswith("power in: ") and power_out.startswith("power out: ")
+    into, out = kw_figures(power_in), kw_figures(power_out)
+    assert into[0] == pytest.approx(sum(into[1:]), abs=0.011)  # each side adds up
+    assert out[0] == pytest.approx(sum(out[1:]), abs=0.011)
+    assert into[0] == pytest.approx(out[0], abs=0.011)  # in is out
+    assert "battery charging" in power_out and re.search(r"battery at \d+ %", power_in)
+    assert not re.search(r"\d\d:\d\d:\d\d|\+00:00", text)  # no UTC stamps to the microsecond
+
+
+def test_status_of_a_site_without_a_reading_says_so_instead_of_a_sum():
+    status = {"currency": "EUR", "timezone": "Europe/Amsterdam", "site_name": "Rig",
+              "ts": "2024-01-01T12:00:00.123456+00:00", "clock_speed": 1, "site": None,
+              "rig_power_w": 1500.0, "price": None,
+              "roles": {"local": 0, "market": 0, "parked": 0}, "gpus": [], "leases": [],
+              "today": {"revenue": 0.0, "energy_cost": 0.0, "net": 0.0},
+              "payback": {"capex": 0}, "healthy": True, "jobs": {}}
+    lines = format_status(status).splitlines()
+    assert lines[:2] == ["Rig, 2024-01-01 13:00 CET",
+                         "power: no site reading yet; the rig draws 1.50 kW"]
+
+
+def test_version_names_the_installed_distribution(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sunrig {version('sunrig')}"

@@ -8,7 +8,10 @@ import logging
 import sys
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, tzinfo
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from energy.series import SeriesError
 from market_adapter.base import MarketError
@@ -19,12 +22,13 @@ from node.cli import cc as cc_cli
 from node.cli import probe as probe_cli
 from node.cli import simulate as simulate_cli
 from node.cli import tee as tee_cli
-from node.config import DEFAULT_CONFIG_PATH, default_config, load_config
+from node.config import DEFAULT_CONFIG_PATH, Config, default_config, load_config
 from node.errors import ConfigError
 from node.gpus import GpuError
 from node.inference import cli as users_cli
 
 EXIT_CONFIG = 2
+DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_START = 1
 
 
@@ -50,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sunrig", description="GPU rig energy and market agent")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--version", action="version", version=f"sunrig {_version()}")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the agent on a real rig")
@@ -79,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show the running agent's state")
     status.add_argument("--config", help="read the dashboard's address from this config")
-    status.add_argument("--url", default=None, help="default http://127.0.0.1:8080")
+    status.add_argument("--url", default=None, help=f"default {DEFAULT_URL}")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_cmd_status)
 
@@ -102,6 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    try:
+        return version("sunrig")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from node.service import serve
     from node.wiring import refuse_simulated
@@ -120,7 +132,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     base = load_config(args.config) if args.config else default_config()
     cfg = demo_config(base, Path(args.data_dir), args.port)
     cfg = demo_inference(cfg, args.local_port or args.port + 1)
+    print(f"sunrig demo: a simulated rig, site and market at {args.speed:g}x real time, "
+          f"kept in {args.data_dir}\n  dashboard: {dashboard_url(cfg)}\n"
+          "  Ctrl-C stops it; it resumes where it stopped", flush=True)
     return serve(cfg, speed=args.speed)
+
+
+def dashboard_url(cfg: Config) -> str:
+    """Where a browser on the rig opens the dashboard this config serves."""
+    return f"http://{_browsable(cfg.webui.host)}:{cfg.webui.port}"
+
+
+def _browsable(host: str) -> str:
+    """An address a browser on this machine can open for the host the server binds."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def _cmd_backup(args: argparse.Namespace) -> int:
@@ -187,11 +214,7 @@ def _what_run_does(part) -> str:
 def _cmd_status(args: argparse.Namespace) -> int:
     url = args.url
     if url is None:
-        host, port = "127.0.0.1", 8080
-        if args.config:
-            web = load_config(args.config).webui
-            host, port = ("127.0.0.1" if web.host in ("0.0.0.0", "::") else web.host), web.port
-        url = f"http://{host}:{port}"
+        url = dashboard_url(load_config(args.config)) if args.config else DEFAULT_URL
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/api/status", timeout=5) as resp:
             status = json.load(resp)
@@ -203,17 +226,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def format_status(s: dict) -> str:
+    """The status as a few lines for a person: times in the site's zone, power in kW with the
+    battery and the grid's direction, so what comes in and what goes out visibly add up."""
     cur = s["currency"]
-    site = s.get("site") or {}
-    lines = [f"{s['site_name']}  {s['ts']}" + (f"  (simulated x{s['clock_speed']:g})"
-                                               if s["clock_speed"] != 1 else "")]
-    lines.append(f"site: pv {_w(site.get('pv_w'))}, house {_w(site.get('load_w'))}, "
-                 f"rig {_w(s['rig_power_w'])}, grid {_w(site.get('grid_w'))}")
+    zone = _zone(s.get("timezone"))
+    speed = s["clock_speed"]
+    lines = [f"{s['site_name']}, {_local_time(s['ts'], zone)}"
+             + (f" (simulated, {speed:g}x real time)" if speed != 1 else "")]
+    lines += _power_lines(s.get("site") or {}, s["rig_power_w"])
     if s.get("price"):
-        lines.append(f"price: import {s['price']['import_per_kwh']:.3f}, "
+        lines.append(f"price now: import {s['price']['import_per_kwh']:.3f}, "
                      f"feed-in {s['price']['export_per_kwh']:.3f} {cur}/kWh")
     r = s["roles"]
-    lines.append(f"gpus: {r['local']} local, {r['market']} market, {r['parked']} parked")
+    lines.append(f"gpus: {r['local']} for the owner, {r['market']} on the market, "
+                 f"{r['parked']} parked")
     for g in s["gpus"]:
         lease = f" lease {g['lease_id']}" if g["lease_id"] else ""
         lines.append(f"  [{g['index']}] {g['name']:<14} {g['role']:<7}{lease} {_w(g['power_w'])}")
@@ -226,6 +252,48 @@ def format_status(s: dict) -> str:
         failing = [n for n, j in s["jobs"].items() if not j["ok"]]
         lines.append(f"failing jobs: {', '.join(failing)}")
     return "\n".join(lines)
+
+
+def _power_lines(site: dict, rig_w: float) -> list[str]:
+    """Where the site's power comes from and where it goes, as the dashboard's flows place it:
+    the meters are read seconds apart and never balance exactly, and the flows are the one
+    split of them (the books' too) in which what comes in is what goes out."""
+    if not site:
+        return [f"power: no site reading yet; the rig draws {_w(rig_w)}"]
+    soc = f", battery at {site['soc_pct']:.0f} %" if site.get("soc_pct") is not None else ""
+    if site.get("stale") or not site.get("flows"):
+        return [f"power: the site's last reading is stale; the rig draws {_w(rig_w)}{soc}"]
+    into: dict[str, float] = {}
+    out: dict[str, float] = {}
+    for f in site["flows"]:
+        into[f["from"]] = into.get(f["from"], 0.0) + f["power_w"]
+        out[f["to"]] = out.get(f["to"], 0.0) + f["power_w"]
+    return [f"power in:  {_sum(into, SOURCE_NAMES)}{soc}", f"power out: {_sum(out, SINK_NAMES)}"]
+
+
+SOURCE_NAMES = {"pv": "solar", "battery": "battery", "grid": "grid import"}
+SINK_NAMES = {"house": "house", "rig": "rig", "battery": "battery charging",
+              "grid": "grid export"}
+
+
+def _sum(parts: dict[str, float], names: dict[str, str]) -> str:
+    """'7.11 kW = solar 5.00 kW + grid import 2.11 kW', in a fixed order."""
+    named = " + ".join(f"{names[k]} {_w(parts[k])}" for k in names if k in parts)
+    return f"{_w(sum(parts.values()))} = {named}"
+
+
+def _zone(name: str | None) -> tzinfo:
+    try:
+        return ZoneInfo(name) if name else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def _local_time(iso: str | None, zone: tzinfo) -> str:
+    """'2024-06-12 13:45 CEST' from the API's UTC stamp: the site's clock, to the minute."""
+    if not iso:
+        return "-"
+    return datetime.fromisoformat(iso).astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _payback_line(p: dict, cur: str) -> str:
