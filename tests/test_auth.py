@@ -216,3 +216,24 @@ def test_metrics_show_the_rig_and_no_secret(auth, tmp_path):
     assert 'sunrig_job_ok{job="sample_site"} 0.0' in text
     assert 'sunrig_source_stale{source="site"} 0.0' in text
     assert "argon2" not in text and (tmp_path / "dashboard.key").read_bytes().hex() not in text
+
+
+def test_a_new_password_typed_twice_differently_is_refused_and_nothing_is_kept(auth, tmp_path):
+    with pytest.raises(AuthError, match="the two passwords differ"):
+        auth.set_password(RIGHT, RIGHT + "!")
+    assert not auth.has_password and not (tmp_path / "dashboard.passwd").exists()
+    auth.set_password(RIGHT, RIGHT)
+    auth.check(RIGHT, "127.0.0.1")
+
+
+def test_the_setup_page_asks_for_the_password_twice_and_pages_offer_login_and_logout(auth):
+    c = client(auth)
+    page = c.get("/login?next=/settings").get_data(as_text=True)
+    assert 'id="confirm"' in page and 'autocomplete="new-password"' in page
+    assert 'name="next" value="/settings"' in page
+    c.post("/setup", json={"password": RIGHT}, headers={"X-CSRF-Token": csrf(c)})
+    assert 'id="confirm"' not in c.get("/login").get_data(as_text=True)  # a login: once
+    logged_in = c.get("/").get_data(as_text=True)
+    assert 'id="logout"' in logged_in and f'value="{csrf(c)}"' in logged_in
+    anonymous = client(auth).get("/plan").get_data(as_text=True)
+    assert 'id="logout"' not in anonymous and 'href="/login?next=/plan"' in anonymous

@@ -83,7 +83,11 @@ class Auth:
     def has_password(self) -> bool:
         return self.hash_file.exists()
 
-    def set_password(self, password: str) -> None:
+    def set_password(self, password: str, confirm: str | None = None) -> None:
+        """Keep the owner's new password as an argon2 hash. `confirm`, where the form asked
+        for the password twice, must match it: a typo here would lock the owner out."""
+        if confirm is not None and not hmac.compare_digest(password.encode(), confirm.encode()):
+            raise AuthError("the two passwords differ; type the same one twice")
         if len(password) < MIN_PASSWORD:
             raise AuthError(f"the password needs at least {MIN_PASSWORD} characters")
         if len(password) > MAX_PASSWORD:
