@@ -130,22 +130,23 @@ def state(status: dict[str, Any], timezone: str = "UTC") -> dict[str, Any]:
     return values | _lifetime_values(lifetime)
 
 
+PARTS = (*SOURCES, MARKET, LOCAL, PARKED)  # lifetime energy sensors by source and by role
+
+
 def _lifetime_values(lifetime: dict[str, Any]) -> dict[str, float | None]:
     """The lifetime totals, or None for each while the status carries none (never a 0 that
-    Home Assistant would read as a meter that started again)."""
-    keys = ["rig_energy", "earnings", *(f"rig_energy_{s}" for s in SOURCES),
-            *(f"rig_energy_{r}" for r in (MARKET, LOCAL, PARKED))]
+    Home Assistant would read as a meter that started again). Rows come in the store's fixed
+    order and only grow, so these sums only grow too."""
     if not lifetime:
-        return dict.fromkeys(keys, None)
-    kwh: dict[str, float] = dict.fromkeys(keys[2:], 0.0)
-    total = 0.0
+        return dict.fromkeys(["rig_energy", "earnings", *(f"rig_energy_{p}" for p in PARTS)])
+    wh = dict.fromkeys(PARTS, 0.0)
+    total_wh = 0.0
     for r in lifetime.get("energy_wh") or []:
-        total += r["energy_wh"]
-        for part in (r["source"], r["role"]):
-            if f"rig_energy_{part}" in kwh:
-                kwh[f"rig_energy_{part}"] += r["energy_wh"]
-    out = {k: round(wh / 1000.0, 4) for k, wh in kwh.items()}
-    out["rig_energy"] = round(total / 1000.0, 4)
+        total_wh += r["energy_wh"]
+        for part in {r["source"], r["role"]} & set(PARTS):  # "unpriced" is in the total only
+            wh[part] += r["energy_wh"]
+    out = {f"rig_energy_{p}": round(v / 1000.0, 4) for p, v in wh.items()}
+    out["rig_energy"] = round(total_wh / 1000.0, 4)
     out["earnings"] = round(sum((lifetime.get("revenue_by_market") or {}).values()), 4)
     return out
 
