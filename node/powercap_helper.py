@@ -220,8 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError:
         print(f"sunrig-powercap: no group {args.group!r}", file=sys.stderr)
         return 2
-    helper = Helper(Nvml(), gid)
-    helper.serve(listener(args.socket), threading.Event())
+    try:
+        nvml = Nvml()
+    except Exception as exc:  # noqa: BLE001 - pynvml's errors, or no NVIDIA library at all
+        print(f"sunrig-powercap: NVML could not start: {exc}", file=sys.stderr)
+        return 1
+    Helper(nvml, gid).serve(listener(args.socket), threading.Event())
     return 0
 
 

@@ -17,11 +17,8 @@ def not_supported(*_):
     raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
 
 
-@pytest.fixture
-def nvml(monkeypatch):
-    """pynvml with two H100 SXM GPUs as a real driver reports them."""
-    gpu_lost = set()
-    calls = {"set_limit": []}
+def fake_nvml(gpu_lost: set, calls: dict) -> dict:
+    """pynvml's functions for two H100 SXM GPUs as a real driver reports them, by name."""
 
     def per_gpu(value):
         def fn(h, *_):
@@ -36,7 +33,7 @@ def nvml(monkeypatch):
                 return h
         raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
 
-    fns = {
+    return {
         "nvmlInit": lambda: None,
         "nvmlDeviceGetCount": lambda: 2,
         "nvmlDeviceGetHandleByIndex": lambda i: i,
@@ -64,7 +61,14 @@ def nvml(monkeypatch):
         "nvmlDeviceSetPowerManagementLimit": lambda h, mw: calls["set_limit"].append((h, mw)),
         "nvmlDeviceGetHandleByUUID": by_uuid,
     }
-    for name, fn in fns.items():
+
+
+@pytest.fixture
+def nvml(monkeypatch):
+    """pynvml with two H100 SXM GPUs as a real driver reports them."""
+    gpu_lost = set()
+    calls = {"set_limit": []}
+    for name, fn in fake_nvml(gpu_lost, calls).items():
         monkeypatch.setattr(pynvml, name, fn)
     monkeypatch.setattr(gpus_mod, "_nvml_ready", False)
     return SimpleNamespace(lost=gpu_lost, calls=calls, set=lambda n, f: monkeypatch.setattr(

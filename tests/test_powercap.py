@@ -1,8 +1,12 @@
 """The root power-cap helper over a real unix socket, NVML faked as tests/test_gpus.py fakes it
 (pynvml's own functions replaced, so the helper runs its real calls), and the agent's client."""
 
+import grp
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -21,11 +25,12 @@ from node.powercap_helper import (
     listener,
     parse_request,
 )
-from tests.conftest import HANG_S
+from tests.conftest import HANG_S, wait_until
 from tests.test_gpus import nvml  # noqa: F401 - the fixture: two H100s, 200..700 W
 
 GPU0 = "GPU-8d3e1c2a-0000-4f00-9a00-000000000000"
 GPU1 = "GPU-8d3e1c2a-0000-4f00-9a00-000000000001"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class FakeClock:
@@ -201,3 +206,50 @@ def test_only_the_allowed_group_may_ask_socket_mode_and_peer_check_both(serve, n
 def test_the_helper_refuses_to_start_for_a_group_that_does_not_exist(capsys):
     assert powercap_helper.main(["--group", "no-such-group-sunrig"]) == 2
     assert "no group 'no-such-group-sunrig'" in capsys.readouterr().err
+
+
+# The helper as systemd starts it: systemd-socket-activate listens, as sunrig-powercap.socket
+# does, and on the first connection starts the helper with the socket as fd 3 (LISTEN_FDS=1).
+# NVML inside that process is the same fake, set up before main() runs.
+SOCKET_ACTIVATED = """
+import grp, os, sys
+import pynvml
+from tests.test_gpus import fake_nvml
+calls = {"set_limit": []}
+for name, fn in fake_nvml(set(), calls).items():
+    setattr(pynvml, name, fn)
+pynvml.nvmlDeviceSetPowerManagementLimit = lambda h, mw: print("set", h, mw, flush=True)
+from node.powercap_helper import main
+sys.exit(main(["--group", grp.getgrgid(os.getgid()).gr_name, "--socket", "/nonexistent"]))
+"""
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
+                    reason="systemd-socket-activate is systemd's own tool")
+def test_the_helper_serves_the_socket_systemd_passes_it(tmp_path):
+    path = tmp_path / "powercap.sock"
+    proc = subprocess.Popen([shutil.which("systemd-socket-activate"), "-l", str(path), "--",
+                             sys.executable, "-c", SOCKET_ACTIVATED], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(path.exists, "systemd-socket-activate listening")
+        assert PowercapClient(str(path)).set_power_limit(GPU0, 320.0) == 320.0
+        with pytest.raises(GpuError, match="outside this GPU's 200..700 W"):
+            PowercapClient(str(path)).set_power_limit(GPU1, 900.0)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=HANG_S)
+    assert out.splitlines() == ["set 0 320000"], err  # NVML asked once, in milliwatts
+    assert "power limit set to 320 W" in err
+
+
+def test_the_helper_exits_with_a_clear_error_where_nvml_cannot_start(monkeypatch, capsys):
+    import pynvml
+
+    def no_driver():
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", no_driver)
+    group = grp.getgrgid(os.getgid()).gr_name
+    assert powercap_helper.main(["--group", group]) == 1
+    assert "NVML could not start" in capsys.readouterr().err
