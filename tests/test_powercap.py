@@ -27,6 +27,7 @@ from node.powercap_helper import (
 )
 from tests.conftest import HANG_S, wait_until
 from tests.test_gpus import nvml  # noqa: F401 - the fixture: two H100s, 200..700 W
+from tests.test_podresources import as_user
 
 GPU0 = "GPU-8d3e1c2a-0000-4f00-9a00-000000000000"
 GPU1 = "GPU-8d3e1c2a-0000-4f00-9a00-000000000001"
@@ -169,37 +170,16 @@ def test_parse_request_reads_the_one_command():
         parse_request(b"set " + GPU0.encode() + b" 412.5 ")
 
 
-def ask_as(uid: int, path: str, data: bytes) -> str:
-    """Ask from a child process that has dropped to `uid` (and its group): what it got back,
-    or the error it met."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: drop root, ask, report, leave at once
-        try:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            out = ask_raw(path, data)
-        except OSError as exc:
-            out = f"OSError {exc.strerror}"
-        os.write(write_fd, out.encode()[:4096])
-        os._exit(0)
-    os.close(write_fd)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_fd, "rb") as fh:
-        return fh.read().decode()
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to ask as another user")
 def test_only_the_allowed_group_may_ask_socket_mode_and_peer_check_both(serve, nvml):  # noqa: F811
     nobody = 65534
     line = b"set " + GPU0.encode() + b" 300\n"
     closed = serve()
     os.chmod(Path(closed).parent, 0o755)
-    assert ask_as(nobody, closed, line) == "OSError Permission denied"  # 0600 root socket
+    assert "Permission denied" in as_user(nobody, ask_raw, closed, line)  # 0600 root socket
     loosened = serve(allowed_gid=os.getgid() + 4242, mode=0o666)
     os.chmod(Path(loosened).parent, 0o755)
-    assert "only the sunrig group may ask" in ask_as(nobody, loosened, line)
+    assert "only the sunrig group may ask" in as_user(nobody, ask_raw, loosened, line)
     assert nvml.calls["set_limit"] == []
 
 
