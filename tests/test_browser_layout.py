@@ -54,10 +54,10 @@ def demo(tmp_path_factory):
 @pytest.fixture
 def window(browser):  # noqa: F811 - the fixture imported above
     def size(width: int, height: int) -> None:
-        browser.set_window_size(width, height)
-        inner = browser.execute_script("return [window.innerWidth, window.innerHeight]")
-        # the window's frame takes some pixels: make the page itself exactly this wide
-        browser.set_window_size(2 * width - inner[0], 2 * height - inner[1])
+        # the window's frame (if any) takes some pixels: make the page itself this wide
+        frame = browser.execute_script("return [window.outerWidth - window.innerWidth, "
+                                       "window.outerHeight - window.innerHeight]")
+        browser.set_window_size(width + max(0, frame[0]), height + max(0, frame[1]))
     yield size
     size(*DESKTOP)
 
@@ -79,6 +79,9 @@ def test_every_page_fits_the_window_with_its_whole_navigation_in_reach(
             assert link["height"] >= 24, f"{link['text']} is too small a target at {width} px"
         name = "overview" if path == "/" else path.strip("/")
         browser.save_screenshot(str(ARTIFACTS / f"layout-{name}-{width}x{height}.png"))
+    browser.get(demo + "/login")  # no password yet: the page that sets it
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+    browser.save_screenshot(str(ARTIFACTS / f"layout-login-{width}x{height}.png"))
 
 
 def test_a_phone_shows_the_money_first_readable_flows_and_the_whole_gpu_table(
@@ -94,6 +97,8 @@ def test_a_phone_shows_the_money_first_readable_flows_and_the_whole_gpu_table(
         "return [...document.querySelectorAll('#flows .flow-label, #flows .flow-node')]"
         ".map((t) => t.getBoundingClientRect().height)")
     assert min(heights) >= 10, heights  # drawn at a phone's width, still readable text
+    browser.execute_script("document.getElementById('flows').scrollIntoView()")
+    browser.save_screenshot(str(ARTIFACTS / "layout-overview-flows-390x844.png"))
     table = browser.find_element(By.ID, "gpus")
     assert table.rect["x"] >= 0 and table.rect["x"] + table.rect["width"] <= PHONE[0]
     browser.execute_script("arguments[0].scrollLeft = arguments[0].scrollWidth", table)
@@ -101,6 +106,19 @@ def test_a_phone_shows_the_money_first_readable_flows_and_the_whole_gpu_table(
     assert last.text == "Temp" and last.is_displayed()
     right = browser.execute_script("return arguments[0].getBoundingClientRect().right", last)
     assert right <= PHONE[0] + 1  # scrolled into the table's box: the last column is in reach
+
+
+def test_a_new_password_typed_twice_differently_is_not_sent(demo, browser):  # noqa: F811
+    browser.delete_all_cookies()
+    browser.get(demo + "/login")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "confirm").send_keys(PASSWORD + "!")
+    browser.find_element(By.ID, "submit").click()
+    error = browser.find_element(By.ID, "error")
+    WebDriverWait(browser, WAIT_S).until(lambda b: error.is_displayed())
+    assert error.text == "the two passwords differ"
+    session = browser.execute_script("return fetch('/api/session').then((r) => r.json())")
+    assert not session["password_set"] and "/login" in browser.current_url
 
 
 def press(browser, element_id: str) -> None:  # noqa: F811

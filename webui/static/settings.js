@@ -159,11 +159,18 @@ async function send(body) {
   if (answer.ok) {
     showErrors([]);
     fill(answer);
-    $("saved").textContent = "Saved at " + new Date().toLocaleTimeString([], { timeZoneName: "short" });
+    $("saved").textContent = "Saved at " + savedAt(new Date());
   } else {
     showErrors(answer.errors || [{ field: answer.field || "", error: answer.error }]);
     $("saved").textContent = "Not saved.";
   }
+}
+
+function savedAt(now) {  // on the site's clock, as every other time on the dashboard
+  const zone = $("settings").dataset.timezone;
+  const opts = { hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" };
+  try { return now.toLocaleTimeString([], zone ? { ...opts, timeZone: zone } : opts); }
+  catch (e) { return now.toLocaleTimeString([], opts); }  // a zone this browser does not know
 }
 
 async function save(event) {
