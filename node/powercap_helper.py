@@ -178,9 +178,15 @@ class Helper:
 
 
 def _read_line(conn: socket.socket) -> bytes:
-    """One line of at most MAX_REQUEST_BYTES; more, or no newline before EOF, is refused."""
+    """One line of at most MAX_REQUEST_BYTES within READ_TIMEOUT_S in all (a byte at a time
+    cannot hold the helper longer); more, or no newline before EOF, is refused."""
     data = b""
+    deadline = time.monotonic() + READ_TIMEOUT_S
     while b"\n" not in data:
+        left_s = deadline - time.monotonic()
+        if left_s <= 0:
+            raise TimeoutError("the request took too long")
+        conn.settimeout(left_s)
         chunk = conn.recv(MAX_REQUEST_BYTES + 1 - len(data))
         if not chunk:
             raise Refused("a request is one line ending in a newline")

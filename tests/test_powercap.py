@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from node.powercap_helper import (
     Refused,
     listener,
     parse_request,
+    request_line,
 )
 from tests.conftest import HANG_S, wait_until
 from tests.test_gpus import nvml  # noqa: F401 - the fixture: two H100s, 200..700 W
@@ -233,3 +235,24 @@ def test_the_helper_exits_with_a_clear_error_where_nvml_cannot_start(monkeypatch
     group = grp.getgrgid(os.getgid()).gr_name
     assert powercap_helper.main(["--group", group]) == 1
     assert "NVML could not start" in capsys.readouterr().err
+
+
+def test_a_client_that_trickles_its_request_is_dropped_within_the_read_time(serve, nvml,  # noqa: F811
+                                                                            monkeypatch):
+    monkeypatch.setattr(powercap_helper, "READ_TIMEOUT_S", 0.5)
+    path = serve()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as slow:
+        slow.settimeout(HANG_S)
+        slow.connect(path)
+        sent = 0
+        for byte in request_line(GPU0, 300.0)[:-1]:  # bounded: one line, without its newline
+            try:
+                slow.send(bytes([byte]))
+            except OSError:  # dropped: the helper closed the connection
+                break
+            sent += 1
+            time.sleep(0.1)
+        assert slow.recv(100) == b""  # closed without a reply, and nothing was set
+    assert sent < len(request_line(GPU0, 300.0)) - 1
+    assert nvml.calls["set_limit"] == []
+    assert PowercapClient(path).set_power_limit(GPU0, 300.0) == 300.0  # the next is served
