@@ -361,28 +361,36 @@ class _Exchange:
                 self._write_chunk(meter.usage_chunk(usage))
         if done:
             self._write_chunk(b"data: [DONE]\n\n")
-        self._write_chunk(b"")
+        self._end_chunks()
         self._record(status, usage, how)
 
     def _copy_events(self, resp: http.client.HTTPResponse, meter: StreamMeter) -> bool:
-        """Each event on to the client as soon as it is whole; True once [DONE] came."""
+        """Each event on to the client as soon as it is whole (those that came in one read go
+        out in one chunk), as the server wrote it; True once [DONE] came."""
         pending = b""
         while True:
             data = resp.read1(READ_CHUNK)
             if not data:
                 return False
-            pending += data.replace(b"\r\n", b"\n")
-            while b"\n\n" in pending:
-                event, pending = pending.split(b"\n\n", 1)
+            pending += data.replace(b"\r\n", b"\n") if b"\r" in data else data
+            *events, pending = pending.split(b"\n\n")
+            out = []
+            for event in events:
                 payload = _event_data(event)
-                if payload == "[DONE]":
+                if payload == b"[DONE]":
+                    self._write_chunk(b"".join(out))
                     return True
                 if payload is None or meter.forward(payload):
-                    self._write_chunk(event + b"\n\n")
+                    out.append(event + b"\n\n")
+            if out:
+                self._write_chunk(b"".join(out))
 
     def _write_chunk(self, data: bytes) -> None:
-        self.h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.h.wfile.flush()
+        if data:
+            self.h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _end_chunks(self) -> None:
+        self.h.wfile.write(b"0\r\n\r\n")
 
     def _record(self, status: int, usage: tuple[int, int] | None, how: str) -> None:
         if how == UNMETERED:
@@ -395,9 +403,11 @@ class _Exchange:
             self.stream, status, how, round(self.queue_ms, 3)))
 
 
-def _event_data(event: bytes) -> str | None:
+def _event_data(event: bytes) -> bytes | None:
     """The data of one server-sent event (its `data:` lines joined), or None if it has none."""
+    if event.startswith(b"data:") and b"\n" not in event:  # the usual event: one data line
+        return event[5:].lstrip()
     lines = [line[5:].lstrip() if line.startswith(b"data:") else None
              for line in event.split(b"\n")]
     data = [line for line in lines if line is not None]
-    return b"\n".join(data).decode("utf-8", "replace") if data else None
+    return b"\n".join(data) if data else None

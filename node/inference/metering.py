@@ -78,34 +78,48 @@ def _content_text(content: Any) -> str:
 
 @dataclass
 class StreamMeter:
-    """Reads a stream's events as they pass: the text streamed, and usage if the server sent
-    it. `forward` says whether an event goes on to the client: a usage chunk the client did not
-    ask for does not."""
+    """Reads a stream's events as they pass, parsing as little as it can: only an event that
+    names `usage` is parsed on the way (it may be the usage chunk); the others are kept as they
+    came and read for their text only if the stream ends with no usage from the server.
+    `forward` says whether an event goes on to the client: a usage chunk the client did not ask
+    for does not."""
 
     endpoint: str
     client_wants_usage: bool
-    text: list[str] = field(default_factory=list)
     usage: tuple[int, int] | None = None
     last: dict | None = None
+    _events: list[bytes] = field(default_factory=list)
 
-    def forward(self, data: str) -> bool:
-        try:
-            chunk = json.loads(data)
-        except ValueError:
+    def forward(self, data: bytes) -> bool:
+        if b'"usage"' not in data:
+            self._events.append(data)
             return True
-        if not isinstance(chunk, dict):
+        chunk = _parsed(data)
+        if chunk is None:
             return True
         self.last = chunk
         found = usage_of(chunk)
         if found is not None:
             self.usage = found
-        choices = chunk.get("choices")
-        for choice in choices if isinstance(choices, list) else []:
-            piece = _choice_text(choice, self.endpoint)
-            if piece:
-                self.text.append(piece)
-        usage_only = found is not None and not choices
+        self._events.append(data)
+        usage_only = found is not None and not chunk.get("choices")
         return self.client_wants_usage or not usage_only
+
+    @property
+    def text(self) -> list[str]:
+        """The text streamed, read from the kept events (where the server sent no usage)."""
+        pieces = []
+        for data in self._events:
+            chunk = _parsed(data)
+            if chunk is None:
+                continue
+            self.last = chunk
+            choices = chunk.get("choices")
+            for choice in choices if isinstance(choices, list) else []:
+                piece = _choice_text(choice, self.endpoint)
+                if piece:
+                    pieces.append(piece)
+        return pieces
 
     def usage_chunk(self, usage: tuple[int, int]) -> bytes:
         """The chunk a server sends last when asked for usage, for a server that did not."""
@@ -117,6 +131,14 @@ class StreamMeter:
                                           "completion_tokens": usage[1],
                                           "total_tokens": usage[0] + usage[1]}}
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def _parsed(data: bytes) -> dict | None:
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return None
+    return chunk if isinstance(chunk, dict) else None
 
 
 def _choice_text(choice: Any, endpoint: str) -> str:

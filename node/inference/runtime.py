@@ -35,7 +35,7 @@ from node.store import Store, epoch
 log = logging.getLogger("sunrig.inference")
 
 LATENCY_WINDOW = 1000  # requests per model the percentiles are taken over
-WRITE_BATCH = 500  # usage rows written in one transaction at most
+WRITE_EVERY_S = 0.2  # usage rows are written this long after the first of them came
 
 
 class LocalInference:
@@ -53,6 +53,7 @@ class LocalInference:
         self.keys = KeyDirectory(store)
         self.demand = LocalDemand(DemandRule.of(cfg))
         self._rows: queue.Queue[dict | None] = queue.Queue()
+        self._stopping = threading.Event()
         self._writer = threading.Thread(target=self._write_rows, name="inference-usage",
                                         daemon=True)
         self.totals: dict[tuple[str, str], dict[str, float]] = {}
@@ -73,6 +74,7 @@ class LocalInference:
 
     def stop(self) -> None:
         self.gateway.stop()
+        self._stopping.set()
         self._rows.put(None)  # what was metered is written before the store closes
         if self._writer.is_alive():
             self._writer.join()
@@ -91,9 +93,9 @@ class LocalInference:
     def meter(self, usage: Usage) -> None:
         """Keep one request's usage: a row in the store and the in-memory counters."""
         now = self.clock.now()
-        row = {"ts": epoch(now), "day": self.store.local_day(now), **asdict(usage)}
+        row = {"ts": epoch(now), "day": self.store.local_day(now), **vars(usage)}
         row["stream"] = int(usage.stream)
-        del row["queue_ms"]
+        del row["queue_ms"]  # not a column: it feeds the demand only
         self._rows.put(row)
         if usage.status < 400 or usage.queue_ms:
             self.demand.observe(usage.queue_ms / 1000.0)
@@ -109,10 +111,13 @@ class LocalInference:
                     usage.latency_ms)
 
     def _write_rows(self) -> None:
-        """Usage rows into the store, as many at once as have come; until stop() says None."""
+        """Usage rows into the store, those of up to WRITE_EVERY_S at once: a busy gateway
+        makes one transaction a beat, not one per request. Until stop() says None."""
         while True:
             rows = [self._rows.get()]
-            while rows[-1] is not None and len(rows) < WRITE_BATCH and not self._rows.empty():
+            if rows[0] is not None:
+                self._stopping.wait(WRITE_EVERY_S)
+            while rows[-1] is not None and not self._rows.empty():
                 rows.append(self._rows.get())
             done = rows[-1] is None
             rows = [r for r in rows if r is not None]

@@ -25,11 +25,11 @@ def tokens_of(text: str) -> list[str]:
 
 
 class SimulatedServer:
-    def __init__(self, model: str, delay_per_token_s: float = 0.01):
+    def __init__(self, model: str, delay_per_token_s: float = 0.01, port: int = 0):
         self.model = model
         self.delay_per_token_s = delay_per_token_s
         handler = type("Handler", (_Handler,), {"sim": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.server.daemon_threads = True
 
     @property
@@ -49,6 +49,9 @@ class SimulatedServer:
 class _Handler(BaseHTTPRequestHandler):
     sim: SimulatedServer
     protocol_version = "HTTP/1.1"
+    # headers and body leave as separate writes: Nagle would hold the body for the client's
+    # delayed ACK (40 ms) on a kept-alive connection
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
@@ -130,3 +133,20 @@ def _answer(model: str, chat: bool, prompt: int) -> dict:
             "created": int(time.time()), "model": model, "choices": [choice],
             "usage": {"prompt_tokens": prompt, "completion_tokens": done,
                       "total_tokens": prompt + done}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m node.inference.simulated --port N`: the simulated server as a process of its
+    own, as a configured server runs (the gateway's benchmark measures against it)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model", default="sunrig-simulated")
+    parser.add_argument("--delay-per-token-s", type=float, default=0.01)
+    args = parser.parse_args(argv)
+    SimulatedServer(args.model, args.delay_per_token_s, args.port).server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
