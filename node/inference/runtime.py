@@ -41,6 +41,7 @@ WRITE_EVERY_S = 0.2  # usage rows are written this long after the first of them 
 class LocalInference:
     def __init__(self, cfg: Any, store: Store, clock: Clock):
         check_inference(cfg, "inference")
+        tls = _tls(cfg)  # before anything starts: a bad certificate leaves nothing running
         self.cfg, self.store, self.clock = cfg, store, clock
         self.supervisor = Supervisor(cfg.servers, cfg.drain_s)
         self.simulated: SimulatedServer | None = None
@@ -61,7 +62,7 @@ class LocalInference:
         self._lock = threading.Lock()
         self.gateway = Gateway(lambda: self._backends, self.keys,
                                RateLimiter(cfg.requests_per_minute), self.meter,
-                               cfg.host, cfg.port, _tls(cfg))
+                               cfg.host, cfg.port, tls)
 
     def start(self) -> LocalInference:
         self._writer.start()
