@@ -4,6 +4,7 @@ openai client trusting exactly that certificate, and one that does not trust it 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,6 +77,16 @@ def test_the_openai_client_trusting_the_certificate_gets_answers_over_tls(tls_ga
         chunks = list(client.chat.completions.create(model=model, stream=True, messages=[
             {"role": "user", "content": "hello"}]))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_a_connection_that_never_starts_its_handshake_holds_up_no_other(tls_gateway):
+    inference, key, cert_file = tls_gateway
+    with socket.create_connection(("127.0.0.1", inference.gateway.port)):  # says nothing
+        trusted = ssl.create_default_context(cafile=str(cert_file))
+        with httpx.Client(verify=trusted, timeout=120) as http:
+            client = openai.OpenAI(base_url=inference.view()["url"], api_key=key,
+                                   http_client=http, max_retries=0)
+            assert [m.id for m in client.models.list()] == [inference.cfg.simulated_model]
 
 
 def test_a_client_that_does_not_trust_the_certificate_is_refused(tls_gateway):

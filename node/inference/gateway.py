@@ -103,7 +103,10 @@ class Gateway:
         self.server.server_bind()
         self.server.server_activate()
         if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            # the handshake on the connection's own thread, at its first read: done in accept()
+            # it would let one client that never starts it hold up every other
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True,
+                                                 do_handshake_on_connect=False)
         self.tls = tls is not None
         self._thread: threading.Thread | None = None
 
