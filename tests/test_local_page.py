@@ -113,3 +113,15 @@ def test_the_page_script_draws_the_users_and_latency_in_chromium(local_ai):
             assert not errors, errors
     finally:
         server.shutdown()
+
+
+def test_sunrig_status_lines_name_each_server_its_state_and_gpus(local_ai):
+    from node.inference.view import status_lines
+
+    agent, inference, _ = local_ai
+    lines = status_lines(agent_status(agent, inference)["local_inference"])
+    assert lines[0].startswith(f"local inference: http://127.0.0.1:{inference.gateway.port}/v1")
+    assert "demand asks for 0 GPU(s)" in lines[0]
+    assert lines[1].split() == ["sunrig-simulated", "(simulated)", "ready", "no", "GPU;", "0",
+                                "in", "flight,", "0", "restarts"]
+    assert status_lines({"enabled": False}) == ["local inference: off"]

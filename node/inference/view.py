@@ -87,3 +87,20 @@ def _day(day: str) -> dict[str, Any]:
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
+
+
+def status_lines(local: Mapping[str, Any]) -> list[str]:
+    """`sunrig status`'s lines for local inference (the status's `local_inference`): the
+    gateway, each server's state and GPUs, and what local demand asks for."""
+    if not local.get("enabled"):
+        return ["local inference: off"]
+    demand = local.get("demand") or {}
+    lines = [f"local inference: {local.get('url', '?')}, demand asks for "
+             f"{demand.get('gpus_wanted', 0)} GPU(s)" + (" (requests waiting)"
+                                                         if demand.get("held_up") else "")]
+    for sv in local.get("servers") or []:
+        gpus = ",".join(sv.get("gpu_uuids") or []) or "no GPU"
+        label = f"{sv['model']}{' (simulated)' if sv.get('simulated') else ''}"
+        lines.append(f"  {label:<24} {sv['state']:<16} {gpus}; {sv.get('inflight', 0)} in "
+                     f"flight, {sv.get('restarts', 0)} restarts")
+    return lines
