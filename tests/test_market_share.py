@@ -5,6 +5,7 @@ the hold pods on Kubernetes leave Hyperbolic no more than the plan's markets tog
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,13 @@ from market_adapter.akash_bid_server import bid_script
 from market_adapter.akash_order import Decline
 from market_adapter.base import Capacity
 from node.clock import SimulatedClock
-from node.kube import gpus_off_market
+from node.kube import HOLD, ROLE, KubeSplit, api_client, gpus_off_market
+from node.planning.planner import Plan, PlanSlot
 from node.service import open_agent
 from node.wiring import akash_bid_server
 from tests.akash_helpers import provider_order, provider_service, provider_stdin
-from tests.conftest import START
+from tests.conftest import HANG_S, START, demo_cfg
+from tests.kube_fake import FakeKube
 from tests.test_akash_bid_script import (  # noqa: F401 - fixtures: the chain, the image's PATH
     akash_cfg,
     assert_declined,
@@ -178,3 +181,29 @@ def test_hyperbolic_never_reaches_beyond_the_markets_planned_gpus(akash, hyper, 
     assert h_leased + free <= max(hyper, h_leased + akash - a_leased)
     assert a_leased + h_leased + free <= akash + hyper  # never beyond the plan's markets
     assert free >= max(akash - a_leased, hyper - h_leased)  # each can still sell its share
+
+
+def test_the_agent_holds_on_kubernetes_all_but_the_larger_unleased_share(tmp_path):
+    """Both markets in the plan, nothing leased: the agent's hold pods leave free Akash's 3,
+    not Akash's 3 and Hyperbolic's 2, so Hyperbolic can never rent 5."""
+    clock = SimulatedClock(START, speed=0)
+    agent = open_agent(demo_cfg(tmp_path), clock=clock)
+    kube = FakeKube()
+    try:
+        agent.run_all_once()
+        now = clock.now()
+        agent.parts.kube = KubeSplit(api_client(host=kube.url), "sunrig", "hgx-01",
+                                     timeout_s=HANG_S)
+        agent.state.plan = Plan(now, "both markets", (PlanSlot(
+            now - timedelta(hours=1), now + timedelta(hours=1), {"akash": 3, "hyperbolic": 2},
+            {"akash": 2.0, "hyperbolic": 2.0}, 0, None, 0.0),))
+        agent.state.assignments = {i: a for i, a in agent.state.assignments.items()
+                                   if a.lease_id is None}
+        assert len(agent.state.gpus) == 8
+        agent.split_on_kube()
+        held = [p for p in kube.pods.values() if p["metadata"]["labels"].get(ROLE) == HOLD]
+        assert len(held) == 8 - 3
+    finally:
+        kube.close()
+        agent.stop()
+        agent.store.close()
