@@ -85,3 +85,11 @@ def test_presets_listen_on_localhost_with_the_model_name_clients_use():
     ollama = parsed('[[inference.servers]]\nmodel = "llama3"\npreset = "ollama"\n')
     assert command_line(ollama.inference.servers[0], 7) == (
         ["ollama", "serve"], {"OLLAMA_HOST": "127.0.0.1:7", "OLLAMA_NUM_PARALLEL": "4"})
+
+
+def test_a_servers_parallel_slots_reach_its_command_line():
+    cfg = parsed(SERVER + "parallel = 2\n")
+    argv, _ = command_line(cfg.inference.servers[0], 9001)
+    assert argv[argv.index("--parallel") + 1] == "2"
+    none = parsed(SERVER + "parallel = 0\n")
+    assert "--parallel" not in command_line(none.inference.servers[0], 9001)[0]

@@ -68,6 +68,7 @@ def command_line(server: Any, port: int) -> tuple[list[str], dict[str, str]]:
     """The server's argv and the environment it adds, listening on 127.0.0.1:port only."""
     extra = list(server.args)
     if server.preset == "llama-server":
+        # llama.cpp common/arg.cpp: {"-np", "--parallel"}, "number of server slots"
         slots = ["--parallel", str(server.parallel)] if server.parallel else []
         return (["llama-server", "--model", server.model_path, "--alias", server.model,
                  "--host", "127.0.0.1", "--port", str(port), *slots, *extra], {})
@@ -75,6 +76,7 @@ def command_line(server: Any, port: int) -> tuple[list[str], dict[str, str]]:
         return (["vllm", "serve", server.model_path, "--served-model-name", server.model,
                  "--host", "127.0.0.1", "--port", str(port), *extra], {})
     if server.preset == "ollama":
+        # ollama envconfig/config.go: OLLAMA_NUM_PARALLEL, parallel requests per model
         slots = {"OLLAMA_NUM_PARALLEL": str(server.parallel)} if server.parallel else {}
         return (["ollama", "serve", *extra], {"OLLAMA_HOST": f"127.0.0.1:{port}", **slots})
     values = {"{port}": str(port), "{model}": server.model, "{model_path}": server.model_path}
