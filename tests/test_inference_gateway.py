@@ -209,3 +209,19 @@ def test_usage_matches_the_books_and_no_prompt_text_is_kept_anywhere(rig, caplog
     assert not [r for r in caplog.records
                 if r.name.startswith("sunrig") and PROMPT in r.getMessage()]
     assert PROMPT not in json.dumps(inference.view())
+
+
+def test_the_gateway_keeps_one_connection_to_the_server_across_plain_and_streamed_requests(rig):
+    _, inference, client, _, _ = rig
+    backend = inference.supervisor.servers[0].backend
+
+    def upstream_ports() -> list[int]:
+        return [c.sock.getsockname()[1] for c in backend._pool if c.sock is not None]
+
+    client.chat.completions.create(model=MODEL, max_tokens=2, messages=[
+        {"role": "user", "content": "a"}])
+    [first] = upstream_ports()
+    list(client.chat.completions.create(model=MODEL, max_tokens=4, stream=True, messages=[
+        {"role": "user", "content": "b"}]))
+    client.completions.create(model=MODEL, prompt="c", max_tokens=2)
+    assert upstream_ports() == [first]  # the same TCP connection carried all three

@@ -45,6 +45,7 @@ ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
 MAX_BODY_BYTES = 16 << 20  # a long context is a few MiB of JSON
 UPSTREAM_TIMEOUT_S = 600.0  # a long generation on a busy server
 READ_CHUNK = 65536
+TAIL_WAIT_S = 1.0  # for the end of a stream after its [DONE]
 
 
 class GatewayError(Exception):
@@ -303,7 +304,7 @@ class _Exchange:
                 self._pass_stream(resp, wants_usage)
             else:
                 self._pass_whole(resp)
-            kept = resp.isclosed()  # read to its end: the connection may carry the next one
+            kept = resp.isclosed() or _finished(conn, resp)
         finally:
             self.backend.release(conn, kept)
 
@@ -404,6 +405,19 @@ class _Exchange:
             self.user, self.backend.model, prompt, completion,
             round((time.perf_counter() - self.started) * 1000.0, 3), self.endpoint,
             self.stream, status, how, round(self.queue_ms, 3)))
+
+
+def _finished(conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> bool:
+    """After a stream's [DONE] (the client has its whole answer by now): read what is left of
+    the upstream answer, its last empty chunk, so the connection may carry the next request;
+    False where that does not come at once."""
+    try:
+        conn.sock.settimeout(TAIL_WAIT_S)
+        left = resp.read()
+        conn.sock.settimeout(UPSTREAM_TIMEOUT_S)
+    except (OSError, http.client.HTTPException, AttributeError):
+        return False
+    return not left and resp.isclosed()
 
 
 def _event_data(event: bytes) -> bytes | None:

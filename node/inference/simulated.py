@@ -90,11 +90,12 @@ class _Handler(BaseHTTPRequestHandler):
                     "usage": {"prompt_tokens": n, "total_tokens": n}})
 
     def _stream(self, chat: bool, prompt: int, body: dict) -> None:
+        # chunked on a kept-alive connection, as llama.cpp's server streams (cpp-httplib's
+        # set_chunked_content_provider)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Connection", "close")
+        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        self.close_connection = True
         pieces = re.findall(r"\S+\s*", ANSWER)
         base = {"id": "sim-stream", "created": int(time.time()), "model": self.sim.model,
                 "object": "chat.completion.chunk" if chat else "text_completion"}
@@ -109,11 +110,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._event({**base, "choices": [], "usage": {
                 "prompt_tokens": prompt, "completion_tokens": done,
                 "total_tokens": prompt + done}})
-        self.wfile.write(b"data: [DONE]\n\n")
+        self._chunk(b"data: [DONE]\n\n")
+        self._chunk(b"")
 
     def _event(self, chunk: dict) -> None:
-        self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-        self.wfile.flush()
+        self._chunk(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _json(self, value: dict, status: int = 200) -> None:
         data = json.dumps(value).encode()
