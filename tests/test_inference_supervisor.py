@@ -134,19 +134,26 @@ def ready_on(inference: LocalInference, cuda: str):
     return server.backend.ready and server.server.gpu_uuids == tuple(cuda.split(","))
 
 
+def held_request(inference: LocalInference, client: httpx.Client
+                 ) -> tuple[threading.Thread, list[httpx.Response]]:
+    """A request the server holds (until the release file exists), once it is in flight."""
+    answers: list[httpx.Response] = []
+    held = threading.Thread(target=lambda: answers.append(ask(client, "hold")))
+    held.start()
+    backend = inference.supervisor.servers[0].backend
+    wait_until(lambda: backend.inflight == 1, "the held request in flight")
+    return held, answers
+
+
 def test_a_request_in_flight_completes_on_its_server_before_the_server_moves(local):
     inference, _, tmp = local
     client, _ = started(inference, drain_s=120.0)
     inference.set_gpus(["GPU-a"], [])
     wait_until(lambda: ready_on(inference, "GPU-a"), "the server ready on GPU-a")
     before = served_by(ask(client, "hi"))
-    answers: list[httpx.Response] = []
-    held = threading.Thread(target=lambda: answers.append(ask(client, "hold")))
-    held.start()
-    backend = inference.supervisor.servers[0].backend
-    wait_until(lambda: backend.inflight == 1, "the held request in flight")
+    held, answers = held_request(inference, client)
     inference.set_gpus(["GPU-b"], [])
-    wait_until(lambda: backend.draining, "the drain")
+    wait_until(lambda: inference.supervisor.servers[0].backend.draining, "the drain")
     refused = ask(client, "hi")
     assert refused.status_code == 503  # no new request while it drains
     assert inference.supervisor.servers[0].proc.pid == before["pid"]  # not stopped mid-answer
@@ -164,11 +171,7 @@ def test_a_drain_ends_at_its_bound_when_a_request_never_finishes(local):
     client, _ = started(inference, drain_s=0.2)
     inference.set_gpus(["GPU-a"], [])
     wait_until(lambda: ready_on(inference, "GPU-a"), "the server ready on GPU-a")
-    answers: list[httpx.Response] = []
-    held = threading.Thread(target=lambda: answers.append(ask(client, "hold")))
-    held.start()
-    backend = inference.supervisor.servers[0].backend
-    wait_until(lambda: backend.inflight == 1, "the held request in flight")
+    held, answers = held_request(inference, client)
     inference.set_gpus(["GPU-b"], [])
     # the held request is never released: the move happens anyway, once the bound has passed
     wait_until(lambda: ready_on(inference, "GPU-b"), "the server ready on GPU-b")

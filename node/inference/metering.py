@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from statistics import quantiles
 from typing import Any
 
 log = logging.getLogger("sunrig.inference")
@@ -159,3 +160,13 @@ def counted_usage(backend: Any, prompt: str, completion: str) -> tuple[int, int]
     except (OSError, ValueError) as exc:
         log.warning("cannot count a stream's tokens with the server's tokenizer: %s", exc)
         return None
+
+
+def latency_percentiles(values: list[float]) -> dict[str, float | None]:
+    """p50 and p95 of request latencies (inclusive method: never beyond what was measured)."""
+    if not values:
+        return {"p50": None, "p95": None, "n": 0}
+    if len(values) == 1:
+        return {"p50": round(values[0], 3), "p95": round(values[0], 3), "n": 1}
+    cuts = quantiles(values, n=100, method="inclusive")
+    return {"p50": round(cuts[49], 3), "p95": round(cuts[94], 3), "n": len(values)}

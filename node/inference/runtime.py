@@ -16,7 +16,6 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict
-from statistics import quantiles
 from typing import Any
 
 from node.clock import Clock
@@ -24,7 +23,7 @@ from node.errors import ConfigError
 from node.inference.backend import Backend
 from node.inference.demand import DemandRule, LocalDemand
 from node.inference.gateway import Gateway, RateLimiter
-from node.inference.metering import Usage
+from node.inference.metering import Usage, latency_percentiles
 from node.inference.settings import check_inference
 from node.inference.simulated import SimulatedServer
 from node.inference.supervisor import Supervisor
@@ -141,7 +140,8 @@ class LocalInference:
         with self._lock:
             usage = [{"user": u, "model": m, **{k: int(v) for k, v in t.items()}}
                      for (u, m), t in sorted(self.totals.items())]
-            latency = {m: _percentiles(list(d)) for m, d in sorted(self._latency.items())}
+            latency = {m: latency_percentiles(list(d))
+                       for m, d in sorted(self._latency.items())}
             rejected = [{"user": u, "model": m, "status": s, "count": n}
                         for (u, m, s), n in sorted(self.gateway.rejected.items())]
         return {"enabled": True, "url": f"{'https' if self.gateway.tls else 'http'}://"
@@ -149,15 +149,6 @@ class LocalInference:
                 "usage_since_start": usage, "rejected_since_start": rejected,
                 "latency_ms": latency, "demand": self.demand.view(),
                 "prices": {m: asdict(p) for m, p in self.prices().items()}}
-
-
-def _percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "n": 0}
-    if len(values) == 1:
-        return {"p50": values[0], "p95": values[0], "n": 1}
-    cuts = quantiles(values, n=100, method="inclusive")
-    return {"p50": round(cuts[49], 3), "p95": round(cuts[94], 3), "n": len(values)}
 
 
 def _tls(cfg: Any) -> ssl.SSLContext | None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
-from statistics import quantiles
 from typing import Any
 
+from node.inference.metering import latency_percentiles
 from node.inference.value import local_value_per_gpu_hour
 from node.store import Store
 
@@ -59,14 +59,7 @@ def _latency(store: Store, span: list[str]) -> dict[str, dict[str, Any]]:
     by_model: dict[str, list[float]] = {}
     for r in rows:
         by_model.setdefault(r["model"], []).append(r["latency_ms"])
-    return {m: _percentiles(v) for m, v in sorted(by_model.items())}
-
-
-def _percentiles(values: list[float]) -> dict[str, Any]:
-    if len(values) == 1:
-        return {"p50": round(values[0], 3), "p95": round(values[0], 3), "n": 1}
-    cuts = quantiles(values, n=100, method="inclusive")
-    return {"p50": round(cuts[49], 3), "p95": round(cuts[94], 3), "n": len(values)}
+    return {m: latency_percentiles(v) for m, v in sorted(by_model.items())}
 
 
 def _per_day(store: Store, users: list[dict], span: list[str]) -> list[dict[str, Any]]:
