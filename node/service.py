@@ -81,21 +81,24 @@ def serve(cfg: Config, speed: float | None = None, stop: threading.Event | None 
 def _serve_locked(cfg: Config, speed: float | None, stop: threading.Event) -> int:
     agent = open_agent(cfg, speed=speed)
     server, ha, bid, inference = None, None, None, None
+    # the dashboard answers while the first cycle runs (its plan can take seconds); the status
+    # gains the local inference once that starts
+    status = [status_with_totals(agent, None)]
     try:
-        agent.start()
-        bid = start_bid_server(agent)
-        inference = start_local_inference(agent, stop)
-        status = status_with_totals(agent, inference)
-        ha = _home_assistant(cfg, agent, status)
         if cfg.webui.enabled:
             local = cfg.webui.host in LOCALHOST
-            app = create_app(status,
+            app = create_app(lambda: status[0](),
                              Auth(Path(cfg.store.path).parent),
                              open_reading=local, views=views_for(agent),
                              actions={"settings": lambda body: _change(agent, body)})
             server = make_server(cfg.webui.host, cfg.webui.port, app, threaded=True)
             threading.Thread(target=server.serve_forever, name="webui", daemon=True).start()
             log.info("dashboard on http://%s:%d", cfg.webui.host, cfg.webui.port)
+        agent.start()
+        bid = start_bid_server(agent)
+        inference = start_local_inference(agent, stop)
+        status[0] = status_with_totals(agent, inference)
+        ha = _home_assistant(cfg, agent, status[0])
         log.info("agent running (%d GPUs, markets: %s)", len(agent.state.gpus),
                  ", ".join(agent.parts.markets) or "none")
         notify(f"READY=1\nSTATUS=running, {len(agent.state.gpus)} GPUs")

@@ -196,3 +196,50 @@ def test_the_online_bound_counts_only_the_gpus_the_owner_leaves_free_at_each_hou
     # at the ask earns less than what the best floor could
     always = simulate(cfg, site, POLICIES["always_sell"](cfg, site), "always_sell")
     assert always.revenue < online_revenue_bound(cfg)
+
+
+def test_the_progress_bar_redraws_sparingly_and_its_eta_is_the_pace_so_far():
+    from node.cli.simulate import Progress
+    now = [0]
+    out: list[str] = []
+    bar = Progress(out.append, every_s=24, clock=lambda: now[0])
+    for step in range(96 * 4):
+        now[0] = step  # a second a step: four days of steps take 384 s
+        bar(step, 96 * 4)
+    assert len(out) == 15  # every 24 s, not once a step
+    half = out[7]  # drawn at 192 s, half done
+    assert half == "\r[" + "#" * 15 + " " * 15 + "]  50% 2/4 days, ETA 03:12"
+    bar(96 * 4, 96 * 4)
+    assert out[-1] == "\r[" + "#" * 30 + "] 100% 4/4 days in 06:23\n"
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_simulate_draws_its_progress_on_a_terminal_only(terminal):
+    """A real terminal (a pseudo-terminal) gets the bar on stderr; a pipe gets none, and the
+    figures on stdout are the same either way."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    if terminal:
+        parent, child = pty.openpty()
+        stderr = child
+    else:
+        stderr = subprocess.PIPE
+    proc = subprocess.Popen([sys.executable, "-m", "node.cli", "simulate", "--days", "1",
+                             "--json"], stdout=subprocess.PIPE, stderr=stderr)
+    out, err = proc.communicate(timeout=600)
+    if terminal:
+        os.close(child)
+        err = b""
+        while True:
+            try:
+                chunk = os.read(parent, 65536)
+            except OSError:  # the terminal's other end closed: all is read
+                break
+            if not chunk:
+                break
+            err += chunk
+        os.close(parent)
+    assert proc.returncode == 0 and json.loads(out)["policy"] == "planner"
+    assert ("100% 1/1 days in" in err.decode()) is terminal

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -68,12 +70,51 @@ def scenario(path: str | None, site: str | None = None, prices: str | None = Non
 def cmd_simulate(args: argparse.Namespace) -> int:
     cfg = scenario(args.scenario, days=args.days)
     site = load_site(cfg)
-    result = simulate(cfg, site, POLICIES[args.policy](cfg, site), args.policy)
+    progress = Progress(sys.stderr.write) if sys.stderr.isatty() else None
+    result = simulate(cfg, site, POLICIES[args.policy](cfg, site), args.policy, progress)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
         return 0
     _print_result(cfg, result)
     return 0
+
+
+class Progress:
+    """A bar with the share done and the time left, redrawn in place at most every
+    `every_s`; the ETA is the time so far scaled to what is left (a year's steps cost alike)."""
+
+    WIDTH = 30
+
+    def __init__(self, write: Callable[[str], object], every_s: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic):
+        self.write, self.every_s, self.clock = write, every_s, clock
+        self.started = self.drawn = clock()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        finished = done >= total
+        if not finished and now - self.drawn < self.every_s:
+            return
+        self.drawn = now
+        self.write("\r" + self.line(done, total, now - self.started)
+                   + ("\n" if finished else ""))
+
+    def line(self, done: int, total: int, elapsed_s: float) -> str:
+        share = done / total if total else 1.0
+        bar = "#" * round(share * self.WIDTH)
+        per_day = 24 / STEP_H
+        days = f"{done / per_day:.0f}/{total / per_day:.0f} days"
+        if done >= total:
+            return f"[{bar:<{self.WIDTH}}] 100% {days} in {_clock(elapsed_s)}"
+        left = elapsed_s / done * (total - done) if done else None
+        eta = "ETA --:--" if left is None else f"ETA {_clock(left)}"
+        return f"[{bar:<{self.WIDTH}}] {share:4.0%} {days}, {eta}"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
 def run_policy(cfg: Config, name: str) -> Result:

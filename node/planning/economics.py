@@ -219,7 +219,9 @@ class Result:
                 "payback_date": when.isoformat() if when else None}
 
 
-def simulate(cfg: Config, site: Site, policy: Policy, name: str) -> Result:
+def simulate(cfg: Config, site: Site, policy: Policy, name: str,
+             progress: Callable[[int, int], None] | None = None) -> Result:
+    """The period step by step under `policy`; `progress(steps done, steps)` after each."""
     g, s, sc = cfg.gpus.simulated, cfg.markets.sim, cfg.site
     bat = cfg.energy.simulated.battery
     soc_with = soc_without = bat.capacity_kwh * 1000.0 * bat.initial_soc_pct / 100.0
@@ -235,6 +237,8 @@ def simulate(cfg: Config, site: Site, policy: Policy, name: str) -> Result:
     for k, ts in enumerate(site.starts):
         end = ts + STEP
         leased_start = sum(n for _, e, n, _ in leases if e > ts)
+        if progress is not None:
+            progress(k, site.steps)
         decision = policy(State(k, leased_start, soc_with, rig_w, *last))
         # leases are never taken back: where they left the owner short, the owner rents the
         # missing GPUs elsewhere at the market's reference price
@@ -276,6 +280,8 @@ def simulate(cfg: Config, site: Site, policy: Policy, name: str) -> Result:
         _book_sources(result.kwh_by_source, pv, load, rig_w, dis_w, imp_w, exp_w)
         result.leased_gpu_hours += leased_h
         result.sellable_gpu_hours += (g.count - int(site.local_gpus[k])) * STEP_H
+    if progress is not None:
+        progress(site.steps, site.steps)
     result.capex = sum(i.amount for i in cfg.capex.items)
     dates = [date.fromisoformat(i.date) for i in cfg.capex.items]
     result.capex_date = min(dates) if dates else None
