@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import openai
+import pytest
 from conftest import make_agent, run_for
 
 from node.clock import SimulatedClock
@@ -169,3 +170,29 @@ def test_a_soft_reservation_is_priced_at_the_local_value_of_a_gpu_hour_where_tha
     assert with_local_value(1.0, empty, now) == 1.0  # nothing measured: the market's price
     store.close()
     empty.close()
+
+
+def test_requests_for_a_model_whose_server_waits_for_gpus_count_as_held_up(tmp_path):
+    from node.config import InferenceServerConfig
+
+    store = Store(tmp_path / "store.db", "Europe/Amsterdam")
+    server = InferenceServerConfig(model="m", preset="command", gpus=1, args=("true",))
+    cfg = InferenceConfig(enabled=True, port=0, servers=(server,), queue_for_s=1.0)
+    inference = LocalInference(cfg, store, SimulatedClock(datetime(2024, 6, 10, tzinfo=UTC), 1))
+    clock = FakeClock()
+    inference.demand = LocalDemand(DemandRule.of(cfg), clock)
+    inference.start()
+    try:
+        inference.set_gpus([], [])  # no local GPU: the server waits for one
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{inference.gateway.port}/v1",
+                               api_key=add_user(store, "ann", datetime.now(UTC)), max_retries=0)
+        for _ in range(2):
+            with pytest.raises(openai.APIStatusError) as refused:
+                client.chat.completions.create(model="m", messages=[
+                    {"role": "user", "content": "hi"}])
+            assert refused.value.status_code == 503
+            clock.now_s += 1.0
+        assert inference.demand.wanted(reserved_now=0) == 1
+    finally:
+        inference.stop()
+        store.close()

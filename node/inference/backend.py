@@ -30,6 +30,7 @@ class Backend:
         self.simulated = simulated
         self.ready = False
         self.draining = False
+        self.starved = False  # its server waits for local GPUs: a request for it is demand
         self._inflight = 0
         self._idle = threading.Condition()
         self._tokenize_path: str | None = None

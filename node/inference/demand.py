@@ -1,6 +1,7 @@
 """Local demand moves the split: requests that wait at the gateway keep one more GPU local.
 
-Each request the gateway passes on reports how long it waited for a free slot of its server.
+Each request the gateway passes on reports how long it waited for a free slot of its server; a
+request refused because its server waits for local GPUs counts as the longest wait.
 When requests have waited longer than `queue_wait_s`, without a break, for `queue_for_s`, the
 demand asks for one GPU more than the owner's reservation now gives (or than it asked before),
 up to `max_local_gpus`; the next plan and the next role pass keep that GPU local, never taking a

@@ -99,6 +99,8 @@ class LocalInference:
         self._rows.put(row)
         if usage.status < 400 or usage.queue_ms:
             self.demand.observe(usage.queue_ms / 1000.0)
+        elif usage.status == 503 and self._starved(usage.model):
+            self.demand.observe(float("inf"))  # refused for want of a GPU: the longest wait
         with self._lock:
             t = self.totals.setdefault((usage.user, usage.model), {
                 "requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0})
@@ -109,6 +111,10 @@ class LocalInference:
             if usage.status < 400:
                 self._latency.setdefault(usage.model, deque(maxlen=LATENCY_WINDOW)).append(
                     usage.latency_ms)
+
+    def _starved(self, model: str) -> bool:
+        backend = self._backends.get(model)
+        return backend is not None and backend.starved
 
     def _write_rows(self) -> None:
         """Usage rows into the store, those of up to WRITE_EVERY_S at once: a busy gateway

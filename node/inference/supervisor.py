@@ -86,6 +86,7 @@ class ManagedServer:
         self._wake = threading.Event()
 
     def want(self, uuids: tuple[str, ...] | None) -> None:
+        self.backend.starved = uuids is None
         if uuids != self.wanted:
             self.wanted = uuids
             self._wake.set()
