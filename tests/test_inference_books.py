@@ -102,15 +102,17 @@ def test_a_bad_user_name_is_refused_before_the_store_is_touched(tmp_path, capsys
     assert not data.exists()
 
 
-def test_prometheus_counts_requests_and_tokens_per_user_and_model():
+def test_prometheus_counts_requests_tokens_and_errors_per_user_and_model_from_the_store(
+        store: Store):
+    from node.totals import Totals
     from webui.metrics import registry_for, render
 
-    view = {"usage_since_start": [{"user": "ann", "model": "tiny", "requests": 3, "errors": 1,
-                                   "prompt_tokens": 40, "completion_tokens": 12}]}
-    text = render(registry_for(lambda: {"local_inference": view})).decode()
+    store.add_inference_usage([usage_row(store, "tiny", 20, 6), usage_row(store, "tiny", 20, 6),
+                               usage_row(store, "tiny", 0, 0, status=503)])
+    text = render(registry_for(lambda: {"lifetime": Totals(store).lifetime()})).decode()
     assert 'sunrig_inference_prompt_tokens_total{model="tiny",user="ann"} 40.0' in text
     assert 'sunrig_inference_requests_total{model="tiny",user="ann"} 3.0' in text
-    assert 'sunrig_inference_errors_total{model="tiny",user="ann"} 1.0' in text
+    assert 'sunrig_inference_errors_total{model="tiny",status="503",user="ann"} 1.0' in text
 
 
 def test_history_and_payback_pages_count_local_value_as_income_never_as_energy_cost(tmp_path):
