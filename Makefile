@@ -19,7 +19,7 @@ LLAMA_WHEEL := $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DGGML_CUDA=OFF -DLLAMA_BUILD_TESTS=OFF \
 	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF
 
-.PHONY: run test bench lint venv system-deps clean llama-wheel
+.PHONY: run test bench bench-emhass lint venv system-deps clean llama-wheel
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,19 @@ bench: $(VENV)/.installed-test system-deps
 	$(BIN)/python bench/inference.py
 	$(BIN)/sunrig bench economics --scenario scenarios/owner-8gpu.toml
 	$(BIN)/sunrig bench economics --scenario scenarios/seed-study-40gpu.toml
+
+# EMHASS beside the planner (bench/planner.py runs it when present): its own environment in the
+# cache outside the checkout, never a dependency of sunrig nor of `make test`
+EMHASS_VERSION := 0.18.7
+EMHASS_VENV := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/sunrig/emhass-venv
+
+bench-emhass: $(VENV)/.installed-test
+	@if ! $(EMHASS_VENV)/bin/python -c 'import emhass.optimization' 2>/dev/null; then \
+	  echo "installing EMHASS $(EMHASS_VERSION) into $(EMHASS_VENV)"; \
+	  $(PYTHON) -m venv $(EMHASS_VENV) && $(EMHASS_VENV)/bin/pip install -q --upgrade pip && \
+	  $(EMHASS_VENV)/bin/pip install -q 'emhass==$(EMHASS_VERSION)'; \
+	fi
+	$(BIN)/python bench/planner.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

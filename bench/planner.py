@@ -7,7 +7,11 @@ the battery differ from plan to plan). The parent turns each moment into plain p
 whole `plan()`, from the inputs to the `Plan` it returns, and reports its own peak resident set.
 The first plan of the child also pays for importing the solver, and is reported apart.
 
-Also: how solve time grows with the rig (8 to 64 GPUs) and with the horizon (24 h to 96 h).
+Also: how solve time grows with the rig (8 to 64 GPUs) and with the horizon (24 h to 96 h), and,
+where `make bench-emhass` has installed EMHASS into its own environment, the same moments solved
+by EMHASS side by side (bench/emhass_side.py) with the ratio of the whole plan() to its solves.
+Every figure is given in wall and in CPU time: on a busy machine the wall clock mostly measures
+the neighbours.
 Targets for 48 h x 15 min, 8 GPUs and a battery: median < 50 ms, worst < 150 ms, RSS < 120 MiB.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -28,6 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 SCENARIO = ROOT / "scenarios" / "owner-8gpu.toml"
 PLANS = 40  # moments of the year; the targets are judged over all but the first
+EMHASS_MOMENTS = 6  # EMHASS takes seconds a solve
+# where `make bench-emhass` puts EMHASS's environment (outside the checkout)
+EMHASS_PYTHON = Path(os.environ.get("SUNRIG_EMHASS_PYTHON") or Path(
+    os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sunrig" / "emhass-venv"
+    / "bin" / "python")
 TARGET_MEDIAN_MS, TARGET_WORST_MS, TARGET_RSS_MIB = 50.0, 150.0, 120.0
 
 
@@ -140,38 +150,71 @@ def run_child(docs: list[dict]) -> dict:
     return json.loads(out.stdout)
 
 
-def bench_plan() -> None:
+def bench_plan() -> dict:
     result = run_child(moments(PLANS, 48, 8))
     cold, warm = result["seconds"][0], sorted(result["seconds"][1:])
+    cpu = sorted(result["cpu_seconds"][1:])
     median_ms, worst_ms = statistics.median(warm) * 1000, warm[-1] * 1000
     fallbacks = sum(1 for s in result["statuses"] if s != "optimal")
     print(f"planner, whole plan() for 48 h x 15 min, 8 GPUs + battery, {len(warm)} moments of "
           f"the owner's year: median {median_ms:.1f} ms (target < {TARGET_MEDIAN_MS:.0f}), "
-          f"worst {worst_ms:.1f} ms (< {TARGET_WORST_MS:.0f}); the first plan, importing the "
-          f"solver, {cold * 1000:.0f} ms; not optimal: {fallbacks}")
+          f"worst {worst_ms:.1f} ms (< {TARGET_WORST_MS:.0f}); CPU median "
+          f"{statistics.median(cpu) * 1000:.1f} ms, worst {cpu[-1] * 1000:.1f} ms; the first "
+          f"plan, importing the solver, {cold * 1000:.0f} ms; not optimal: {fallbacks}")
     print(f"planning process peak RSS: {result['rss_mib']:.0f} MiB (target < "
           f"{TARGET_RSS_MIB:.0f})")
+    return result
+
+
+def bench_emhass(plans: dict) -> None:
+    """The first EMHASS_MOMENTS moments solved by EMHASS, beside the planner's plan() of the
+    same moments (from `plans`, the planner's run over all of them)."""
+    if not EMHASS_PYTHON.exists():
+        print(f"EMHASS side by side: not installed ({EMHASS_PYTHON}); `make bench-emhass`")
+        return
+    docs = moments(PLANS, 48, 8)[:EMHASS_MOMENTS]
+    out = subprocess.run([str(EMHASS_PYTHON), str(ROOT / "bench" / "emhass_side.py")],
+                         input=json.dumps(docs), capture_output=True, text=True, check=True,
+                         cwd=ROOT, timeout=3600)
+    side = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = side["moments"]
+    ours = {"wall": plans["seconds"][1:EMHASS_MOMENTS],
+            "CPU": plans["cpu_seconds"][1:EMHASS_MOMENTS]}  # the first pays for imports
+    theirs = {"wall": ("fresh_s", "warm_s"), "CPU": ("fresh_cpu_s", "warm_cpu_s")}
+    for clock, (fresh, warm) in theirs.items():
+        plan_s = statistics.median(ours[clock])
+        fresh_s = statistics.median(r[fresh] for r in rows)
+        warm_s = statistics.median(r[warm] for r in rows)
+        print(f"EMHASS {side['emhass']} side by side, {clock} (median of {len(rows)} moments): "
+              f"fresh {fresh_s * 1000:.0f} ms, warm {warm_s * 1000:.0f} ms; sunrig's whole "
+              f"plan() {plan_s * 1000:.1f} ms = {plan_s / fresh_s:.3f} of EMHASS fresh, "
+              f"{plan_s / warm_s:.3f} of warm")
+    print("EMHASS statuses: " + ", ".join(sorted({r["status"] for r in rows}
+                                                 | {r["warm_status"] for r in rows})))
 
 
 def bench_scaling(plans: int = 8) -> None:
-    """Median whole plan() over the same moments as the rig and the horizon grow."""
-    def median_ms(horizon_hours: int, gpus: int) -> float:
-        seconds = run_child(moments(plans + 1, horizon_hours, gpus))["seconds"][1:]
-        return statistics.median(seconds) * 1000
+    """Median whole plan(), wall and CPU, over the same moments as the rig and the horizon
+    grow."""
+    def medians_ms(horizon_hours: int, gpus: int) -> tuple[float, float]:
+        result = run_child(moments(plans + 1, horizon_hours, gpus))
+        return (statistics.median(result["seconds"][1:]) * 1000,
+                statistics.median(result["cpu_seconds"][1:]) * 1000)
 
-    by_gpus = {n: median_ms(48, n) for n in (8, 16, 32, 64)}
-    print("planner by rig size (48 h x 15 min, median): " + ", ".join(
-        f"{n} GPUs {ms:.0f} ms" for n, ms in by_gpus.items())
-        + f"; 64 / 8 = {by_gpus[64] / by_gpus[8]:.1f}x")
-    by_hours = {h: median_ms(h, 8) for h in (24, 48, 96)}
-    print("planner by horizon (8 GPUs, 15 min slots, median): " + ", ".join(
-        f"{h} h {ms:.0f} ms" for h, ms in by_hours.items())
-        + f"; 96 h / 24 h = {by_hours[96] / by_hours[24]:.1f}x")
+    def line(label: str, figures: dict) -> str:
+        return ", ".join(f"{k} {label} {w:.0f} ms (CPU {c:.0f})" for k, (w, c) in figures.items())
+
+    by_gpus = {n: medians_ms(48, n) for n in (8, 16, 32, 64)}
+    print("planner by rig size (48 h x 15 min, median): " + line("GPUs", by_gpus)
+          + f"; 64 / 8 = {by_gpus[64][1] / by_gpus[8][1]:.1f}x in CPU")
+    by_hours = {h: medians_ms(h, 8) for h in (24, 48, 96)}
+    print("planner by horizon (8 GPUs, 15 min slots, median): " + line("h", by_hours)
+          + f"; 96 h / 24 h = {by_hours[96][1] / by_hours[24][1]:.1f}x in CPU")
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--child"]:
         child()
     else:
-        bench_plan()
+        bench_emhass(bench_plan())
         bench_scaling()
