@@ -55,6 +55,7 @@ from node.planning.planner import (
     Plan,
     PlanInputs,
     PlanSlot,
+    _carried_at,
     best_floors,
     price_at,
     self_consumption_step,
@@ -278,9 +279,9 @@ class _Model:
                                                                      width.sum())])
                 slopes[at, :len(slope)] = slope
             # no lease below the floor: at most what tenants keep leased at the floor price
-            most = np.array([terms.carried_gpus(max(b["floor"][t][name],
-                                                    terms.ask_price_per_gpu_hour), b["cap"][t])
-                             for t in range(self.T)]) / terms.mean_lease_hours * h
+            most = _carried_at_floors(terms, [max(f[name], terms.ask_price_per_gpu_hour)
+                                              for f in b["floor"]], caps)
+            most = most / terms.mean_lease_hours * h
             ends = np.minimum(ends, most[:, None])
             per_market.append((np.diff(ends, axis=1, prepend=0.0).clip(min=0.0), slopes))
         k = max(w.shape[1] for w, _ in per_market)
@@ -422,6 +423,19 @@ class _Model:
         return Plan(now, planner + ":safe", tuple(slots))
 
 
+def _carried_at_floors(terms: MarketTerms, floors: list[float], caps: np.ndarray
+                       ) -> np.ndarray:
+    """Per slot, `carried_gpus(floor, cap)`: one Kaufman-Roberts pass per capacity for all
+    the slots that share it, rather than one per slot."""
+    shares = np.array([terms.share_paying(p) for p in floors])
+    out = np.zeros(len(floors))
+    for cap in np.unique(caps).tolist():
+        if cap > 0:
+            at = caps == cap
+            out[at] = _carried_at(terms, shares[at], cap)
+    return out
+
+
 def _revenue_segments(terms: MarketTerms, hours: float, capacity: int
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Concave piecewise-linear bound on a slot's lease value as a function of leases started,
@@ -550,10 +564,10 @@ def _costs(inp: PlanInputs, base: dict, prices: list, hours: float, lease_draw_w
         surplus_w = -base["net_w"][t] - lease_draw_w[t]
         marginal = exports[t] if surplus_w >= extra_w else imports[t]
         gpu_cost.append(gpu_kw * marginal)
-    energy = {m: _lease_energy_cost(gpu_cost, hours, terms.mean_lease_hours)
-              for m, terms in inp.markets.items()}
-    lease_cost = [{m: float(energy[m][t]) + inp.wear_per_gpu_hour for m in inp.markets}
-                  for t in range(len(imports))]
+    energy = {m: (_lease_energy_cost(gpu_cost, hours, terms.mean_lease_hours)
+                  + inp.wear_per_gpu_hour).tolist() for m, terms in inp.markets.items()}
+    lease_cost = [dict(zip(energy, costs, strict=True)) for costs in zip(*energy.values(),
+                                                                         strict=True)]
     floors = [{m: max(inp.min_floor_per_gpu_hour, cost + inp.margin_per_gpu_hour)
                for m, cost in costs.items()} for costs in lease_cost]
     return {"import": imports, "export": exports, "floor": floors, "lease_cost": lease_cost,
