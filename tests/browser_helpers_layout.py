@@ -22,6 +22,7 @@ from webui.auth import Auth
 
 WAIT_S = HANG_S
 PHONE, SMALL_PHONE, DESKTOP = (390, 844), (360, 740), (1400, 1000)
+CHART_PAGES = ("/plan", "/history", "/payback")  # their scripts say when the charts are drawn
 
 
 def nav_links(browser) -> list[tuple[str, str]]:
@@ -38,7 +39,9 @@ def wait_drawn(browser, path: str) -> None:
             return b.find_element(By.ID, "rig").text not in ("", "–")
         if path == "/settings":
             return data.get("loaded") == "yes"
-        return data.get("drawn") == "yes"
+        if path in CHART_PAGES:
+            return data.get("drawn") == "yes"
+        return b.execute_script("return document.readyState") == "complete"
     WebDriverWait(browser, WAIT_S).until(ready)
 
 

@@ -24,7 +24,7 @@ from tests.browser_helpers_layout import (
 from tests.test_browser import ARTIFACTS, browser, start_demo, stop  # noqa: F401 - a fixture
 
 PASSWORD = "owner password 1"
-PAGES = ["/", "/plan", "/history", "/payback", "/settings"]
+PAGES = ["/", "/plan", "/history", "/payback", "/settings"]  # at least these, in this order
 
 # What a page looks like to its reader: how wide it is against the window, how tall the header,
 # and for each navigation entry where it lies and whether a tap at its centre reaches it.
@@ -66,10 +66,13 @@ def window(browser):  # noqa: F811 - the fixture imported above
 def test_every_page_fits_the_window_with_its_whole_navigation_in_reach(
         demo, browser, window, width, height):  # noqa: F811
     window(width, height)
-    for path in PAGES:
+    browser.get(demo + "/")
+    pages = [p for p, _ in nav_links(browser)]
+    assert [p for p in pages if p in PAGES] == PAGES
+    for path in pages:  # every page the navigation offers
         browser.get(demo + path)
         wait_drawn(browser, path)
-        assert [p for p, _ in nav_links(browser)] == PAGES  # complete, in order
+        assert [p for p, _ in nav_links(browser)] == pages  # the same on every page
         m = browser.execute_script(MEASURE)
         assert m["window_px"] == width
         assert m["page_px"] <= width, f"{path} scrolls sideways at {width} px: {m['page_px']}"
