@@ -45,6 +45,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 import numpy as np
 
@@ -436,10 +437,12 @@ def _carried_at_floors(terms: MarketTerms, floors: list[float], caps: np.ndarray
     return out
 
 
+@lru_cache(maxsize=256)
 def _revenue_segments(terms: MarketTerms, hours: float, capacity: int
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Concave piecewise-linear bound on a slot's lease value as a function of leases started,
-    as (width, slope) per segment from zero, the slopes falling.
+    as (width, slope) per segment from zero, the slopes falling. Cached: a plan's second pass
+    asks the same (and read-only arrays keep a caller from changing what the next one gets).
 
     Points: at floor p, `capacity` offered GPUs keep carried(p) leased, so a slot starts
     carried(p) / mean hours * h leases, each worth p * mean hours.
@@ -447,11 +450,12 @@ def _revenue_segments(terms: MarketTerms, hours: float, capacity: int
     prices = {terms.expected_price_per_gpu_hour * math.exp(terms.price_spread * z)
               for z in LADDER_Z}
     prices.add(terms.ask_price_per_gpu_hour)
+    ladder = sorted(p for p in prices if p >= terms.ask_price_per_gpu_hour)
+    carried = _carried_at_floors(terms, ladder, np.full(len(ladder), capacity))
     points = [(0.0, 0.0)]
-    for p in prices:
-        if p >= terms.ask_price_per_gpu_hour:
-            started = terms.carried_gpus(p, capacity) / terms.mean_lease_hours * hours
-            points.append((started, started * p * terms.mean_lease_hours))
+    for p, gpus in zip(ladder, carried.tolist(), strict=True):
+        started = gpus / terms.mean_lease_hours * hours
+        points.append((started, started * p * terms.mean_lease_hours))
     points.sort()
     hull: list[tuple[float, float]] = []
     for point in points:  # upper concave hull, left to right
@@ -463,7 +467,10 @@ def _revenue_segments(terms: MarketTerms, hours: float, capacity: int
         if x1 - x0 > 1e-12:
             widths.append(x1 - x0)
             slopes.append((y1 - y0) / (x1 - x0))
-    return np.array(widths), np.array(slopes)
+    widths_a, slopes_a = np.array(widths), np.array(slopes)
+    widths_a.setflags(write=False)
+    slopes_a.setflags(write=False)
+    return widths_a, slopes_a
 
 
 def _cross(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> float:
