@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
@@ -25,13 +26,14 @@ from node import rollups, settings
 from node.clock import Clock, real_seconds
 from node.config import Config
 from node.gpus import GpuError, GpuSnapshot
-from node.kube import KubeError
+from node.kube import KubeError, gpus_off_market
 from node.ledger import RigEnergy, book_energy, book_payouts
 from node.planning.inputs import FillTracker, learned_terms, plan_inputs
 from node.planning.milp import MilpPlanner
 from node.planning.planner import Plan, PlanInputs, RulePlanner
 from node.planning.projection import YearProjection
 from node.podresources import physical
+from node.powercap import may_set
 from node.roles import (
     LOCAL,
     Assignment,
@@ -41,6 +43,10 @@ from node.roles import (
     reserved_local_gpus,
 )
 from node.store import Store, epoch
+from node.tee_gate import PREFLIGHT_EVERY_S, gated_offer
+
+if TYPE_CHECKING:
+    from node.inference.demand import LocalDemand
 from node.wiring import Parts, still_needs, tariff_for
 from tee.attest import attest
 from tee.evidence import CcState, TeeError, Verdict
@@ -78,7 +84,8 @@ class LiveState:
 
     @property
     def tee_ok(self) -> bool:
-        """Markets hear of TEE only while the last attestation passed."""
+        """The host's own NVML attestation passed: an operator diagnostic, never what markets are
+        told (the host preflight's gate decides tee/type)."""
         return self.tee_verdict is not None and self.tee_verdict.passed
 
 
@@ -96,6 +103,7 @@ class Agent:
         self._scheduler: BackgroundScheduler | None = None
         self._arming = threading.Lock()  # a job re-arms itself, or stop() takes the scheduler
         self.projection = YearProjection(store)
+        self.local_demand: LocalDemand | None = None  # set by the service where [inference] runs
         store.sync_cost_items(_cost_rows(cfg))  # the config is the source of CapEx and OpEx
         a = cfg.agent
         self.jobs: dict[str, tuple[Callable[[], None], float]] = {
@@ -108,11 +116,14 @@ class Agent:
             "ledger": (self.book_ledger, a.ledger_every_s),
             "maintenance": (self.maintenance, a.maintenance_every_s),
             "attest": (self.attest_tee, cfg.tee.attest_every_s),
+            "cc_preflight": (self.preflight_tee, PREFLIGHT_EVERY_S),
             "kube_split": (self.split_on_kube, a.apply_every_s),
             "project_payback": (self.project_payback, a.plan_every_s),
         }
         if parts.site is None:  # no site source configured: nothing to read, nothing failing
             del self.jobs["sample_site"]
+        if parts.tee_gate is None:  # a rig that never sells confidential GPUs
+            del self.jobs["cc_preflight"]
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -283,7 +294,7 @@ class Agent:
         inference = self.cfg.inference
         bounds = ((inference.min_local_gpus, inference.max_local_gpus) if inference.enabled
                   else None)
-        demand = getattr(self, "local_demand", None)  # the service's, where [inference] runs
+        demand = self.local_demand
         if demand is None:
             return reserved_local_gpus(self.cfg.local, ts_local, 0, bounds)
         now = self.clock.now()
@@ -311,6 +322,7 @@ class Agent:
             for lease_id in result.unplaced_leases:
                 log.warning("lease %s has no free GPUs to run on", lease_id)
             self.state.assignments = {a.index: a for a in result.assignments}
+            self._share_for_bids(slot, offered)
             self._note_reservation(now, result)
             self._apply_power_and_workload()
             for name, market in self.parts.markets.items():
@@ -320,6 +332,21 @@ class Agent:
                 free = result.free_offered.get(name, 0)
                 floor = self._offer(market, free, slot.floor_per_gpu_hour[name])
                 self.state.fills.offered(name, now, floor, free)
+
+    def _share_for_bids(self, slot, offered: dict[str, int]) -> None:
+        """Akash's share of the plan now, and what its leases hold, for its bid endpoint."""
+        share = self.parts.akash_share
+        if share is not None:
+            planned = offered.get("akash", 0) if slot and "akash" in slot.floor_per_gpu_hour else 0
+            share.update(planned, self._leased_gpus().get("akash", 0))
+
+    def _leased_gpus(self) -> dict[str, int]:
+        """GPUs each market's leases hold, as roles placed them."""
+        out: dict[str, int] = {}
+        for a in self.state.assignments.values():
+            if a.market is not None and a.lease_id is not None:
+                out[a.market] = out.get(a.market, 0) + 1
+        return out
 
     def _note_reservation(self, now: datetime, result) -> None:
         """Say once when leases keep the owner from the GPUs reserved, and once when resolved."""
@@ -335,13 +362,12 @@ class Agent:
             self.state.reservation_short = short
 
     def _offer(self, market: Market, gpus: int, floor_site: float) -> float:
-        """Offer free GPUs at the floor, converted from site to market currency. Attested TEE
-        capacity carries the premium: CC mode costs tenants about that much throughput."""
+        """Offer free GPUs at the floor, converted from site to market currency. Confidential
+        capacity (while the host preflight passes) carries the premium: CC mode costs tenants
+        about that much throughput."""
         snap = next(iter(self.state.gpus.values()), None)
         memory_gib = (snap.memory_total_bytes or 0) / 2**30 if snap else 0.0
-        tee = self.state.tee_ok
-        if tee:
-            floor_site *= 1.0 + self.cfg.tee.premium_pct / 100.0
+        floor_site, tee = gated_offer(self.parts.tee_gate, floor_site, self.cfg.tee.premium_pct)
         market.offer(Capacity(gpus, self.parts.gpu_model, round(memory_gib, 1), tee=tee),
                      floor_site / market.currency_rate)
         return floor_site
@@ -358,6 +384,8 @@ class Agent:
             target = power_limit_for(a.role, snap.power_limit_min_w, snap.power_limit_default_w)
             if target is None or self.state.limits_tried_w.get(index) == target:
                 continue
+            if not may_set(a.lease_id, target, snap.power_limit_default_w):
+                continue  # a GPU that holds a lease is never capped
             self.state.limits_tried_w[index] = target  # a refusal is logged once, not every minute
             try:
                 backend.set_power_limit(index, target)
@@ -415,9 +443,9 @@ class Agent:
             return
         kube = self.parts.kube
         slot = self.state.plan.slot_at(self.clock.now()) if self.state.plan else None
-        offered = sum(slot.offered.values()) if slot else 0
+        planned = dict(slot.offered) if slot else {}
         before = kube.last.holders if kube.last is not None else None
-        split = kube.keep(max(0, len(self.state.gpus) - offered))
+        split = kube.keep(gpus_off_market(len(self.state.gpus), planned, self._leased_gpus()))
         for message in split.replaced:  # each rejected hold pod once: it is gone after this
             self.store.add_event(self.clock.now(), "kube", message)
         if split.holders != before:
@@ -512,6 +540,10 @@ class Agent:
             message = "TEE attestation failed: " + "; ".join(
                 f"{c.name}: {c.detail}" for c in verdict.failed)
         self._set_verdict(now, verdict, message)
+
+    def preflight_tee(self) -> None:
+        """The host preflight behind tee/type and its premium; the gate says its changes once."""
+        self.parts.tee_gate.poll(self.clock.now(), self.store)
 
     def _set_verdict(self, now: datetime, verdict: Verdict | None, message: str) -> None:
         """Keep the verdict; log and record it only when what it says changes."""

@@ -21,6 +21,7 @@ from node.clock import Clock, RealClock, SimulatedClock
 from node.config import Config, InferencePriceConfig
 from node.errors import ConfigError
 from node.inference.runtime import LocalInference
+from node.inference.view import local_view
 from node.ledger import book_local_value
 from node.sdnotify import notify, watchdog_period_s
 from node.status import agent_status, history_view, payback_view, plan_view
@@ -124,7 +125,7 @@ def start_bid_server(agent: Agent) -> BidServer | None:
     market = agent.parts.markets.get("akash")
     if not isinstance(market, AkashMarket):
         return None
-    return akash_bid_server(agent.cfg, market).start()
+    return akash_bid_server(agent.cfg, market, agent.parts.akash_share).start()
 
 
 INFERENCE_SYNC_S = 5.0  # real seconds between handing servers the local GPUs and booking value
@@ -136,6 +137,7 @@ def start_local_inference(agent: Agent, stop: threading.Event) -> LocalInference
     if not agent.cfg.inference.enabled:
         return None
     inference = LocalInference(agent.cfg.inference, agent.store, agent.clock).start()
+    agent.local_demand = inference.demand  # the gateway's queue moves the local reservation
 
     def sync() -> None:
         while True:
@@ -170,7 +172,8 @@ def views_for(agent: Agent) -> dict:
     return {"plan": lambda args: plan_view(agent),
             "settings": lambda args: settings.current(agent.cfg),
             "history": lambda args: history_view(agent, args),
-            "payback": lambda args: payback_view(agent)}
+            "payback": lambda args: payback_view(agent),
+            "local": lambda args: local_view(agent.store, args, agent.clock.now())}
 
 
 def _change(agent: Agent, body: dict) -> dict:

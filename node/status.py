@@ -106,14 +106,18 @@ def local_inference_view(store: Any, runtime: Any, today: date,
 
 
 def _tee(agent: Agent) -> dict[str, Any]:
-    st = agent.state
+    """What markets are told (the host preflight's gate) beside the host's own NVML evidence, an
+    operator diagnostic: with the GPUs bound to vfio-pci the host may have no evidence at all."""
+    st, gate = agent.state, agent.parts.tee_gate
+    told = {"advertised": bool(gate is not None and gate.open),
+            "preflight": gate.last.to_dict() if gate is not None and gate.last else None}
     if agent.parts.tee is None:
-        return {"available": False, "mode": "unavailable", "advertised": False, "verdict": None,
-                "checked": None, "message": "this rig cannot attest (no confidential-computing "
-                "GPUs, or [tee] backend is off)"}
+        return {"available": False, "mode": "unavailable", **told, "verdict": None,
+                "checked": None, "message": "this host has no NVML attestation (no "
+                "confidential-computing GPUs it can reach, or TEE switched off)"}
     return {"available": True, "mode": st.tee_state.mode if st.tee_state else None,
             "state": st.tee_state.as_dict() if st.tee_state else None,
-            "advertised": st.tee_ok, "premium_pct": agent.cfg.tee.premium_pct,
+            **told, "premium_pct": agent.cfg.tee.premium_pct,
             "verdict": st.tee_verdict.as_dict() if st.tee_verdict else None,
             "checked": _iso(st.tee_checked), "message": st.tee_message}
 

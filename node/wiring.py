@@ -24,7 +24,7 @@ from energy.sunspec_sim import SunSpecSimServer
 from energy.tariff import DayAheadTariff, FixedTariff, TimeOfUseTariff, TouWindow
 from energy.types import SiteReader, Tariff
 from market_adapter.akash import AkashChain, AkashMarket, AkashPrices, AkashProvider
-from market_adapter.akash_bid import price_request
+from market_adapter.akash_bid import AkashShare, price_request
 from market_adapter.akash_bid_server import (
     BidServer,
     check_token,
@@ -44,6 +44,8 @@ from node.kube import KubeSplit, api_client
 from node.planning.inputs import site_array, site_battery
 from node.planning.planner import MarketTerms
 from node.podresources import PodResources
+from node.powercap import client_for
+from node.tee_gate import TeeGate, host_preflight
 from tee.attest import TeeSource
 from tee.evidence import TeeError
 from tee.gpu import NvmlTee
@@ -69,6 +71,10 @@ class Parts:
     tee: TeeSource | None = None  # None: this rig cannot attest (simulated, or no CC driver)
     trust: Trust | None = None
     kube: KubeSplit | None = None  # None: no Kubernetes split (the demo, a rig without k8s)
+    # the plan's Akash GPUs for its bid endpoint; None: Akash is not enabled
+    akash_share: AkashShare | None = None
+    # the confidential-computing preflight's gate on tee/type; None: never advertised
+    tee_gate: TeeGate | None = None
     close: Callable[[], None] = lambda: None  # release what the parts hold (servers, links)
 
 
@@ -80,7 +86,17 @@ def build_parts(cfg: Config, clock: Clock, state_dir: Path,
     kube = _kube(cfg.kube) if k.enabled else None
     site, close_site = _site(cfg, clock, rig_power_w)
     return Parts(backend, site, tariff_for(cfg), markets, terms, model, busy_w,
-                 tee=_tee(cfg), trust=trust_from_config(cfg.tee), kube=kube, close=close_site)
+                 tee=_tee(cfg), trust=trust_from_config(cfg.tee), kube=kube, close=close_site,
+                 akash_share=AkashShare() if "akash" in markets else None,
+                 tee_gate=_tee_gate(cfg))
+
+
+def _tee_gate(cfg: Config) -> TeeGate | None:
+    """The host preflight's gate where the rig could sell confidential GPUs: real GPUs and TEE
+    not switched off; a simulated rig never advertises TEE."""
+    if cfg.tee.backend == "off" or cfg.gpus.backend != "nvml":
+        return None
+    return TeeGate(host_preflight(cfg))
 
 
 def _kube(k: KubeConfig) -> KubeSplit:
@@ -121,7 +137,7 @@ def _tee(cfg: Config) -> TeeSource | None:
 
 def _backend(cfg: Config, clock: Clock) -> tuple[GpuBackend, str, float]:
     if cfg.gpus.backend == "nvml":
-        backend = NvmlBackend()
+        backend = NvmlBackend(client_for(cfg.gpus.powercap_socket))
         snaps = backend.snapshots(clock.now())
         if not snaps:
             return backend, "unknown", 0.0
@@ -319,9 +335,10 @@ def akash_bid_token(cfg: Config, create: bool = False) -> str:
         raise ConfigError("config", key, str(exc)) from None
 
 
-def akash_bid_server(cfg: Config, market: AkashMarket) -> BidServer:
+def akash_bid_server(cfg: Config, market: AkashMarket, share: AkashShare | None = None
+                     ) -> BidServer:
     """The bid endpoint for the provider's bid-price script, pricing from the market's current
-    offer; started by the caller, stopped with the agent."""
+    offer within Akash's `share` of the plan; started by the caller, stopped with the agent."""
     a = cfg.markets.akash
     token = akash_bid_token(cfg, create=True)
     try:
@@ -330,7 +347,7 @@ def akash_bid_server(cfg: Config, market: AkashMarket) -> BidServer:
         raise ConfigError("config", "markets.akash.bid_listen", str(exc)) from None
     try:
         return BidServer(host, port, token, lambda body: price_request(
-            body, market.current_offer, market.now()), a.bid_listen_any)
+            body, market.current_offer, market.now(), share), a.bid_listen_any)
     except OSError as exc:
         raise ConfigError("config", "markets.akash.bid_listen",
                           f"cannot listen on {a.bid_listen}: {exc.strerror}") from None

@@ -114,7 +114,9 @@ def _attesting_agent(tmp_path, monkeypatch, report: bytes = REPORT):
     return agent, clock
 
 
-def test_markets_hear_of_tee_only_while_attestation_passes(tmp_path, monkeypatch):
+def test_host_attestation_alone_never_tells_markets_of_tee(tmp_path, monkeypatch):
+    # the host's NVML evidence is the operator's diagnostic: tee/type and its premium follow the
+    # host preflight's gate (tests/test_tee_gate.py), never this verdict
     agent, _ = _attesting_agent(tmp_path, monkeypatch)
     market = agent.parts.markets["sim"]
     agent.run_job("apply_roles")
@@ -123,16 +125,14 @@ def test_markets_hear_of_tee_only_while_attestation_passes(tmp_path, monkeypatch
     assert agent.run_job("attest") and agent.state.tee_ok
     agent.run_job("apply_roles")
     capacity, floor = market._offer
-    assert capacity.tee
-    assert floor == pytest.approx(plain_floor * 1.10)  # the default 10 % CC premium
+    assert not capacity.tee and floor == pytest.approx(plain_floor)
     status = agent_status(agent)["tee"]
-    assert status["advertised"] and status["verdict"]["passed"] and status["mode"] == "on"
+    assert not status["advertised"] and status["verdict"]["passed"] and status["mode"] == "on"
 
     agent.parts.tee = FakeTee(ON, lambda nonce: [GpuEvidence(0, "GPU-0", REPORT[:-1] + b"\0",
                                                              CHAIN_PEM)])
     agent.run_job("attest")
-    agent.run_job("apply_roles")
-    assert not market._offer[0].tee and not agent.state.tee_ok
+    assert not agent.state.tee_ok
     events = [e["message"] for e in agent.store.events(limit=20)]
     assert any(m.startswith("TEE attestation failed: gpu0.signature") for m in events)
     assert "TEE attestation passed" in events

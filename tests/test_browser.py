@@ -87,7 +87,7 @@ def test_plan_page_draws_its_charts_with_data(demo, browser):
     WebDriverWait(browser, WAIT_S).until(
         lambda b: b.execute_script("return document.body.dataset.drawn") == "yes")
     canvases = browser.find_elements(By.CSS_SELECTOR, ".chart canvas")
-    assert len(canvases) == 2 and all(c.size["width"] > 300 for c in canvases)
+    assert len(canvases) == 4 and all(c.size["width"] > 300 for c in canvases)
     legend = browser.find_element(By.ID, "offer-chart").text
     assert "sim GPUs" in legend and "sim floor" in legend
     browser.save_screenshot(str(ARTIFACTS / "plan.png"))

@@ -11,14 +11,13 @@ from datetime import UTC, datetime
 import openai
 import pytest
 from conftest import make_agent, wait_until
-from flask import render_template
 from werkzeug.serving import make_server
 
 from node.config import InferenceConfig, InferencePriceConfig
 from node.inference.runtime import LocalInference
 from node.inference.users import add_user
-from node.inference.view import local_view
 from node.ledger import book_local_value
+from node.service import views_for
 from node.status import agent_status
 from webui.app import create_app
 
@@ -42,11 +41,8 @@ def local_ai(tmp_path_factory):
     wait_until(lambda: len(agent.store.query("SELECT id FROM inference_usage")) == 4,
                "the four usage rows")
     book_local_value(agent.store, inference.prices())
-    app = create_app(lambda: agent_status(agent, inference), views={
-        "local": lambda args: local_view(agent.store, args, agent.clock.now())})
-    # the route as the dashboard registers its pages
-    app.add_url_rule("/local", "local_page", lambda: render_template(
-        "local.html", s=agent_status(agent, inference)))
+    # the views and the page as the dashboard registers them
+    app = create_app(lambda: agent_status(agent, inference), views=views_for(agent))
     yield agent, inference, app
     inference.stop()
     agent.store.close()

@@ -276,7 +276,7 @@ def create_app(status: Callable[[], dict[str, Any]], auth: Auth | None = None,
     def page(name: str):
         return lambda: render_template(f"{name}.html", s=status())
 
-    for name in ("plan", "history", "payback", "settings"):
+    for name in ("plan", "history", "payback", "local", "settings"):
         app.add_url_rule(f"/{name}", f"{name}_page", page(name))
 
     @app.errorhandler(HTTPException)
