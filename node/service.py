@@ -180,7 +180,7 @@ def _change(agent: Agent, body: dict) -> dict:
     try:
         return {"ok": True, **agent.change_settings(body)}
     except ConfigError as exc:
-        return {"ok": False, "error": exc.problem, "field": exc.key}
+        return settings.error_answer(exc)
 
 
 def status_with_totals(agent: Agent, inference: LocalInference | None) -> Callable[[], dict]:

@@ -185,10 +185,13 @@ def gpu_order(model: str = "h200", ram: str = "141Gi", interface: str = "sxm", u
     return doc
 
 
+BEYOND_SHARE = "beyond Akash's share: the plan gives Akash 6"  # all six GPUs are offered to Akash
+
+
 @pytest.mark.parametrize(("doc", "reason"), [
-    (gpu_order(units=7), "order asks for 7 GPUs, beyond Akash's share: the plan gives Akash 6"),
-    (gpu_order(units=4, count=2), "order asks for 8 GPUs, beyond Akash's share: the plan gives Akash 6"),
-    (provider_order(*[provider_service(units=3)] * 3), "order asks for 9 GPUs, beyond Akash's share: the plan gives Akash 6"),
+    (gpu_order(units=7), f"order asks for 7 GPUs, {BEYOND_SHARE}"),
+    (gpu_order(units=4, count=2), f"order asks for 8 GPUs, {BEYOND_SHARE}"),
+    (provider_order(*[provider_service(units=3)] * 3), f"order asks for 9 GPUs, {BEYOND_SHARE}"),
     (gpu_order(model="a100"), "GPU model 'a100' is not on this rig"),
     (gpu_order(model="h100", ram="80Gi"), "GPU model 'h100' is not on this rig"),
     (gpu_order(ram="80Gi"), "attributes the rig cannot meet: ram 80gi"),

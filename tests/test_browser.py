@@ -127,6 +127,7 @@ def test_a_setting_changed_in_the_page_persists_across_a_restart(browser, tmp_pa
         browser.delete_all_cookies()
         browser.get(url + "/login?next=/settings")
         browser.find_element(By.ID, "password").send_keys("owner password 1")
+        browser.find_element(By.ID, "confirm").send_keys("owner password 1")  # setting it: twice
         browser.find_element(By.ID, "submit").click()
         WebDriverWait(browser, WAIT_S).until(
             lambda b: b.execute_script("return document.body.dataset.loaded") == "yes")
@@ -158,6 +159,8 @@ def test_a_setting_changed_in_the_page_persists_across_a_restart(browser, tmp_pa
 def log_in(browser, url: str, password: str) -> None:
     browser.get(url + "/login")
     browser.find_element(By.ID, "password").send_keys(password)
+    for confirm in browser.find_elements(By.ID, "confirm"):  # the first login sets it: twice
+        confirm.send_keys(password)
     browser.find_element(By.ID, "submit").click()
 
 

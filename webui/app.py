@@ -191,7 +191,8 @@ def create_app(status: Callable[[], dict[str, Any]], auth: Auth | None = None,
             if setting:
                 if auth.has_password:
                     raise AuthError("a password is set already; log in instead")
-                auth.set_password(password)
+                confirm = _text(data.get("confirm")) if "confirm" in data else None
+                auth.set_password(password, confirm)
             else:
                 auth.check(password, request.remote_addr or "?")
         except AuthError as exc:

@@ -151,8 +151,9 @@ function render(s) {
     s.payback.pace && "last 30 days: " + outlookText(s.payback.pace)].filter(Boolean).join(" · "));
   if (s.plan) {
     const offered = Object.values(s.plan.offered).reduce((a, b) => a + b, 0);
-    text("plan", `${offered} offered · ${s.plan.local_gpus} local`);
-    text("floor", Object.entries(s.plan.floor_per_gpu_hour).map(([m, f]) => `${m} floor ${f.toFixed(2)}/GPU-h`).join(", "));
+    text("plan", `${offered} GPUs offered · ${s.plan.local_gpus} kept for the owner`);
+    text("floor", Object.entries(s.plan.floor_per_gpu_hour).map(([m, f]) =>
+      `lowest price on ${m}: ${f.toFixed(2)} ${cur} per GPU-hour`).join(", "));
   } else {
     text("plan", "no plan");
     text("floor", "");

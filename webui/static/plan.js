@@ -65,8 +65,12 @@ async function load() {
     fill: "rgba(62,207,142,0.35)", width: 0, paths: uPlot.paths.bars({ size: [0.9, 40], align: 1 }),
     points: { show: false } }], [t, p.slots.map((s) => s.expected_margin)],
   [{ scale: "money", label: p.currency, fmt: (v) => v.toFixed(2) }]);
-  info.textContent = `${p.planner} plan made ${siteTime(p.made, p.timezone)}, ${p.slots.length} ` +
-    `slots; times in ${p.timezone}; ${p.reserved_gpus} GPU(s) always kept for the owner`;
+  const stepMin = t.length > 1 ? Math.round((t[1] - t[0]) / 60) : 0;
+  const hours = Math.round(p.slots.length * stepMin / 60);
+  info.textContent = `Planned ${siteTime(p.made, p.timezone)} ` +
+    `(${p.planner === "milp" ? "optimised" : "simple rules"}), ${hours} hours ahead in ` +
+    `${stepMin}-minute steps; times in ${p.timezone}; ` +
+    `${p.reserved_gpus} GPU(s) always kept for the owner`;
   document.body.dataset.drawn = "yes";  // the browser tests wait for this
 }
 
