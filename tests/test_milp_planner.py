@@ -327,3 +327,42 @@ def test_an_honest_markets_lumpy_orders_barely_move_the_fill_factor():
     for _ in range(4 * 24 * 56):
         fills.record(1.0, 0.5, 0.25)
     assert fills.factor < 0.7
+
+
+def test_a_program_solved_again_with_moved_bounds_starts_from_its_basis_and_is_exact():
+    from node.planning.highs import Program, sparse_rows
+
+    # max x + 2y  s.t.  x + y <= 1.5 (entered as two halves: duplicates add up), 0 <= x, y <= 1
+    rows = sparse_rows(np.array([0, 0, 0]), np.array([0, 1, 1]), np.array([1.0, 0.5, 0.5]), 1,
+                       2)
+    assert rows.value.tolist() == [1.0, 1.0]
+    program = Program(np.array([-1.0, -2.0]), np.zeros(2), np.ones(2), rows,
+                      np.array([-np.inf]), np.array([1.5]))
+    x, status = program.solve(5.0)
+    assert status == "optimal" and x.tolist() == pytest.approx([0.5, 1.0])
+    x, status = program.solve(5.0, integer=np.array([0]))
+    assert status == "optimal" and x.tolist() == pytest.approx([0.0, 1.0])
+    program.resolve(np.array([-1.0, -2.0]), np.zeros(2), np.ones(2), np.array([-np.inf]),
+                    np.array([1.2]))
+    x, status = program.solve(5.0)  # continuous again, the row's bound moved
+    assert status == "optimal" and x.tolist() == pytest.approx([0.2, 1.0])
+    assert program._highs.getInfo().simplex_iteration_count <= 1
+
+
+def test_the_second_pass_solves_on_the_first_pass_program(monkeypatch):
+    """Where the battery's answer to the first pass's leases moves only bounds, the second
+    pass changes them on the first pass's HiGHS instance rather than building another."""
+    from node.planning import milp
+
+    solves = []
+    solve = milp._Model.solve
+
+    def spy(model, time_limit_s, warm=None):
+        x, status = solve(model, time_limit_s, warm)
+        solves.append((model.program, warm))
+        return x, status
+    monkeypatch.setattr(milp._Model, "solve", spy)
+    MilpPlanner(24, 15).plan(NOW.replace(hour=0, minute=0), arbitrage_day())
+    assert len(solves) == 2  # the battery moved: a second pass was solved
+    (first, none), (second, warm) = solves
+    assert none is None and warm is first and second is first

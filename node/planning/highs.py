@@ -53,6 +53,7 @@ class Program:
         self._highs.setOptionValue("output_flag", False)
         self.n_cols, self.n_rows = matrix.n_cols, matrix.n_rows
         self.matrix = matrix
+        self._row_lo, self._row_hi = _f64(row_lo, self.n_rows), _f64(row_hi, self.n_rows)
         self._integer = False
         status = self._highs.passModel(
             self.n_cols, self.n_rows, len(matrix.value), int(highspy.MatrixFormat.kRowwise),
@@ -77,8 +78,13 @@ class Program:
         self._highs.changeColsCost(self.n_cols, cols, _f64(cost, self.n_cols))
         self._highs.changeColsBounds(self.n_cols, cols, _f64(col_lo, self.n_cols),
                                      _f64(col_hi, self.n_cols))
-        self._highs.changeRowsBounds(self.n_rows, np.arange(self.n_rows, dtype=np.int32),
-                                     _f64(row_lo, self.n_rows), _f64(row_hi, self.n_rows))
+        row_lo, row_hi = _f64(row_lo, self.n_rows), _f64(row_hi, self.n_rows)
+        # row by row, only where they moved (a planner's second pass: its energy rows); the
+        # binding of highspy 1.10 and before has no call for many rows' bounds at once
+        moved = np.flatnonzero((row_lo != self._row_lo) | (row_hi != self._row_hi))
+        for row in moved.tolist():
+            self._highs.changeRowBounds(row, row_lo[row], row_hi[row])
+        self._row_lo, self._row_hi = row_lo, row_hi
 
     def relax(self) -> None:
         """Every column continuous again (after `solve(integer=...)`)."""
