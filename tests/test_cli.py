@@ -225,3 +225,17 @@ def test_version_names_the_installed_distribution(capsys):
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"sunrig {version('sunrig')}"
+
+
+def test_status_reads_payback_dates_as_the_dashboard_does():
+    from node.cli.commands import _payback_line
+    young = {"state": "young", "history_days": 3, "date": None, "horizon": "2051-06-01"}
+    beyond = {"state": "beyond", "history_days": 90, "date": None, "horizon": "2051-06-01"}
+    ok = {"state": "ok", "history_days": None, "date": "2029-03-01", "horizon": "2051-06-01"}
+    line = _payback_line({"capex": 484000, "paid_back_pct": 1.5, "pace": young,
+                          "simulation": {"outlook": ok}}, "EUR")
+    assert line == ("payback: 1.5 % of 484,000 EUR; 2029-03-01 at the simulated year's pace, "
+                    "not enough history yet (3 days) at the last 30 days' pace")
+    assert "later than 2051 at the last 30 days' pace" in _payback_line(
+        {"capex": 1, "paid_back_pct": 0.0, "pace": beyond, "simulation": {}}, "EUR")
+    assert _payback_line({"capex": 0}, "EUR") == "payback: no CapEx set"

@@ -26,6 +26,7 @@ from node.config import DEFAULT_CONFIG_PATH, Config, default_config, load_config
 from node.errors import ConfigError
 from node.gpus import GpuError
 from node.inference import cli as users_cli
+from node.inference.view import status_lines
 
 EXIT_CONFIG = 2
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -248,6 +249,7 @@ def format_status(s: dict) -> str:
     lines.append(f"today: revenue {t['revenue']:.2f} {cur}, energy {t['energy_cost']:.2f} {cur}, "
                  f"net {t['net']:.2f} {cur}")
     lines.append(_payback_line(s["payback"], cur))
+    lines.extend(status_lines(s.get("local_inference") or {}))
     if not s["healthy"]:
         failing = [n for n, j in s["jobs"].items() if not j["ok"]]
         lines.append(f"failing jobs: {', '.join(failing)}")
@@ -297,15 +299,28 @@ def _local_time(iso: str | None, zone: tzinfo) -> str:
 
 
 def _payback_line(p: dict, cur: str) -> str:
+    """The payback dates read as the dashboard reads them: the simulated year's first, the last
+    30 days' pace only once there are 30 days of it, and neither past the horizon."""
     if not p["capex"]:
         return "payback: no CapEx set"
-    sim = (p.get("simulation") or {}).get("projected_date")
-    dates = [f"{p['projected_date']} at the last 30 days' pace" if p["projected_date"] else
-             "not at the last 30 days' pace"]
-    if sim:
-        dates.append(f"{sim} at the simulated year's pace")
-    return (f"payback: {p['paid_back_pct']:.1f} % of {p['capex']:,.0f} {cur}; "
-            + ", ".join(dates))
+    sim = (p.get("simulation") or {}).get("outlook")
+    dates = [f"{outlook_text(sim)} at the simulated year's pace"] if sim else []
+    if p.get("pace"):
+        dates.append(f"{outlook_text(p['pace'])} at the last 30 days' pace")
+    return (f"payback: {p['paid_back_pct']:.1f} % of {p['capex']:,.0f} {cur}"
+            + ("; " + ", ".join(dates) if dates else ""))
+
+
+def outlook_text(o: dict) -> str:
+    """A projection's outlook (node.planning.projection.outlook) in words."""
+    if o["state"] == "young":
+        days = o.get("history_days") or 0
+        return f"not enough history yet ({days} day{'' if days == 1 else 's'})"
+    if o["state"] == "never":
+        return "not reached"
+    if o["state"] == "beyond":
+        return f"later than {o['horizon'][:4]}"
+    return o["date"]
 
 
 def _w(value: float | None) -> str:
