@@ -45,7 +45,7 @@ llama-wheel: | $(BIN)/python
 venv: $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/sunrig demo --port $(PORT)
+	MALLOC_ARENA_MAX=2 $(BIN)/sunrig demo --port $(PORT)
 
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
@@ -64,6 +64,7 @@ bench: $(VENV)/.installed-test system-deps
 	$(BIN)/python bench/planner.py
 	$(BIN)/python bench/agent.py
 	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/tee.py
 	$(BIN)/sunrig bench economics --scenario scenarios/owner-8gpu.toml
 	$(BIN)/sunrig bench economics --scenario scenarios/seed-study-40gpu.toml
 

@@ -12,9 +12,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from sqlite_utils import Database
-
 from node.migrations import migrations
+from node.store import Database
 
 
 class BackupError(Exception):
@@ -91,7 +90,8 @@ def check_backup(path: str | Path) -> list[str]:
     except sqlite3.DatabaseError as exc:
         raise BackupError(f"{path}: not a sunrig store ({exc})") from None
     applied = [r[0] for r in rows]
-    known = {m.name for m in migrations.pending(Database(memory=True))}  # all registered
+    empty = Database(sqlite3.connect(":memory:"))
+    known = {m.name for m in migrations.pending(empty)}  # every registered migration
     newer = [name for name in applied if name not in known]
     if not applied:
         raise BackupError(f"{path}: not a sunrig store (no sunrig migrations)")
@@ -112,7 +112,7 @@ def restore(src: str | Path, store_path: str | Path) -> None:
         target = sqlite3.connect(store_path, timeout=30)
         try:
             source.backup(target)
-            migrations.apply(Database(target, execute_plugins=False))
+            migrations.apply(Database(target))
             target.execute("PRAGMA journal_mode=WAL")
         except sqlite3.Error as exc:
             raise BackupError(f"{store_path}: restore failed, store unchanged: {exc}") from None

@@ -6,26 +6,16 @@ tests/artifacts/ for a person to look at."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import HANG_S
+from tests.browser_helpers import ARTIFACTS, WAIT_S, chromium
 from tests.demo_process import Demo
 from tests.short_year_demo import SHORT_YEAR_DAYS
 from webui.auth import FREE_FAILURES
-
-ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--window-size=1280,1000")
-# Waits end when the page shows what is awaited; HANG_S only turns a hang into a failure.
-WAIT_S = HANG_S
 
 
 def start_demo(data_dir: Path, ready, **kind) -> Demo:
@@ -54,18 +44,8 @@ def demo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    exe, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not exe or not driver:
-        raise RuntimeError("chromium and chromium-driver are not installed: run 'make test'")
-    options = webdriver.ChromeOptions()
-    options.binary_location = exe
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    b = webdriver.Chrome(service=Service(driver), options=options)
-    b.set_page_load_timeout(WAIT_S)
-    ARTIFACTS.mkdir(exist_ok=True)
-    yield b
-    b.quit()
+    with chromium() as b:
+        yield b
 
 
 def test_overview_shows_the_rig(demo, browser):

@@ -76,9 +76,12 @@ def period_starts(cfg: Config, start: date | None = None, days: int | None = Non
 
 
 def local_gpus_over(cfg: Config, starts: list[datetime]) -> np.ndarray:
-    """Per step, the GPUs the owner reserves then (never more than the rig has)."""
+    """Per step, the GPUs the owner reserves then (never more than the rig has), within
+    [inference] min/max local GPUs where local inference runs, as the agent keeps them."""
     tz = ZoneInfo(cfg.site.timezone)
-    return np.array([min(reserved_local_gpus(cfg.local, ts.astimezone(tz)),
+    inference = cfg.inference
+    bounds = (inference.min_local_gpus, inference.max_local_gpus) if inference.enabled else None
+    return np.array([min(reserved_local_gpus(cfg.local, ts.astimezone(tz), 0, bounds),
                          cfg.gpus.simulated.count) for ts in starts])
 
 
