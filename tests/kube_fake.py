@@ -19,6 +19,7 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from tests.http_stub import JsonHandler, serve
@@ -27,6 +28,17 @@ PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods(?:/([^/]+))?$")
 NAMESPACES = re.compile(r"^/api/v1/namespaces$")
 CLASSES = re.compile(r"^/apis/scheduling\.k8s\.io/v1/priorityclasses(?:/([^/]+))?$")
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def write_kubeconfig(path: Path, server_url: str) -> Path:
+    """An owner's kubeconfig for the API at `server_url`, as kubectl writes one (YAML's flow
+    style is JSON)."""
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "rig",
+        "clusters": [{"name": "rig", "cluster": {"server": server_url}}],
+        "users": [{"name": "owner", "user": {}}],
+        "contexts": [{"name": "rig", "context": {"cluster": "rig", "user": "owner"}}]}))
+    return path
 
 
 def matches(labels: dict, selector: str) -> bool:

@@ -22,7 +22,7 @@ from tee.preflight import (
     parse_cc_report,
     run_preflight,
 )
-from tests.kube_fake import FakeKube, _list
+from tests.kube_fake import FakeKube, _list, write_kubeconfig
 
 DATA = Path(__file__).parent / "data" / "cc"
 NOW = datetime(2026, 11, 30, 9, 15, tzinfo=UTC)
@@ -268,12 +268,7 @@ def test_kube_view_reads_labels_and_runtime_classes_through_the_client(kube):
 # --- the command ----------------------------------------------------------------------------------
 
 def _config(tmp_path: Path, kube: CcKube) -> Path:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({  # YAML's flow style is JSON
-        "apiVersion": "v1", "kind": "Config", "current-context": "rig",
-        "clusters": [{"name": "rig", "cluster": {"server": kube.url}}],
-        "users": [{"name": "owner", "user": {}}],
-        "contexts": [{"name": "rig", "context": {"cluster": "rig", "user": "owner"}}]}))
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url)
     cfg = tmp_path / "sunrig.toml"
     cfg.write_text(f"[kube]\nenabled = true\nnode_name = 'rig-1'\n"
                    f"kubeconfig = '{kubeconfig}'\n[store]\npath = '{tmp_path}/sunrig.db'\n")

@@ -24,7 +24,7 @@ from node.kube import (
 )
 from node.podresources import PodResources
 from tests.conftest import HANG_S
-from tests.kube_fake import FakeKube, FakeKubelet
+from tests.kube_fake import FakeKube, FakeKubelet, write_kubeconfig
 
 DATA = Path(__file__).parent / "data" / "kube"
 LOCAL_POD = json.loads((DATA / "local_pod.json").read_text())
@@ -191,12 +191,7 @@ def test_remove_all_takes_away_what_sunrig_made_and_nothing_else(kube):
 def test_uninstall_removes_what_sunrig_made_through_the_owners_kubeconfig(kube, tmp_path):
     from node.kube import uninstall
     split(kube).keep(5)
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({  # YAML's flow style is JSON
-        "apiVersion": "v1", "kind": "Config", "current-context": "rig",
-        "clusters": [{"name": "rig", "cluster": {"server": kube.url}}],
-        "users": [{"name": "owner", "user": {}}],
-        "contexts": [{"name": "rig", "context": {"cluster": "rig", "user": "owner"}}]}))
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url)
     cfg = tmp_path / "sunrig.toml"
     cfg.write_text(f"[kube]\nenabled = true\nnode_name = 'rig'\nkubeconfig = '{kubeconfig}'\n")
     assert uninstall(str(cfg)) == 0
