@@ -116,6 +116,21 @@ async function drawPower() {
   document.body.dataset.drawn = "yes";
 }
 
+// What markets are told (the host preflight behind tee/type) comes first; the host's own NVML
+// evidence is the operator's diagnostic, and a tenant checks a lease with `sunrig verify-lease`.
+function renderTee(tee) {
+  const pre = tee.preflight;
+  const failed = pre ? pre.findings.filter((f) => !f.ok) : [];
+  text("tee", tee.advertised ? `advertised: ${pre.tee_type}` : "not advertised");
+  const why = tee.advertised
+    ? `preflight passed ${siteTime(pre.checked, siteZone)}, +${tee.premium_pct} % premium`
+    : failed.length ? `${failed[0].name}: ${failed[0].detail}` +
+      (failed.length > 1 ? ` (+${failed.length - 1} more)` : "") + "; run sunrig cc preflight"
+    : "no confidential-computing preflight on this rig";
+  const host = tee.available ? `; host attestation (operator diagnostic): ${tee.mode || "unknown"}` : "";
+  text("tee-detail", `${why}${host}. Tenants check a lease with sunrig verify-lease.`);
+}
+
 function render(s) {
   const cur = s.currency;
   siteZone = s.timezone || "UTC";
@@ -158,9 +173,7 @@ function render(s) {
     text("plan", "no plan");
     text("floor", "");
   }
-  const tee = s.tee || {};
-  text("tee", !tee.available ? "unavailable" : tee.advertised ? "attested" : (tee.mode || "unknown"));
-  text("tee-detail", tee.message || "");
+  renderTee(s.tee || {});
   const gpus = document.querySelector("#gpus tbody");
   gpus.replaceChildren(...s.gpus.map((g) => {
     const tr = row([g.index, g.name, g.role + (g.market ? " · " + g.market : ""), g.lease_id || "",
