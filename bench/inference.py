@@ -26,7 +26,7 @@ from node.clock import RealClock  # noqa: E402
 from node.config import InferenceConfig, InferenceServerConfig  # noqa: E402
 from node.inference.runtime import LocalInference  # noqa: E402
 from node.inference.users import add_user  # noqa: E402
-from node.store import Store  # noqa: E402
+from node.storage.store import Store  # noqa: E402
 
 MODEL = "sim"
 REQUESTS = 500

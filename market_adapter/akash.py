@@ -4,7 +4,7 @@ and escrow earnings read from the chain's REST API.
 sunrig does not bid itself: the Akash provider (provider-services on the rig's Kubernetes) bids,
 and its bid-price script asks the agent's bid endpoint (akash_bid_server.py) for every order's
 price. sunrig steers it by the offer it renews every minute and by the GPUs it holds for local
-inference as pods (node/kube.py). What tenants pay is read
+inference as pods (node/cluster/kube.py). What tenants pay is read
 back from the chain: every lease of this provider (all states, page by page) and its escrow
 payment, whose withdrawn plus balance is what the lease has earned so far.
 """

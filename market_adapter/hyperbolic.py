@@ -4,9 +4,10 @@ The rig supplies GPUs through HyperdOS on microk8s; renters pick nodes in Hyperb
 marketplace. The supplier sets its node's price in Hyperbolic's web dashboard, up to a cap per
 GPU model (docs.hyperbolic.xyz/docs/gpu-marketplace-pricing); no public API sets a price or takes
 GPUs off the market. sunrig therefore steers availability on the rig's Kubernetes (GPUs it holds
-as pods are GPUs HyperdOS cannot rent out, node/kube.py) and reads the rig's own listed price
-back, as the price its rentals pay. Hyperbolic's share of the plan is kept the same way, and only
-so: what the hold pods leave free is all it can rent (node/kube.py gpus_off_market).
+as pods are GPUs HyperdOS cannot rent out, node/cluster/kube.py) and reads the rig's own listed
+price back, as the price its rentals pay. Hyperbolic's share of the plan is kept the same way,
+and only so: what the hold pods leave free is all it can rent (node/cluster/kube.py
+gpus_off_market).
 
 Rentals appear here as reserved GPUs per node. A rise in a node's reserved GPUs starts a lease at
 the node's listed price, a fall ends the oldest leases first, and a node no longer supplied has

@@ -24,18 +24,19 @@ from apscheduler.triggers.date import DateTrigger
 from energy.redact import redact
 from energy.types import SiteSample, SourceUnavailable
 from market_adapter.base import ACTIVE, Capacity, Market, MarketError
-from node import rollups, settings
+from node import settings
+from node.books import rollups
+from node.books.ledger import RigEnergy, book_energy, book_payouts
 from node.clock import Clock, real_seconds
+from node.cluster.kube import KubeError, gpus_off_market
+from node.cluster.podresources import physical
 from node.config import Config
 from node.gpus import GpuError, GpuSnapshot
-from node.kube import KubeError, gpus_off_market
-from node.ledger import RigEnergy, book_energy, book_payouts
 from node.planning.inputs import FillTracker, learned_terms, plan_inputs
 from node.planning.milp import MilpPlanner
 from node.planning.planner import Plan, PlanInputs, RulePlanner
 from node.planning.projection import YearProjection
-from node.podresources import physical
-from node.powercap import may_set
+from node.powercap.client import may_set
 from node.roles import (
     LOCAL,
     Assignment,
@@ -44,7 +45,7 @@ from node.roles import (
     power_limit_for,
     reserved_local_gpus,
 )
-from node.store import Store, epoch
+from node.storage.store import Store, epoch
 from node.tee_gate import PREFLIGHT_EVERY_S, gated_offer
 
 if TYPE_CHECKING:

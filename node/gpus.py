@@ -64,7 +64,7 @@ class GpuBackend(Protocol):
 
 
 class PowerLimiter(Protocol):
-    """Sets a GPU's power limit on the agent's behalf (node/powercap.py: the root helper)."""
+    """Sets a GPU's power limit on the agent's behalf (node/powercap/client.py: the root helper)."""
 
     def set_power_limit(self, uuid: str, power_w: float) -> float: ...
 

@@ -16,17 +16,17 @@ from market_adapter.akash import AkashMarket
 from market_adapter.akash_bid_server import BidServer
 from node import settings
 from node.agent import Agent
-from node.backup import StoreLock
+from node.books.ledger import book_local_value
+from node.books.totals import Totals
 from node.clock import Clock, RealClock, SimulatedClock
 from node.config import Config, InferencePriceConfig
 from node.errors import ConfigError
 from node.inference.runtime import LocalInference
 from node.inference.view import local_view
-from node.ledger import book_local_value
 from node.sdnotify import notify, watchdog_period_s
 from node.status import agent_status, history_view, payback_view, plan_view
-from node.store import Store
-from node.totals import Totals
+from node.storage.backup import StoreLock
+from node.storage.store import Store
 from node.wiring import akash_bid_server, build_parts, read_secret, tariff_for
 from webui.app import create_app
 from webui.auth import Auth

@@ -30,7 +30,7 @@ from node.config import (
     shown_key,
 )
 from node.errors import ConfigError
-from node.store import Store
+from node.storage.store import Store
 
 EDITABLE: dict[str, type] = {"local": LocalConfig, "planner": PlannerConfig,
                              "capex": CapexConfig, "tariff": TariffConfig}

@@ -8,10 +8,10 @@ from typing import Any
 from energy.flows import power_flows
 from market_adapter.base import ACTIVE
 from node.agent import Agent
-from node.ledger import LOCAL_VALUE, Payback, day_summary, payback, signed_amount
+from node.books.ledger import LOCAL_VALUE, Payback, day_summary, payback, signed_amount
 from node.planning.planner import price_at
 from node.planning.projection import outlook, projected_date
-from node.store import from_epoch
+from node.storage.store import from_epoch
 from node.wiring import still_needs
 
 

@@ -102,7 +102,7 @@ def host_preflight(cfg: Config, root: Path = Path("/"), report_path: Path | None
         if k.enabled:
             api = core
             if api is None:
-                from node.kube import api_client
+                from node.cluster.kube import api_client
                 api = api_client(k.kubeconfig or None)
             view = read_kube_view(api, k.node_name)
         return run_preflight(root, report, view, now)

@@ -37,14 +37,14 @@ from market_adapter.hyperbolic import HyperbolicClient, HyperbolicMarket, gpu_mo
 from market_adapter.sim import ORDER_SIZE_WEIGHTS, ORDER_SIZES, SimMarket, SimMarketSettings
 from node.attest import trust_from_config
 from node.clock import Clock
+from node.cluster.kube import KubeSplit, api_client
+from node.cluster.podresources import PodResources
 from node.config import UNPRINTABLE, WEEKDAYS, Config, KubeConfig
 from node.errors import ConfigError
 from node.gpus import GpuBackend, NvmlBackend, SimulatedGpuModel, SimulatedRig
-from node.kube import KubeSplit, api_client
 from node.planning.inputs import site_array, site_battery
 from node.planning.planner import MarketTerms
-from node.podresources import PodResources
-from node.powercap import client_for
+from node.powercap.client import client_for
 from node.tee_gate import TeeGate, host_preflight
 from tee.attest import TeeSource
 from tee.evidence import TeeError

@@ -74,7 +74,7 @@ uninstall() {
   for helper_unit in $HELPER_UNITS; do run rm -f "$UNIT_DIR/$helper_unit"; done
   if [ "$SYSTEM" -eq 1 ]; then run systemctl daemon-reload; fi
   if [ -x "$VENV/bin/python" ] && [ -f "$CONF" ]; then  # sunrig's hold pods, where [kube] is on
-    run "$VENV/bin/python" -m node.kube "$CONF" || echo "kube: remove them with kubectl" \
+    run "$VENV/bin/python" -m node.cluster.kube "$CONF" || echo "kube: remove them with kubectl" \
       "delete pods,priorityclasses -A -l app.kubernetes.io/managed-by=sunrig"
   fi
   run rm -rf "$OPT"

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from node.agent import Agent
-from node.backup import check_backup
 from node.clock import SimulatedClock
 from node.config import Config, default_config
 from node.service import open_agent
-from node.store import Store
+from node.storage.backup import check_backup
+from node.storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -211,7 +211,7 @@ class FakeKubelet:
         import grpc
         from google.protobuf import json_format
 
-        from node.podresources_pb import api_pb2, api_pb2_grpc
+        from node.cluster.podresources_pb import api_pb2, api_pb2_grpc
 
         self.socket_path = socket_path
         self.pod_resources: list[dict] = []

@@ -16,8 +16,8 @@ import pytest
 import market_adapter.akash as akash
 from market_adapter.akash import AkashChain, AkashMarket, AkashPrices, chain_time
 from market_adapter.base import ACTIVE, CLOSED, MarketError
+from node.books.ledger import book_payouts
 from node.clock import SimulatedClock
-from node.ledger import book_payouts
 from node.service import open_agent
 from node.status import agent_status
 from tests.akash_chain_fixtures import (

@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from energy.types import SiteSample
-from node.backup import BackupError, StoreLock, backup, check_backup, restore
 from node.cli.commands import main
-from node.store import Store
+from node.storage.backup import BackupError, StoreLock, backup, check_backup, restore
+from node.storage.store import Store
 from tests.conftest import every_migration
 
 T0 = datetime(2024, 6, 12, tzinfo=UTC)

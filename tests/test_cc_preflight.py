@@ -102,7 +102,7 @@ def preflight(host: Path, kube: CcKube | None, cc=None) -> Preflight:
 
 
 def _core(kube: CcKube):
-    from node.kube import api_client
+    from node.cluster.kube import api_client
     return api_client(host=kube.url)
 
 
@@ -241,7 +241,7 @@ def test_an_unknown_node_is_named(host, kube):
 
 
 def test_an_unreachable_api_server_is_named(host, kube):
-    from node.kube import api_client
+    from node.cluster.kube import api_client
     kube.close()
     view = read_kube_view(api_client(host=kube.url), "rig-1")
     assert view.error.startswith("the Kubernetes API cannot be reached")

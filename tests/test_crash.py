@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from node.backup import check_backup
+from node.storage.backup import check_backup
 from tests.conftest import every_migration
 from tests.demo_process import Demo
 

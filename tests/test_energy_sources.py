@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from energy.flows import SOURCES, power_flows, shares_of, supply_of
 from energy.types import PriceSlot, SiteSample
-from node.ledger import RigEnergy, book_energy, day_summary
-from node.store import Store, epoch
+from node.books.ledger import RigEnergy, book_energy, day_summary
+from node.storage.store import Store, epoch
 
 T0 = datetime(2024, 6, 12, 10, 0, tzinfo=UTC)
 NO_OVERHEAD = RigEnergy(host_overhead_w=0.0, cooling_factor=1.0)

@@ -20,7 +20,7 @@ from market_adapter.hyperbolic import (
     UnknownReply,
     gpu_model_key,
 )
-from node.ledger import book_payouts
+from node.books.ledger import book_payouts
 from node.wiring import model_key
 from tests.conftest import HANG_S
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
+from node.books.ledger import TokenPrice, book_local_value, payback
 from node.cli.commands import main
 from node.config import parse_config
 from node.inference.users import key_sha256
-from node.ledger import TokenPrice, book_local_value, payback
-from node.store import Store
+from node.storage.store import Store
 
 DAY = datetime(2024, 6, 10, 12, 0, tzinfo=UTC)
 
@@ -41,7 +41,7 @@ def test_payback_counts_local_value_and_says_how_much_of_net_is_cash(store: Stor
     store.add_payouts([{"market": "sim", "payout_id": "p1", "lease_id": "l1",
                         "ts": DAY.timestamp(), "day": "2024-06-10", "amount": 30.0,
                         "amount_market": 30.0}])
-    from node.ledger import _recompute_days
+    from node.books.ledger import _recompute_days
     with store.transaction() as db:
         _recompute_days(db, {"2024-06-10"})
     store.add_inference_usage([usage_row(store, "tiny", 2_000_000, 1_000_000)])
@@ -104,7 +104,7 @@ def test_a_bad_user_name_is_refused_before_the_store_is_touched(tmp_path, capsys
 
 def test_prometheus_counts_requests_tokens_and_errors_per_user_and_model_from_the_store(
         store: Store):
-    from node.totals import Totals
+    from node.books.totals import Totals
     from webui.metrics import registry_for, render
 
     store.add_inference_usage([usage_row(store, "tiny", 20, 6), usage_row(store, "tiny", 20, 6),

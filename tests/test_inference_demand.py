@@ -17,7 +17,7 @@ from node.inference.demand import DemandRule, LocalDemand
 from node.inference.runtime import LocalInference
 from node.inference.users import add_user
 from node.roles import LOCAL, reserved_local_gpus
-from node.store import Store
+from node.storage.store import Store
 
 RULE = DemandRule(queue_wait_s=2.0, queue_for_s=300.0, quiet_for_s=3600.0, min_gpus=0,
                   max_gpus=4)

@@ -15,12 +15,12 @@ import pytest
 from conftest import wait_until
 from tiny_gguf import write_tiny_llama
 
+from node.books.ledger import book_local_value
 from node.clock import SimulatedClock
 from node.config import parse_config
 from node.inference.runtime import LocalInference
 from node.inference.users import add_user
-from node.ledger import book_local_value
-from node.store import Store
+from node.storage.store import Store
 
 pytestmark = pytest.mark.slow
 MODEL = "tiny"

@@ -22,7 +22,7 @@ from node.config import InferenceConfig, InferenceServerConfig
 from node.inference.runtime import LocalInference
 from node.inference.supervisor import BACKOFF_MAX_S, ManagedServer, Supervisor
 from node.inference.users import add_user
-from node.store import Store
+from node.storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,7 @@ from node.config import InferenceConfig
 from node.errors import ConfigError
 from node.inference.runtime import LocalInference
 from node.inference.users import add_user
-from node.store import Store
+from node.storage.store import Store
 
 KEY_MARK = b"PRIVATE KEY"
 

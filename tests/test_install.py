@@ -110,7 +110,7 @@ def test_install_lays_out_program_config_data_and_unit(staged):
 def test_install_lays_out_the_power_cap_helper_hardened_and_socket_activated(staged):
     units = staged / "etc" / "systemd" / "system"
     service = (units / "sunrig-powercap.service").read_text()
-    assert f"ExecStart={staged}/opt/sunrig/venv/bin/python -I -m node.powercap_helper " \
+    assert f"ExecStart={staged}/opt/sunrig/venv/bin/python -I -m node.powercap.helper " \
            "--group sunrig" in service
     for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateNetwork=yes",
                  "CapabilityBoundingSet=CAP_SYS_ADMIN", "DevicePolicy=closed",

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config import load_config
-from node.errors import ConfigError
-from node.kube import (
+from node.cluster.kube import (
     GPU,
     HOLD,
     MANAGED_BY,
@@ -22,7 +20,9 @@ from node.kube import (
     api_client,
     remove_all,
 )
-from node.podresources import PodResources
+from node.cluster.podresources import PodResources
+from node.config import load_config
+from node.errors import ConfigError
 from tests.conftest import HANG_S
 from tests.kube_fake import FakeKube, FakeKubelet, write_kubeconfig
 
@@ -189,7 +189,7 @@ def test_remove_all_takes_away_what_sunrig_made_and_nothing_else(kube):
 
 
 def test_uninstall_removes_what_sunrig_made_through_the_owners_kubeconfig(kube, tmp_path):
-    from node.kube import uninstall
+    from node.cluster.kube import uninstall
     split(kube).keep(5)
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url)
     cfg = tmp_path / "sunrig.toml"

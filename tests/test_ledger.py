@@ -4,8 +4,8 @@ import pytest
 
 from energy.types import PriceSlot, SiteSample
 from market_adapter.base import Payout
-from node.ledger import RigEnergy, book_energy, book_payouts, day_summary, payback
-from node.store import epoch
+from node.books.ledger import RigEnergy, book_energy, book_payouts, day_summary, payback
+from node.storage.store import epoch
 
 T0 = datetime(2024, 6, 12, 10, 0, tzinfo=UTC)
 RIG = RigEnergy(host_overhead_w=200.0, cooling_factor=1.5)

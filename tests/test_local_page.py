@@ -13,10 +13,10 @@ import pytest
 from conftest import make_agent, wait_until
 from werkzeug.serving import make_server
 
+from node.books.ledger import book_local_value
 from node.config import InferenceConfig, InferencePriceConfig
 from node.inference.runtime import LocalInference
 from node.inference.users import add_user
-from node.ledger import book_local_value
 from node.service import views_for
 from node.status import agent_status
 from webui.app import create_app

@@ -17,7 +17,7 @@ from market_adapter.akash_bid_server import bid_script
 from market_adapter.akash_order import Decline
 from market_adapter.base import Capacity
 from node.clock import SimulatedClock
-from node.kube import HOLD, ROLE, KubeSplit, api_client, gpus_off_market
+from node.cluster.kube import HOLD, ROLE, KubeSplit, api_client, gpus_off_market
 from node.planning.planner import Plan, PlanSlot
 from node.service import open_agent
 from node.wiring import akash_bid_server

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from node.books.totals import LATENCY_BUCKETS_S, Totals
 from node.clock import SimulatedClock
 from node.service import open_agent, status_with_totals
-from node.store import Store
-from node.totals import LATENCY_BUCKETS_S, Totals
+from node.storage.store import Store
 from tests.conftest import HANG_S, demo_cfg, make_agent, run_for
 from webui.app import create_app
 
@@ -206,12 +206,12 @@ def test_without_lifetime_totals_no_counter_is_made_up():
 
 
 def test_a_first_read_in_slices_of_ids_counts_every_request_once(store, monkeypatch):
-    import node.totals
+    import node.books.totals
 
     store.add_inference_usage([usage(store, f"u{i % 3}", "tiny", 200 if i % 4 else 500,
                                      10.0 * i) for i in range(11)])
     whole = counters(scrape(lambda: {"lifetime": Totals(store).lifetime()}))
-    monkeypatch.setattr(node.totals, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(node.books.totals, "CHUNK_ROWS", 2)
     sliced = counters(scrape(lambda: {"lifetime": Totals(store).lifetime()}))
     assert sliced == whole
     requests = [v for k, v in whole.items() if k[0] == "sunrig_inference_requests_total"]

@@ -14,7 +14,7 @@ from energy.types import PriceSlot
 from market_adapter.base import MarketError
 from node.planning.inputs import FillTracker, learned_terms
 from node.planning.planner import MarketTerms
-from node.store import epoch
+from node.storage.store import epoch
 from tests.conftest import make_agent, run_for
 
 AMS = ZoneInfo("Europe/Amsterdam")

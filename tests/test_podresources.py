@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.kube import AKASH_NAMESPACE
-from node.podresources import (
+from node.cluster.kube import AKASH_NAMESPACE
+from node.cluster.podresources import (
     AKASH,
     HOLD,
     HYPERBOLIC,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from node import powercap_helper
 from node.gpus import GpuError, NvmlBackend
-from node.powercap import PowercapClient, may_set
-from node.powercap_helper import (
+from node.powercap import helper as powercap_helper
+from node.powercap.client import PowercapClient, may_set
+from node.powercap.helper import (
     MAX_REQUEST_BYTES,
     Helper,
     Nvml,
@@ -201,7 +201,7 @@ calls = {"set_limit": []}
 for name, fn in fake_nvml(set(), calls).items():
     setattr(pynvml, name, fn)
 pynvml.nvmlDeviceSetPowerManagementLimit = lambda h, mw: print("set", h, mw, flush=True)
-from node.powercap_helper import main
+from node.powercap.helper import main
 sys.exit(main(["--group", grp.getgrgid(os.getgid()).gr_name, "--socket", "/nonexistent"]))
 """
 

@@ -373,7 +373,7 @@ def test_the_service_is_asked_at_most_hourly_whatever_the_refresh_set(peer):
 def test_the_plan_uses_the_configured_service_and_its_measured_ratio(peer, monkeypatch, tmp_path):
     from node.config import default_config
     from node.planning import inputs as plan_inputs
-    from node.store import epoch
+    from node.storage.store import epoch
 
     key_file = tmp_path / "forecast.key"
     key_file.write_text(KEY + "\n")

@@ -1,6 +1,6 @@
 """deploy/rbac.yaml grants exactly the Kubernetes calls the agent makes: the calls are read from
-node/kube.py and node/tee_gate.py, and what each one asks of the API server (group, resource,
-verb) from the kubernetes client's own code, the path and HTTP method it sends."""
+node/cluster/kube.py and node/tee_gate.py, and what each one asks of the API server (group,
+resource, verb) from the kubernetes client's own code, the path and HTTP method it sends."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 import yaml
 from kubernetes import client
 
+from node.cluster.kube import PRIORITY_CLASS
 from node.config import KubeConfig
-from node.kube import PRIORITY_CLASS
 
 ROOT = Path(__file__).resolve().parent.parent
 RBAC = ROOT / "deploy" / "rbac.yaml"
-CALLERS = (ROOT / "node" / "kube.py", ROOT / "node" / "tee_gate.py")
+CALLERS = (ROOT / "node" / "cluster" / "kube.py", ROOT / "node" / "tee_gate.py")
 APIS = (client.CoreV1Api, client.SchedulingV1Api, client.NodeV1Api)
 CALL = re.compile(r"\b((?:list|read|create|delete|patch|replace|watch|connect)_[a-z_]+)\b")
 # the request the generated client sends: call_api('/api/v1/namespaces/{namespace}/pods', 'GET'

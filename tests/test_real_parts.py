@@ -218,7 +218,7 @@ def test_files_of_parts_not_in_use_are_not_read(tmp_path):
 def test_a_corrupt_stored_projection_is_ignored_logged_once_and_run_again(tmp_path, caplog,
                                                                           stored):
     from node.planning.projection import META_KEY, YearProjection, projected_date
-    from node.store import Store
+    from node.storage.store import Store
 
     store = Store(tmp_path / "s.db")
     with store.transaction() as db:

@@ -1,8 +1,8 @@
 from datetime import UTC, datetime, timedelta
 
 from energy.types import SiteSample
-from node.rollups import expire_raw, roll_up
-from node.store import Store, epoch
+from node.books.rollups import expire_raw, roll_up
+from node.storage.store import Store, epoch
 
 T0 = datetime(2024, 6, 12, 21, 0, tzinfo=UTC)  # 23:00 in Amsterdam: the day turns within 2 h
 
@@ -93,7 +93,7 @@ def test_a_store_migrated_by_sqlite_utils_reads_as_migrated_and_the_other_way_ro
     from sqlite_utils import Database as UtilsDatabase
     from sqlite_utils.migrations import Migrations as UtilsMigrations
 
-    from node.migrations import migrations
+    from node.storage.migrations import migrations
 
     theirs = UtilsMigrations(migrations.name)
     for m in migrations.pending(UtilsDatabase(memory=True)):
@@ -148,7 +148,7 @@ def test_rows_with_different_keys_insert_together_and_missing_ones_are_null(stor
 def test_the_store_imports_neither_sqlite_utils_nor_pandas():
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-c", "import sys, node.store; print(sorted("
+    out = subprocess.run([sys.executable, "-c", "import sys, node.storage.store; print(sorted("
                           "{'sqlite_utils', 'pandas'} & set(sys.modules)))"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -17,7 +17,7 @@ from market_adapter.akash import AkashChain, AkashMarket, AkashPrices
 from market_adapter.base import Capacity
 from node.cli.commands import main
 from node.config import load_config
-from node.store import Store
+from node.storage.store import Store
 from node.tee_gate import CC_REPORT_NAME, TeeGate, gated_offer, host_preflight
 from tests.test_cc_preflight import DATA, CcKube, _config, _unbind, host, kube  # noqa: F401
 

@@ -14,8 +14,8 @@ The sensors follow what Home Assistant's own code accepts (home-assistant/core):
   from the state topic and parsed as a datetime;
 - `components/energy/validate.py` (the energy dashboard, "individual devices" included): device
   class energy, a unit of energy (kWh), state class total or total_increasing, never negative.
-So the energy dashboard gets lifetime kWh totals from the store (`node.totals`: they only grow,
-so `total_increasing` never sees a false new cycle), and the sensors for today carry
+So the energy dashboard gets lifetime kWh totals from the store (`node.books.totals`: they only
+grow, so `total_increasing` never sees a false new cycle), and the sensors for today carry
 `last_reset` at the site's local midnight, when the books start a new day.
 """
 

@@ -6,7 +6,7 @@ so what Prometheus sees is what the dashboard shows. No secret is ever a metric 
 Names follow Prometheus's naming practice (https://prometheus.io/docs/practices/naming/): base
 units in the name (watts, joules, celsius, seconds, bytes, ratios from 0 to 1), `_total` on
 counters, `_info` on the metadata series. Counters are the lifetime totals of the store (the
-status's `lifetime`, from `node.totals`), never counts kept in this process, so they never go
+status's `lifetime`, from `node.books.totals`), never counts kept in this process, so they never go
 down, not even across a restart, and `rate()` and `increase()` work over any window.
 Money has no base unit: it is in the site's configured currency, carried by a `currency` label
 rather than the name, so names stay fixed in code (dashboards and alert rules work on every
@@ -29,8 +29,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from node.books.totals import ERROR_STATUS
 from node.roles import LOCAL, MARKET, PARKED
-from node.totals import ERROR_STATUS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ROLES = (LOCAL, MARKET, PARKED)

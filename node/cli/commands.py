@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from energy.series import SeriesError
 from market_adapter.base import MarketError
 from node import attest
-from node.backup import BackupError
 from node.cli import akash as akash_cli
 from node.cli import cc as cc_cli
 from node.cli import probe as probe_cli
@@ -27,6 +26,7 @@ from node.errors import ConfigError
 from node.gpus import GpuError
 from node.inference import cli as users_cli
 from node.inference.view import status_lines
+from node.storage.backup import BackupError
 
 EXIT_CONFIG = 2
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -152,7 +152,7 @@ def _browsable(host: str) -> str:
 
 
 def _cmd_backup(args: argparse.Namespace) -> int:
-    from node.backup import backup
+    from node.storage.backup import backup
 
     size = backup(load_config(args.config).store.path, args.file)
     print(f"backed up to {args.file} ({size / 1e6:.1f} MB)")
@@ -160,7 +160,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from node.backup import restore
+    from node.storage.backup import restore
 
     store = load_config(args.config).store.path
     restore(args.file, store)
@@ -169,8 +169,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from node.backup import StoreLock
-    from node.store import Store
+    from node.storage.backup import StoreLock
+    from node.storage.store import Store
 
     cfg = load_config(args.config)
     with StoreLock(cfg.store.path):

@@ -15,7 +15,7 @@ from pathlib import Path
 from node.config import DEFAULT_CONFIG_PATH, default_config, load_config
 from node.inference.names import check_user_name
 from node.inference.users import UserExists, add_user
-from node.store import Store, from_epoch
+from node.storage.store import Store, from_epoch
 
 EXIT_USAGE = 2
 

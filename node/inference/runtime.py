@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
+from node.books.ledger import TokenPrice
 from node.clock import Clock
 from node.errors import ConfigError
 from node.inference.backend import Backend
@@ -28,8 +29,7 @@ from node.inference.settings import check_inference
 from node.inference.simulated import SimulatedServer
 from node.inference.supervisor import Supervisor
 from node.inference.users import KeyDirectory
-from node.ledger import TokenPrice
-from node.store import Store, epoch
+from node.storage.store import Store, epoch
 
 log = logging.getLogger("sunrig.inference")
 

@@ -15,7 +15,7 @@ import threading
 from datetime import datetime
 
 from node.inference.names import KEY_PREFIX, check_user_name, is_api_key
-from node.store import Store
+from node.storage.store import Store
 
 
 def new_key() -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta
 
-from node.store import Store, epoch
+from node.storage.store import Store, epoch
 
 VALUE_DAYS = 7
 MIN_LOCAL_GPU_HOURS = 1.0  # less than this measured: too little to call it a rate

@@ -11,7 +11,7 @@ from typing import Any
 
 from node.inference.metering import latency_percentiles
 from node.inference.value import local_value_per_gpu_hour
-from node.store import Store
+from node.storage.store import Store
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660

@@ -31,7 +31,7 @@ from node.planning.planner import (
     PlanInputs,
     shortfall_price,
 )
-from node.store import Store, epoch, from_epoch
+from node.storage.store import Store, epoch, from_epoch
 
 HISTORY = timedelta(days=7)
 RATIO_HISTORY = timedelta(days=3)  # the weather ratio: recent enough to carry today's sky

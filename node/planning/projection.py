@@ -22,9 +22,9 @@ import signal
 from datetime import date, datetime
 from typing import Any
 
+from node.books.ledger import date_at_pace
 from node.config import Config
-from node.ledger import date_at_pace
-from node.store import Store
+from node.storage.store import Store
 
 log = logging.getLogger("sunrig.projection")
 META_KEY = "year_projection"

@@ -13,7 +13,7 @@ one thing:
 A UUID must be an NVML GPU UUID (no MIG instance: a limit is the whole GPU's), the watts a plain
 decimal within what nvmlDeviceGetPowerManagementLimitConstraints allows for that GPU. Anything
 else is refused, as is a request beyond the size or the rate limit. The helper cannot know which
-GPU holds a lease: the agent never asks it to cap one (node/powercap.py). It imports only the
+GPU holds a lease: the agent never asks it to cap one (node/powercap/client.py). It imports only the
 standard library and, once it serves, pynvml.
 """
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from node.store import Database
+    from node.storage.store import Database
 
 TABLE = "_sqlite_migrations"
 

@@ -1,6 +1,6 @@
 """The agent's side of power capping when it does not run as root: it asks the root helper.
 
-NVML sets a power limit only for a caller with CAP_SYS_ADMIN (node/powercap_helper.py says
+NVML sets a power limit only for a caller with CAP_SYS_ADMIN (node/powercap/helper.py says
 where the driver checks it), and the agent runs as the unprivileged `sunrig` user, so
 `NvmlBackend` hands each limit to the helper over its unix socket. The helper checks the UUID's
 form and the GPU's own limits but cannot know leases; that check is here, with the caller: a
@@ -13,7 +13,7 @@ import os
 import socket
 
 from node.gpus import GpuError
-from node.powercap_helper import MAX_REQUEST_BYTES, request_line
+from node.powercap.helper import MAX_REQUEST_BYTES, request_line
 
 TIMEOUT_S = 5.0  # the helper answers at once; NVML's own call is a few milliseconds
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from node.podresources_pb import api_pb2, api_pb2_grpc
+from node.cluster.podresources_pb import api_pb2, api_pb2_grpc
 from node.roles import Physical
 
 log = logging.getLogger("sunrig.podresources")

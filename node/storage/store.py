@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from energy.redact import redact
-from node.migrations import migrations
+from node.storage.migrations import migrations
 
 
 class Database:

@@ -20,7 +20,7 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-from node.store import Store
+from node.storage.store import Store
 
 # seconds; from a short completion on a local GPU to a long one on a busy server
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)

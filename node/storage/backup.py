@@ -12,8 +12,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from node.migrations import migrations
-from node.store import Database
+from node.storage.migrations import migrations
+from node.storage.store import Database
 
 
 class BackupError(Exception):

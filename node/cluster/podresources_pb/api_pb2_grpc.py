@@ -5,7 +5,7 @@
 import grpc
 import warnings
 
-from node.podresources_pb import api_pb2 as node_dot_podresources__pb_dot_api__pb2
+from node.cluster.podresources_pb import api_pb2 as node_dot_cluster_dot_podresources__pb_dot_api__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -20,7 +20,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in node/podresources_pb/api_pb2_grpc.py depends on'
+        + ' but the generated code in node/cluster/podresources_pb/api_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -40,18 +40,18 @@ class PodResourcesListerStub:
         """
         self.List = channel.unary_unary(
                 '/v1.PodResourcesLister/List',
-                request_serializer=node_dot_podresources__pb_dot_api__pb2.ListPodResourcesRequest.SerializeToString,
-                response_deserializer=node_dot_podresources__pb_dot_api__pb2.ListPodResourcesResponse.FromString,
+                request_serializer=node_dot_cluster_dot_podresources__pb_dot_api__pb2.ListPodResourcesRequest.SerializeToString,
+                response_deserializer=node_dot_cluster_dot_podresources__pb_dot_api__pb2.ListPodResourcesResponse.FromString,
                 _registered_method=True)
         self.GetAllocatableResources = channel.unary_unary(
                 '/v1.PodResourcesLister/GetAllocatableResources',
-                request_serializer=node_dot_podresources__pb_dot_api__pb2.AllocatableResourcesRequest.SerializeToString,
-                response_deserializer=node_dot_podresources__pb_dot_api__pb2.AllocatableResourcesResponse.FromString,
+                request_serializer=node_dot_cluster_dot_podresources__pb_dot_api__pb2.AllocatableResourcesRequest.SerializeToString,
+                response_deserializer=node_dot_cluster_dot_podresources__pb_dot_api__pb2.AllocatableResourcesResponse.FromString,
                 _registered_method=True)
         self.Get = channel.unary_unary(
                 '/v1.PodResourcesLister/Get',
-                request_serializer=node_dot_podresources__pb_dot_api__pb2.GetPodResourcesRequest.SerializeToString,
-                response_deserializer=node_dot_podresources__pb_dot_api__pb2.GetPodResourcesResponse.FromString,
+                request_serializer=node_dot_cluster_dot_podresources__pb_dot_api__pb2.GetPodResourcesRequest.SerializeToString,
+                response_deserializer=node_dot_cluster_dot_podresources__pb_dot_api__pb2.GetPodResourcesResponse.FromString,
                 _registered_method=True)
 
 
@@ -83,18 +83,18 @@ def add_PodResourcesListerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'List': grpc.unary_unary_rpc_method_handler(
                     servicer.List,
-                    request_deserializer=node_dot_podresources__pb_dot_api__pb2.ListPodResourcesRequest.FromString,
-                    response_serializer=node_dot_podresources__pb_dot_api__pb2.ListPodResourcesResponse.SerializeToString,
+                    request_deserializer=node_dot_cluster_dot_podresources__pb_dot_api__pb2.ListPodResourcesRequest.FromString,
+                    response_serializer=node_dot_cluster_dot_podresources__pb_dot_api__pb2.ListPodResourcesResponse.SerializeToString,
             ),
             'GetAllocatableResources': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAllocatableResources,
-                    request_deserializer=node_dot_podresources__pb_dot_api__pb2.AllocatableResourcesRequest.FromString,
-                    response_serializer=node_dot_podresources__pb_dot_api__pb2.AllocatableResourcesResponse.SerializeToString,
+                    request_deserializer=node_dot_cluster_dot_podresources__pb_dot_api__pb2.AllocatableResourcesRequest.FromString,
+                    response_serializer=node_dot_cluster_dot_podresources__pb_dot_api__pb2.AllocatableResourcesResponse.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
-                    request_deserializer=node_dot_podresources__pb_dot_api__pb2.GetPodResourcesRequest.FromString,
-                    response_serializer=node_dot_podresources__pb_dot_api__pb2.GetPodResourcesResponse.SerializeToString,
+                    request_deserializer=node_dot_cluster_dot_podresources__pb_dot_api__pb2.GetPodResourcesRequest.FromString,
+                    response_serializer=node_dot_cluster_dot_podresources__pb_dot_api__pb2.GetPodResourcesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -124,8 +124,8 @@ class PodResourcesLister:
             request,
             target,
             '/v1.PodResourcesLister/List',
-            node_dot_podresources__pb_dot_api__pb2.ListPodResourcesRequest.SerializeToString,
-            node_dot_podresources__pb_dot_api__pb2.ListPodResourcesResponse.FromString,
+            node_dot_cluster_dot_podresources__pb_dot_api__pb2.ListPodResourcesRequest.SerializeToString,
+            node_dot_cluster_dot_podresources__pb_dot_api__pb2.ListPodResourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -151,8 +151,8 @@ class PodResourcesLister:
             request,
             target,
             '/v1.PodResourcesLister/GetAllocatableResources',
-            node_dot_podresources__pb_dot_api__pb2.AllocatableResourcesRequest.SerializeToString,
-            node_dot_podresources__pb_dot_api__pb2.AllocatableResourcesResponse.FromString,
+            node_dot_cluster_dot_podresources__pb_dot_api__pb2.AllocatableResourcesRequest.SerializeToString,
+            node_dot_cluster_dot_podresources__pb_dot_api__pb2.AllocatableResourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -178,8 +178,8 @@ class PodResourcesLister:
             request,
             target,
             '/v1.PodResourcesLister/Get',
-            node_dot_podresources__pb_dot_api__pb2.GetPodResourcesRequest.SerializeToString,
-            node_dot_podresources__pb_dot_api__pb2.GetPodResourcesResponse.FromString,
+            node_dot_cluster_dot_podresources__pb_dot_api__pb2.GetPodResourcesRequest.SerializeToString,
+            node_dot_cluster_dot_podresources__pb_dot_api__pb2.GetPodResourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from node.store import Store, epoch, from_epoch
+from node.storage.store import Store, epoch, from_epoch
 
 PERIODS_S = {"1m": 60, "15m": 900}
 WATERMARK = "rollup_until"

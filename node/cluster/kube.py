@@ -43,7 +43,14 @@ from typing import TYPE_CHECKING
 
 from urllib3.exceptions import HTTPError
 
-from node.podresources import Holder, Owners, PodGpus, PodResources, PodResourcesError, gpu_holders
+from node.cluster.podresources import (
+    Holder,
+    Owners,
+    PodGpus,
+    PodResources,
+    PodResourcesError,
+    gpu_holders,
+)
 
 if TYPE_CHECKING:  # the client is imported where it is used: a rig without [kube] never loads it
     from kubernetes import client
@@ -371,8 +378,9 @@ def api_client(kubeconfig: str | None = None, host: str | None = None) -> client
 
 
 def uninstall(config_path: str) -> int:
-    """`python -m node.kube CONFIG`, run by install.sh --uninstall: remove what sunrig created on
-    the rig's Kubernetes when the config has [kube] enabled; exit 0 when nothing was left."""
+    """`python -m node.cluster.kube CONFIG`, run by install.sh --uninstall: remove what sunrig
+    created on the rig's Kubernetes when the config has [kube] enabled; exit 0 when nothing was
+    left."""
     from node.config import load_config
     cfg = load_config(config_path).kube
     if not cfg.enabled:

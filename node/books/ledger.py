@@ -34,7 +34,7 @@ from itertools import groupby
 
 from energy.flows import shares_of, supply_of
 from market_adapter.base import Payout
-from node.store import Store, epoch
+from node.storage.store import Store, epoch
 
 log = logging.getLogger("sunrig.ledger")
 
