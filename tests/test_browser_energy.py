@@ -32,8 +32,7 @@ PAGES = ("/", "/plan", "/history", "/payback")
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     data = tmp_path_factory.mktemp("energy") / "data"
-    # a simulated day in 72 s: the History test waits for one to end, to compare settled days
-    d = Demo(data, "--speed", "1200", short_year=True)
+    d = Demo(data, "--speed", "600", short_year=True)
     try:
         d.wait_for(lambda s: s.get("plan") and s["today"]["energy_kwh"] > 0, "energy booked")
         d.data = data
